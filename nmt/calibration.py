@@ -1,0 +1,235 @@
+"""Calibration: expected / maximum calibration error, reliability bins, teacher-forced and inference
+token-level evaluation, and temperature scaling.
+
+- ECE (Guo et al. 2017, "On Calibration of Modern Neural Networks", Eq. 3; Naeini et al. 2015):
+  M equal-width bins I_m = ((m-1)/M, m/M] over the top-1 confidence;
+  ECE = sum_m (|B_m| / N) * |acc(B_m) - conf(B_m)|,  MCE = max_m |acc(B_m) - conf(B_m)| (non-empty bins).
+- Teacher-forced ECE (Mueller et al. 2019, Sec. 3, Table 3): at every non-padding reference position,
+  the top-1 probability of the next token given the reference prefix, correct when that token is the
+  reference token. End-of-sentence positions are also reported on their own (Kumar & Sarawagi 2019).
+- Inference ECE (Wang et al. 2020, "On the Inference Calibration of NMT"): the probability of each
+  token the search emitted, correct when a minimum-edit-distance alignment of the hypothesis to the
+  reference matches it to an identical reference token.
+- Temperature scaling (Guo et al. 2017, Sec. 4.2): one T > 0 per model, fitted on validation
+  references by minimising the teacher-forced NLL of softmax(z / T).
+
+All statistics stream batch by batch: memory holds M bins, never N x V.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from nmt.loss import label_smoothed_nll_loss
+from nmt.model import EOS, PAD
+
+
+def bin_index(confidences: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """Bin m (0-based) holds confidences in (m/M, (m+1)/M]; a confidence of exactly 0 goes to bin 0."""
+    inner_edges = torch.arange(1, n_bins, dtype=torch.float64) / n_bins  # 1/M .. (M-1)/M
+    return torch.bucketize(confidences, inner_edges, right=False)
+
+
+class CalibrationStats:
+    """Streaming reliability statistics: per bin, the count, the sum of confidences, the sum of correct."""
+
+    def __init__(self, n_bins: int = 15):
+        if n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        self.n_bins = n_bins
+        self.count = torch.zeros(n_bins, dtype=torch.float64)
+        self.conf_sum = torch.zeros(n_bins, dtype=torch.float64)
+        self.correct_sum = torch.zeros(n_bins, dtype=torch.float64)
+
+    def update(self, confidences, correct) -> "CalibrationStats":
+        conf = torch.as_tensor(confidences, dtype=torch.float64, device="cpu").detach().flatten()
+        corr = torch.as_tensor(correct, dtype=torch.float64, device="cpu").detach().flatten()
+        if conf.shape != corr.shape:
+            raise ValueError(f"{conf.numel()} confidences but {corr.numel()} correctness values")
+        if conf.numel() and (conf.min() < 0 or conf.max() > 1 or torch.isnan(conf).any()):
+            raise ValueError("confidences must lie in [0, 1]")
+        if corr.numel() and not ((corr == 0) | (corr == 1)).all():
+            raise ValueError("correct must be boolean or 0/1")
+        idx = bin_index(conf, self.n_bins)
+        self.count.index_add_(0, idx, torch.ones_like(conf))
+        self.conf_sum.index_add_(0, idx, conf)
+        self.correct_sum.index_add_(0, idx, corr)
+        return self
+
+    def merge(self, other: "CalibrationStats") -> "CalibrationStats":
+        for name in ("count", "conf_sum", "correct_sum"):
+            getattr(self, name).add_(getattr(other, name))
+        return self
+
+    def result(self) -> dict:
+        n = self.count.sum().item()
+        nonempty = self.count > 0
+        acc = torch.where(nonempty, self.correct_sum / self.count.clamp(min=1), torch.zeros(()))
+        conf = torch.where(nonempty, self.conf_sum / self.count.clamp(min=1), torch.zeros(()))
+        gap = (acc - conf).abs()
+        return {
+            "n": int(n),
+            "ece": (self.count * gap).sum().item() / n if n else float("nan"),
+            "mce": gap[nonempty].max().item() if n else float("nan"),
+            "accuracy": self.correct_sum.sum().item() / n if n else float("nan"),
+            "confidence": self.conf_sum.sum().item() / n if n else float("nan"),
+            "bins": [{"lo": m / self.n_bins, "hi": (m + 1) / self.n_bins, "count": int(self.count[m]),
+                      "accuracy": acc[m].item(), "confidence": conf[m].item()} for m in range(self.n_bins)],
+        }
+
+
+def expected_calibration_error(confidences, correct, n_bins: int = 15) -> float:
+    """ECE = sum_m (n_m / N) |acc(m) - conf(m)| over equal-width bins of [0, 1] (Guo et al. 2017, Eq. 3)."""
+    return CalibrationStats(n_bins).update(confidences, correct).result()["ece"]
+
+
+def ece_signature(n_bins: int, mode: str, temperature: float, subset: str = "") -> str:
+    """How an ECE was computed, sacrebleu-style: e.g. ECE|bins:15|binning:uniform|level:token|forced|T:1.0."""
+    return "|".join(["ECE", f"bins:{n_bins}", "binning:uniform", "level:token", mode, f"T:{round(temperature, 4)}"]
+                    + ([f"tokens:{subset}"] if subset else []))
+
+
+# -- teacher-forced evaluation ---------------------------------------------------------------------
+
+@torch.no_grad()
+def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0, n_bins: int = 15) -> dict:
+    """Teacher-forced metrics over `batches` of (src, tgt_in, tgt_out) at temperature T.
+
+    Per token: smoothed loss (the training objective at `alpha`), NLL, top-1 accuracy, and the
+    reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone."""
+    was_training = model.training
+    model.eval()
+    every, eos = CalibrationStats(n_bins), CalibrationStats(n_bins)
+    loss_sum = nll_sum = 0.0
+    n_tok = n_correct = 0
+    for src, tgt_in, tgt_out in batches:
+        keep = tgt_out != PAD  # (B, T)
+        y = tgt_out[keep]  # (N,)
+        lprobs = F.log_softmax(model(src, tgt_in, keep=keep).float() / temperature, dim=-1)  # (N, V)
+        loss, nll = label_smoothed_nll_loss(lprobs, y, alpha, PAD)
+        top_lp, pred = lprobs.max(dim=-1)
+        conf, correct = top_lp.exp(), pred == y
+        every.update(conf, correct)
+        at_eos = y == EOS
+        eos.update(conf[at_eos], correct[at_eos])
+        loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+        n_tok, n_correct = n_tok + y.numel(), n_correct + int(correct.sum())
+    model.train(was_training)
+    cal, cal_eos = every.result(), eos.result()
+    return {"temperature": temperature, "tokens": n_tok, "loss": loss_sum / n_tok, "nll": nll_sum / n_tok,
+            "ppl": math.exp(nll_sum / n_tok), "accuracy": n_correct / n_tok,
+            "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
+            "ece_eos": cal_eos["ece"], "calibration": cal, "calibration_eos": cal_eos,
+            "signature": ece_signature(n_bins, "forced", temperature),
+            "signature_eos": ece_signature(n_bins, "forced", temperature, subset="eos")}
+
+
+# -- temperature scaling ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def penultimate_features(model, batches):
+    """Decoder outputs before the output projection at every non-padding reference position:
+    (N, D) features and (N,) targets. N x D, not N x V: logits are recomputed from these in chunks."""
+    was_training = model.training
+    model.eval()
+    feats, targets = [], []
+    for src, tgt_in, tgt_out in batches:
+        keep = tgt_out != PAD
+        feats.append(model.decode(tgt_in, *model.encode(src))[keep].float())  # (B, T, D) -> (N, D)
+        targets.append(tgt_out[keep])
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(targets)
+
+
+@torch.no_grad()
+def _nll_derivatives(logits_fn, feats, targets, beta: float, chunk: int = 1024):
+    """f(beta) = sum_i logsumexp(beta z_i) - beta z_iy (the NLL at T = 1/beta), f'(beta), f''(beta).
+
+    f is convex in beta: f' = sum_i E_p[z] - z_y, f'' = sum_i Var_p[z] >= 0, p = softmax(beta z)."""
+    f = d1 = d2 = 0.0
+    for start in range(0, feats.size(0), chunk):
+        z = logits_fn(feats[start:start + chunk]).double()  # (n, V)
+        zy = z.gather(1, targets[start:start + chunk, None]).squeeze(1)
+        s = beta * z
+        lse = torch.logsumexp(s, dim=1)
+        p = torch.exp(s - lse[:, None])
+        ez = (p * z).sum(1)
+        f += (lse - beta * zy).sum().item()
+        d1 += (ez - zy).sum().item()
+        d2 += ((p * z * z).sum(1) - ez * ez).sum().item()
+    return f, d1, d2
+
+
+def fit_temperature(model, batches, t_min: float = 0.05, t_max: float = 20.0, tol: float = 1e-7) -> dict:
+    """Temperature scaling: T* = argmin_T NLL(softmax(z / T)) on the references of `batches`.
+
+    Exact 1-D search. The NLL is convex in beta = 1/T (`_nll_derivatives`), so its derivative is
+    increasing and has one root in a bracket [1/t_max, 1/t_min]; Newton steps on beta, replaced by
+    bisection whenever they leave the bracket, find it. T = 1/beta is positive by construction (the
+    search is equivalent to one over log T). Holds N x D features, never N x V logits."""
+    feats, targets = penultimate_features(model, batches)
+    logits_fn = model.logits
+    n = targets.numel()
+    lo, hi = 1.0 / t_max, 1.0 / t_min
+    f_lo, g_lo, _ = _nll_derivatives(logits_fn, feats, targets, lo)
+    f_hi, g_hi, _ = _nll_derivatives(logits_fn, feats, targets, hi)
+    f1, _, _ = _nll_derivatives(logits_fn, feats, targets, 1.0)
+    if g_lo >= 0:  # NLL still falling at T = t_max: the bound is the answer
+        return {"temperature": t_max, "nll": f_lo / n, "nll_t1": f1 / n, "tokens": n, "iterations": 0, "at_bound": True}
+    if g_hi <= 0:
+        return {"temperature": t_min, "nll": f_hi / n, "nll_t1": f1 / n, "tokens": n, "iterations": 0, "at_bound": True}
+    beta, it = 1.0, 0
+    for it in range(1, 100):
+        f, g, h = _nll_derivatives(logits_fn, feats, targets, beta)
+        if g > 0:
+            hi = beta
+        else:
+            lo = beta
+        if abs(g) / n < tol or hi - lo < 1e-12:
+            break
+        step = beta - g / h if h > 0 else None
+        beta = step if step is not None and lo < step < hi else 0.5 * (lo + hi)
+    f, _, _ = _nll_derivatives(logits_fn, feats, targets, beta)
+    return {"temperature": 1.0 / beta, "nll": f / n, "nll_t1": f1 / n, "tokens": n, "iterations": it,
+            "at_bound": False}
+
+
+# -- inference calibration -------------------------------------------------------------------------
+
+def edit_alignment_matches(hyp, ref) -> list:
+    """For each hypothesis token, whether a minimum-edit-distance (Levenshtein) alignment of `hyp` to
+    `ref` matches it to an identical reference token. Ties prefer a match, then a substitution."""
+    n, m = len(hyp), len(ref)
+    d = [[0] * (m + 1) for _ in range(n + 1)]  # d[i][j]: edit distance of hyp[:i] and ref[:j]
+    for i in range(n + 1):
+        d[i][0] = i
+    for j in range(m + 1):
+        d[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i][j] = min(d[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]), d[i - 1][j] + 1, d[i][j - 1] + 1)
+    matched = [False] * n
+    i, j = n, m
+    while i > 0 and j > 0:
+        if d[i][j] == d[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]):
+            matched[i - 1] = hyp[i - 1] == ref[j - 1]
+            i, j = i - 1, j - 1
+        elif d[i][j] == d[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return matched
+
+
+def inference_calibration(hyp_ids, hyp_confidences, ref_ids, n_bins: int = 15, temperature: float = 1.0) -> dict:
+    """Inference ECE (Wang et al. 2020) over emitted tokens (EOS included when emitted) and their
+    probabilities under the tempered model, correct when edit-aligned to an identical reference token."""
+    stats = CalibrationStats(n_bins)
+    for hyp, conf, ref in zip(hyp_ids, hyp_confidences, ref_ids):
+        if hyp:
+            stats.update(torch.tensor(conf, dtype=torch.float64), torch.tensor(edit_alignment_matches(hyp, ref)))
+    res = stats.result()
+    return {"ece": res["ece"], "mce": res["mce"], "accuracy": res["accuracy"], "confidence": res["confidence"],
+            "tokens": res["n"], "calibration": res, "signature": ece_signature(n_bins, "inference", temperature)}

@@ -1,0 +1,170 @@
+"""Greedy and beam search, batched over sentences, on the decoder's key/value cache.
+
+A decoder here is anything with
+    init_state(src (B, S)) -> state
+    decode_step(tokens (N,), state) -> logits (N, V)      (advances the state one position)
+    reorder_state(state, index (N',)) -> state             (row i <- row index[i])
+`nmt.model.Transformer` is one; the tests use a toy decoder with fixed probabilities.
+
+Beam search follows fairseq's `SequenceGenerator`: each step ranks the K x V extensions of the K live
+hypotheses of a sentence and keeps the best 2K, so that EOS candidates never starve the live ones; EOS
+candidates among the top K are finalised with score log p(y|x) / |y|^a (|y| counts EOS; `length_penalty`
+a, Wu et al. 2016 use a similar normaliser), the best K others continue. A sentence is done when it has K
+finished hypotheses or reaches its maximum length max_len_a * |x| + max_len_b (EOS is forced there), and
+then leaves the batch. Scores use log softmax(z / T): temperature scaling inside the search, as in
+Mueller et al. 2019, Fig. 4.
+
+Shape letters: B sentences, b live sentences, K beam, V vocabulary, N rows (b * K).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from nmt.model import BOS, EOS, PAD
+
+
+@dataclass
+class Hypothesis:
+    tokens: list  # emitted ids, ending with EOS
+    token_probs: list = field(default_factory=list)  # p(token | prefix, x) at temperature T, one per token
+    logprob: float = 0.0  # sum of the token log-probabilities
+    score: float = 0.0  # logprob / len(tokens) ** length_penalty (beam search); logprob (greedy)
+
+    @property
+    def ids(self) -> list:
+        """Tokens without the final EOS."""
+        return self.tokens[:-1] if self.tokens and self.tokens[-1] == EOS else self.tokens
+
+
+def max_lengths(src: torch.Tensor, max_len_a: float, max_len_b: int, max_positions: int = None) -> torch.Tensor:
+    """Longest hypothesis per sentence, EOS included: floor(a * |x| + b), at least 1, at most max_positions."""
+    n = (src != PAD).sum(1)
+    lim = (max_len_a * n.double() + max_len_b).floor().long().clamp(min=1)
+    return lim.clamp(max=max_positions) if max_positions else lim
+
+
+def _step_lprobs(model, prev, state, temperature, forced):
+    """Log-probabilities of the next token (N, V) at temperature T; PAD and BOS are never produced;
+    rows in `forced` (N,) may only produce EOS, scored with the model's own EOS probability."""
+    lp = F.log_softmax(model.decode_step(prev, state).float() / temperature, dim=-1)
+    lp[:, PAD] = -float("inf")
+    lp[:, BOS] = -float("inf")
+    if forced.any():
+        eos_lp = lp[forced, EOS]
+        lp[forced] = -float("inf")
+        lp[forced, EOS] = eos_lp
+    return lp
+
+
+@torch.no_grad()
+def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0,
+           max_positions: int = None) -> list:
+    """Arg-max decoding; finished sentences leave the batch."""
+    B = src.size(0)
+    max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
+    state = model.init_state(src)
+    live = torch.arange(B)  # original index of each row
+    prev = torch.full((B,), BOS, dtype=torch.long, device=src.device)
+    out = [Hypothesis(tokens=[]) for _ in range(B)]
+    for t in range(int(max_len.max())):
+        lp = _step_lprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device))
+        tok_lp, tok = lp.max(dim=-1)  # (N,)
+        for row, (i, y, l) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
+            h = out[i]
+            h.tokens.append(y)
+            h.token_probs.append(math.exp(l))
+            h.logprob += l
+        going = (tok != EOS).cpu()
+        if not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)
+            state = model.reorder_state(state, keep.to(src.device))
+            live, tok = live[keep], tok[keep.to(src.device)]
+        prev = tok
+    for h in out:
+        h.score = h.logprob
+    return out
+
+
+@torch.no_grad()
+def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_a: float = 1.5,
+                max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None) -> list:
+    """The best hypothesis of each sentence under beam search (see the module docstring)."""
+    B, K, dev = src.size(0), beam, src.device
+    max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
+    state = model.init_state(src)
+    state = model.reorder_state(state, torch.arange(B, device=dev).repeat_interleave(K))  # (B*K rows)
+    sent = torch.arange(B)  # original index of each live sentence (b,)
+    scores = torch.full((B, K), -float("inf"), device=dev)
+    scores[:, 0] = 0.0  # one live hypothesis at the start, so the K beams do not repeat each other
+    prev = torch.full((B * K,), BOS, dtype=torch.long, device=dev)
+    hist_tok = torch.zeros(B * K, 0, dtype=torch.long, device=dev)  # (N, t): tokens so far
+    hist_lp = torch.zeros(B * K, 0, device=dev)  # (N, t): their log-probabilities
+    finished = [[] for _ in range(B)]  # per sentence: Hypothesis list, at most K
+    for t in range(int(max_len.max())):
+        b = sent.numel()
+        forced_sent = (max_len[sent] - 1 == t)  # (b,)
+        lp = _step_lprobs(model, prev, state, temperature, forced_sent.repeat_interleave(K).to(dev))  # (N, V)
+        V = lp.size(1)
+        cand = (scores.unsqueeze(2) + lp.view(b, K, V)).view(b, K * V)  # (N, V) -> (b, K, V) -> (b, K*V)
+        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (b, 2K)
+        top_beam, top_tok = top_idx // V, top_idx % V
+        top_lp = lp.view(b, K * V).gather(1, top_idx)  # the new tokens' own log-probabilities (b, 2K)
+        is_eos = (top_tok == EOS) & torch.isfinite(top_scores)
+        # Finalise EOS candidates ranked among the best K.
+        for i, j in is_eos[:, :K].nonzero().tolist():
+            s = int(sent[i])
+            if len(finished[s]) < K:
+                row = i * K + int(top_beam[i, j])
+                total = float(top_scores[i, j])
+                lps = hist_lp[row].tolist() + [float(top_lp[i, j])]
+                finished[s].append(Hypothesis(
+                    tokens=hist_tok[row].tolist() + [EOS], token_probs=torch.tensor(lps).exp().tolist(),
+                    logprob=total, score=total / (t + 1) ** length_penalty))
+        done = forced_sent.cpu() | torch.tensor([len(finished[int(s)]) >= K for s in sent])
+        keep = (~done).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            break
+        # Continue with the best K candidates that are not EOS, in the sentences still searching.
+        cont_scores, pick = top_scores.masked_fill(top_tok == EOS, -float("inf")).topk(K, dim=1)  # (b, K)
+        kd = keep.to(dev)
+        new_beam, new_tok = top_beam.gather(1, pick)[kd], top_tok.gather(1, pick)[kd]  # (b', K)
+        new_lp = top_lp.gather(1, pick)[kd]
+        rows = (kd[:, None] * K + new_beam).view(-1)  # (b', K) -> (b'*K,): old rows to continue from
+        hist_tok = torch.cat([hist_tok[rows], new_tok.reshape(-1, 1)], dim=1)
+        hist_lp = torch.cat([hist_lp[rows], new_lp.reshape(-1, 1)], dim=1)
+        state = model.reorder_state(state, rows)
+        scores, sent, prev = cont_scores[kd], sent[keep], new_tok.reshape(-1)
+    return [max(f, key=lambda h: h.score) if f else Hypothesis(tokens=[EOS]) for f in finished]
+
+
+def translate(model, src_ids: list, beam: int = 4, batch_size: int = 64, length_penalty: float = 1.0,
+              max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None,
+              progress=None) -> list:
+    """Search every source (lists of ids, EOS included) in batches of similar length; results in input
+    order. Beam 1 is greedy search. An empty source gives an empty hypothesis without running the model."""
+    device = next(model.parameters()).device
+    out = [Hypothesis(tokens=[]) for _ in src_ids]
+    todo = sorted((i for i, s in enumerate(src_ids) if s and s != [EOS]), key=lambda i: len(src_ids[i]))
+    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, temperature=temperature, max_positions=max_positions)
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start:start + batch_size]
+        S = max(len(src_ids[i]) for i in idx)
+        src = torch.full((len(idx), S), PAD, dtype=torch.long)
+        for r, i in enumerate(idx):
+            src[r, :len(src_ids[i])] = torch.tensor(src_ids[i])
+        src = src.to(device)
+        if beam == 1:
+            hyps = greedy(model, src, **limits)
+        else:
+            hyps = beam_search(model, src, beam=beam, length_penalty=length_penalty, **limits)
+        for i, h in zip(idx, hyps):
+            out[i] = h
+        if progress is not None:
+            progress.update(len(idx))
+    return out

@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.loss import label_smoothed_nll_loss
+
+PAD = 0
+# One position, V = 4, p = (0.1, 0.2, 0.3, 0.4) with class 0 the padding symbol.
+P = [0.1, 0.2, 0.3, 0.4]
+SMOOTH = -(math.log(0.2) + math.log(0.3) + math.log(0.4))  # -sum_{k != pad} log p_k = 3.7297014
+
+
+@pytest.mark.parametrize("target, alpha, loss, nll", [
+    (2, 0.0, 1.2039728, 1.2039728),  # -log 0.3, both
+    (2, 0.3, 1.2157511, 1.2039728),  # 0.7 * 1.2039728 + 0.3 / 3 * 3.7297014
+    (3, 1.0, 1.2432338, 0.9162907),  # 1/3 * 3.7297014 ; -log 0.4
+    (1, 0.1, 1.5728175, 1.6094379),  # 0.9 * 1.6094379 + 0.1 / 3 * 3.7297014
+    (0, 0.3, 0.0, 0.0),  # a padding position counts for nothing
+])
+def test_hand_computed(target, alpha, loss, nll):
+    lp = torch.tensor([P]).log()
+    got_loss, got_nll = label_smoothed_nll_loss(lp, torch.tensor([target]), alpha, PAD)
+    assert got_loss.item() == pytest.approx(loss, abs=1e-6)
+    assert got_nll.item() == pytest.approx(nll, abs=1e-6)
+
+
+def test_smooth_constant():
+    assert SMOOTH == pytest.approx(3.7297014, abs=1e-6)
+
+
+def dense_reference(lprobs, target, alpha, pad):
+    """Build q explicitly: (1 - alpha) onehot(y) + alpha * u, u uniform over the V - 1 non-pad classes."""
+    V = lprobs.size(-1)
+    u = torch.full((V,), 1.0 / (V - 1), dtype=lprobs.dtype)
+    u[pad] = 0.0
+    q = (1 - alpha) * F.one_hot(target, V).to(lprobs.dtype) + alpha * u
+    keep = (target != pad).to(lprobs.dtype).unsqueeze(-1)
+    return -(q * lprobs * keep).sum(), -(F.one_hot(target, V) * lprobs * keep).sum()
+
+
+def random_batch(B=3, T=5, V=11, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V, generator=g, dtype=dtype, requires_grad=True)
+    target = torch.randint(1, V, (B, T), generator=g)
+    target[0, 3:] = PAD
+    target[2, 1:] = PAD
+    return logits, target
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.5, 1.0])
+def test_matches_dense_reference_values_and_gradients(alpha):
+    logits, target = random_batch()
+    loss, nll = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, PAD)
+    ref_loss, ref_nll = dense_reference(F.log_softmax(logits, -1), target, alpha, PAD)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
+    assert nll.item() == pytest.approx(ref_nll.item(), rel=1e-12)
+    # Gradients of a combination of both outputs, against autograd through the dense reference.
+    g, = torch.autograd.grad(loss + 0.5 * nll, logits)
+    g_ref, = torch.autograd.grad(ref_loss + 0.5 * ref_nll, logits)
+    assert torch.allclose(g, g_ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.3])
+def test_matches_torch_cross_entropy_without_the_padding_class(alpha):
+    """F.cross_entropy spreads alpha over all its C classes. Give it the V - 1 real classes (and give our
+    loss a padding class of probability ~0): the two targets then coincide."""
+    logits, target = random_batch(B=4, T=6, V=9, seed=1)
+    with torch.no_grad():
+        logits[..., PAD] = -1e4  # p(pad) = 0 in float64, so log_softmax over V == over the V - 1 others
+    keep = target != PAD
+    loss, nll = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, PAD)
+    ce = F.cross_entropy(logits[keep][:, 1:], target[keep] - 1, label_smoothing=alpha, reduction="sum")
+    ce_nll = F.cross_entropy(logits[keep][:, 1:], target[keep] - 1, reduction="sum")
+    assert loss.item() == pytest.approx(ce.item(), rel=1e-9)
+    assert nll.item() == pytest.approx(ce_nll.item(), rel=1e-9)
+
+
+def test_alpha_zero_is_exactly_the_nll():
+    logits, target = random_batch(dtype=torch.float32)
+    lp = F.log_softmax(logits, -1)
+    loss, nll = label_smoothed_nll_loss(lp, target, 0.0, PAD)
+    assert loss.item() == nll.item()
+    assert nll.item() == pytest.approx(F.nll_loss(lp.transpose(1, 2), target, ignore_index=PAD,
+                                                  reduction="sum").item(), rel=1e-6)
+
+
+def test_padding_positions_get_zero_gradient_and_change_nothing():
+    logits, target = random_batch()
+    loss, _ = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, 0.1, PAD)
+    g, = torch.autograd.grad(loss, logits)
+    assert g[target == PAD].abs().max().item() == 0.0
+    assert g[target != PAD].abs().max().item() > 0.0
+    # Changing the logits at padding positions changes neither output.
+    other = logits.detach().clone()
+    other[target == PAD] = 100.0
+    a = label_smoothed_nll_loss(F.log_softmax(logits.detach(), -1), target, 0.1, PAD)
+    b = label_smoothed_nll_loss(F.log_softmax(other, -1), target, 0.1, PAD)
+    assert a[0].item() == b[0].item() and a[1].item() == b[1].item()
+
+
+def test_flat_and_batched_shapes_agree():
+    logits, target = random_batch()
+    lp = F.log_softmax(logits, -1)
+    a = label_smoothed_nll_loss(lp, target, 0.2, PAD)
+    b = label_smoothed_nll_loss(lp.reshape(-1, lp.size(-1)), target.reshape(-1), 0.2, PAD)
+    assert a[0].item() == pytest.approx(b[0].item(), rel=1e-12)

@@ -1,0 +1,148 @@
+import math
+
+import pytest
+import torch
+
+from nmt.config import ModelConfig
+from nmt.model import BOS, EOS, PAD, Transformer
+from nmt.search import beam_search, greedy, max_lengths, translate
+
+A, B = 4, 5  # the toy's two words; V = 6 (pad, unk, bos, eos, a, b)
+V = 6
+# Next-token probabilities given the previous token (a Markov chain); UNK never.
+CHAIN = {BOS: {A: 0.5, B: 0.4, EOS: 0.1}, A: {A: 0.1, B: 0.3, EOS: 0.6}, B: {A: 0.7, B: 0.1, EOS: 0.2}}
+# A second chain, chosen by sources that start with token 9: prefers b first.
+CHAIN_9 = {BOS: {A: 0.2, B: 0.7, EOS: 0.1}, A: {A: 0.1, B: 0.1, EOS: 0.8}, B: {A: 0.1, B: 0.1, EOS: 0.8}}
+
+
+class ToyDecoder:
+    """Fixed probabilities: p(next | previous token), from the table chosen by the source's first token."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def parameters(self):
+        yield torch.zeros(1)
+
+    def init_state(self, src):
+        return {"chain": src[:, 0].clone()}
+
+    def decode_step(self, tokens, state):
+        self.calls += 1
+        logits = torch.full((tokens.numel(), V), -float("inf"))
+        for i, (c, prev) in enumerate(zip(state["chain"].tolist(), tokens.tolist())):
+            chain = CHAIN_9 if c == 9 else CHAIN
+            for tok, p in chain.get(prev, chain[A]).items():  # dead beams (score -inf) may feed PAD
+                logits[i, tok] = math.log(p)
+        return logits
+
+    @staticmethod
+    def reorder_state(state, index):
+        return {"chain": state["chain"][index]}
+
+
+SRC = torch.tensor([[7, 7, 7, EOS]])  # 4 source tokens: max length 0 * 4 + 10 = 10 with the limits below
+LIM = dict(max_len_a=0.0, max_len_b=10)
+
+
+def test_greedy_on_the_toy_by_hand():
+    h, = greedy(ToyDecoder(), SRC, **LIM)
+    assert h.tokens == [A, EOS] and h.ids == [A]
+    assert h.token_probs == pytest.approx([0.5, 0.6])
+    assert h.logprob == pytest.approx(math.log(0.3))
+
+
+@pytest.mark.parametrize("length_penalty, tokens, score", [
+    # Finished in order: "a EOS" (log 0.3 = -1.2039728) at step 1, "b a EOS" (log 0.4*0.7*0.6 = log 0.168
+    # = -1.7837913) at step 2; then 2 = K hypotheses are done.
+    (1.0, [B, A, EOS], -1.7837913 / 3),  # -0.5945971 beats -1.2039728 / 2 = -0.6019864
+    (0.0, [A, EOS], -1.2039728),  # raw log-probabilities: the short one wins
+    (2.0, [B, A, EOS], -1.7837913 / 9),  # -0.1982 beats -1.2039728 / 4 = -0.3010
+])
+def test_beam_two_on_the_toy_by_hand(length_penalty, tokens, score):
+    h, = beam_search(ToyDecoder(), SRC, beam=2, length_penalty=length_penalty, **LIM)
+    assert h.tokens == tokens
+    assert h.score == pytest.approx(score, abs=1e-6)
+    assert h.token_probs == pytest.approx([0.4, 0.7, 0.6] if tokens[0] == B else [0.5, 0.6])
+
+
+def test_max_length_forces_eos_with_the_models_own_probability():
+    # max length 2 (EOS included): step 1 may only produce EOS. Greedy: a, then EOS with p = 0.6.
+    h, = greedy(ToyDecoder(), SRC, max_len_a=0.0, max_len_b=2)
+    assert h.tokens == [A, EOS] and h.token_probs == pytest.approx([0.5, 0.6])
+    # Beam 2: "a EOS" (-1.204 / 2) and "b EOS" (log 0.08 / 2 = -1.263) both finish at step 1.
+    h, = beam_search(ToyDecoder(), SRC, beam=2, max_len_a=0.0, max_len_b=2)
+    assert h.tokens == [A, EOS]
+    h, = beam_search(ToyDecoder(), SRC, beam=2, max_len_a=0.0, max_len_b=1)
+    assert h.tokens == [EOS] and h.token_probs == pytest.approx([0.1])
+
+
+def test_temperature_divides_the_logits_before_the_softmax():
+    # At T = 2, p ~ p^(1/2): after BOS, a: sqrt(.5) / (sqrt(.5) + sqrt(.4) + sqrt(.1)) = 0.4270
+    h, = greedy(ToyDecoder(), SRC, temperature=2.0, **LIM)
+    z = math.sqrt(0.5) + math.sqrt(0.4) + math.sqrt(0.1)
+    assert h.token_probs[0] == pytest.approx(math.sqrt(0.5) / z, abs=1e-6)
+    # and beam scores use the tempered distribution: "b a EOS" = log(tempered probs) / 3
+    h, = beam_search(ToyDecoder(), SRC, beam=2, temperature=2.0, **LIM)
+    za = math.sqrt(0.1) + math.sqrt(0.3) + math.sqrt(0.6)
+    zb = math.sqrt(0.7) + math.sqrt(0.1) + math.sqrt(0.2)
+    tempered = {"aE": math.sqrt(0.5) / z * math.sqrt(0.6) / za,
+                "baE": math.sqrt(0.4) / z * math.sqrt(0.7) / zb * math.sqrt(0.6) / za}
+    best = max(("aE", math.log(tempered["aE"]) / 2), ("baE", math.log(tempered["baE"]) / 3), key=lambda x: x[1])
+    assert h.score == pytest.approx(best[1], abs=1e-6)
+
+
+def test_batched_toy_equals_one_at_a_time_and_finished_sentences_leave():
+    src = torch.tensor([[7, 7, EOS, PAD], [9, 7, 7, EOS], [7, EOS, PAD, PAD]])
+    batched = beam_search(ToyDecoder(), src, beam=3, **LIM)
+    single = [beam_search(ToyDecoder(), src[i:i + 1], beam=3, **LIM)[0] for i in range(3)]
+    assert [h.tokens for h in batched] == [h.tokens for h in single]
+    assert batched[1].tokens[0] == B  # the second chain
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=30, d_model=32, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=64,
+                      dropout=0.0, max_positions=40)
+    return Transformer(cfg).eval()
+
+
+def random_sources(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(4, 30, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist() + [EOS]
+            for _ in range(n)]
+
+
+def test_beam_one_is_exactly_greedy():
+    m = tiny_model()
+    srcs = random_sources(20)
+    g = translate(m, srcs, beam=1, batch_size=8)
+    b = [beam_search(m, torch.tensor([s]), beam=1, max_positions=40)[0] for s in srcs]
+    assert [h.tokens for h in g] == [h.tokens for h in b]
+    assert [h.token_probs for h in g] == [pytest.approx(h.token_probs, abs=1e-6) for h in b]
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_batched_results_equal_one_sentence_at_a_time(beam):
+    m = tiny_model(1)
+    srcs = random_sources(24, seed=1)
+    batched = translate(m, srcs, beam=beam, batch_size=24, max_positions=40)
+    single = translate(m, srcs, beam=beam, batch_size=1, max_positions=40)
+    assert [h.tokens for h in batched] == [h.tokens for h in single]
+
+
+def test_empty_sources_give_empty_hypotheses_in_place():
+    m = tiny_model()
+    srcs = random_sources(3)
+    out = translate(m, [srcs[0], [], srcs[1], [EOS], srcs[2]], beam=4)
+    assert out[1].tokens == [] and out[3].tokens == []
+    assert all(out[i].tokens and out[i].tokens[-1] == EOS for i in (0, 2, 4))
+
+
+def test_max_lengths_and_position_limit():
+    src = torch.tensor([[5, 6, EOS, PAD], [5, 6, 7, EOS]])
+    assert max_lengths(src, 1.5, 2).tolist() == [6, 8]  # floor(1.5 * 3 + 2), floor(1.5 * 4 + 2)
+    assert max_lengths(src, 1.5, 2, max_positions=7).tolist() == [6, 7]
+    m = tiny_model()
+    h = beam_search(m, torch.tensor([random_sources(1)[0]]), beam=2, max_len_a=0, max_len_b=3)[0]
+    assert len(h.tokens) <= 3 and h.tokens[-1] == EOS

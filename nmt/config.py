@@ -44,6 +44,8 @@ class TrainConfig:
     src_lang: str = _f("en", "source language (en, de, fr, cs)")
     tgt_lang: str = _f("de", "target language (en, de, fr, cs)")
     vocab_size: int = _f(8000, "joint SentencePiece vocabulary size (trained on the training split only)")
+    tokenizer: Optional[str] = _f(None, "reuse this SentencePiece model (a .model file or a run directory) "
+                                        "instead of training one")
     max_len: int = _f(128, "training pairs with more tokens than this on either side are filtered (logged)")
     num_proc: int = _f(0, "processes for datasets.map when encoding (0: one per core for large corpora)")
     alpha: float = _f(0.0, "label smoothing alpha (Szegedy et al. 2016; Mueller et al. 2019): 0 = hard targets")
@@ -67,6 +69,9 @@ class TrainConfig:
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")
     log_every: int = _f(50, "updates between training-loss lines in log.jsonl")
     fit_temperature: bool = _f(True, "fit the validation temperature of the final model when training ends")
+    teacher: Optional[str] = _f(None, "distil from this checkpoint or run directory (its tokenizer is reused)")
+    distill_beta: float = _f(0.5, "distillation: weight of the soft term, (1 - beta) CE + beta T^2 KL")
+    distill_temperature: float = _f(1.0, "distillation: temperature of teacher and student in the soft term")
 
 
 @dataclass
@@ -75,6 +80,7 @@ class DecodeConfig:
     length_penalty: float = _f(1.0, "beam scores are log p(y|x) / len(y)^length_penalty (len counts EOS)")
     max_len_a: float = _f(1.5, "longest hypothesis: max_len_a * source_length + max_len_b tokens")
     max_len_b: int = _f(10, "see max_len_a")
+    min_len: int = _f(0, "EOS is not allowed before this many tokens (benchmarks force equal lengths with it)")
     temperature: str = _f("1.0", "divide logits by T before the log-softmax at every step; 'auto' uses the "
                                  "temperature fitted on the validation set (temperature.json)")
     batch_size: int = _f(64, "sentences decoded together")

@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--results", default="results", help="comparison mode: where tables and figures go")
     p.add_argument("--runs", default="runs", help="comparison mode: where scripts/train.sh put its runs")
+    p.add_argument("--sweep", default="0.7:1.6:0.1", help="comparison mode: temperature grid, start:stop:step or "
+                                                          "a,b,c; 'none' to skip (default: %(default)s)")
     add_arguments(p, DecodeConfig)
     return p.parse_args(argv)
 
@@ -127,7 +129,7 @@ def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperat
     t0 = time.perf_counter()
     hyps = translate(model, src_ids, beam=dcfg.beam, batch_size=dcfg.batch_size, length_penalty=dcfg.length_penalty,
                      max_len_a=dcfg.max_len_a, max_len_b=dcfg.max_len_b, temperature=temperature,
-                     max_positions=model.cfg.max_positions, progress=bar)
+                     max_positions=model.cfg.max_positions, min_len=dcfg.min_len, progress=bar)
     seconds = time.perf_counter() - t0
     bar.close()
     texts = [sp.decode(h.ids) for h in hyps]

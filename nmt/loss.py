@@ -95,8 +95,13 @@ def distillation_loss(student_lprobs: torch.Tensor, teacher_logits: torch.Tensor
     elif student_logits is None:
         raise ValueError("distillation at temperature != 1 needs the student's logits")
     else:
-        s_lp = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    t_lp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+        s_lp = F.log_softmax(_at_least_fp32(student_logits) / temperature, dim=-1)
+    t_lp = F.log_softmax(_at_least_fp32(teacher_logits) / temperature, dim=-1)
     kl = (t_lp.exp() * (t_lp - s_lp)).sum(-1)  # KL(teacher || student) per position, (...)
     kl = torch.where(keep, kl, torch.zeros_like(kl)).sum()
     return (1.0 - beta) * nll + beta * temperature ** 2 * kl, nll
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits (autocast) are promoted; float32/float64 stay as they are."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()

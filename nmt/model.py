@@ -127,18 +127,29 @@ class DecoderLayer(nn.Module):
             cache["k"], cache["v"] = k, v
             a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # every cached key is in the past
         x = x + self.dropout(self.self_out(merge_heads(a)))
-        q = split_heads(self.cross_q(self.norm2(x)), self.n_heads)
-        a = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=key_mask, dropout_p=p)
-        x = x + self.dropout(self.cross_out(merge_heads(a)))
+        if cache is None:
+            q = split_heads(self.cross_q(self.norm2(x)), self.n_heads)
+            a = merge_heads(F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=key_mask, dropout_p=p))
+        else:
+            # Step mode: N = b * K rows (K hypotheses per sentence) over b sentences' memories. The K new
+            # tokens of a sentence attend to one memory as K query positions: no copy of it per hypothesis.
+            N, D, b = x.size(0), x.size(2), mem_k.size(0)
+            K, H = N // b, self.n_heads
+            q = self.cross_q(self.norm2(x)).view(b, K, H, D // H).transpose(1, 2)  # (N, 1, D) -> (b, H, K, D/H)
+            a = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=key_mask, dropout_p=p)  # (b, H, K, D/H)
+            a = a.transpose(1, 2).reshape(N, 1, D)  # (b, H, K, D/H) -> (b, K, H, D/H) -> (N, 1, D)
+        x = x + self.dropout(self.cross_out(a))
         return x + self.dropout(self.ffn(self.norm3(x)))
 
 
 @dataclass
 class DecoderState:
-    """What `decode_step` needs between steps, one row per hypothesis (N rows)."""
-    key_mask: torch.Tensor  # (N, 1, 1, S) bool
-    mem_kv: list  # per layer: (k, v), each (N, H, S, D/H)
+    """What `decode_step` needs between steps: N = b * beam rows (hypotheses), the beam rows of a
+    sentence adjacent; the encoder side is kept once per sentence (b rows)."""
+    key_mask: torch.Tensor  # (b, 1, 1, S) bool
+    mem_kv: list  # per layer: (k, v), each (b, H, S, D/H)
     caches: list  # per layer: {"k", "v"}: (N, H, t, D/H)
+    beam: int = 1
     step: int = 0
 
 
@@ -192,10 +203,11 @@ class Transformer(nn.Module):
         return self.logits(hidden)
 
     # -- step-wise decoding ------------------------------------------------------------------
-    def init_state(self, src) -> DecoderState:
+    def init_state(self, src, beam: int = 1) -> DecoderState:
+        """Encode src (B, S); the state holds `beam` hypothesis rows per sentence (N = B * beam)."""
         memory, key_mask = self.encode(src)
         return DecoderState(key_mask=key_mask, mem_kv=[layer.memory_kv(memory) for layer in self.decoder],
-                            caches=[{} for _ in self.decoder])
+                            caches=[{} for _ in self.decoder], beam=beam)
 
     def decode_step(self, tokens, state: DecoderState, return_hidden: bool = False):
         """tokens (N,): the previous token of every row -> logits (N, V) for the next one."""
@@ -208,12 +220,17 @@ class Transformer(nn.Module):
 
     @staticmethod
     def reorder_state(state: DecoderState, index) -> DecoderState:
-        """Keep/duplicate rows: row i of the new state is row index[i] of the old one."""
-        pick = lambda t: t.index_select(0, index)  # noqa: E731
-        return DecoderState(key_mask=pick(state.key_mask),
-                            mem_kv=[(pick(k), pick(v)) for k, v in state.mem_kv],
-                            caches=[{n: pick(t) for n, t in c.items()} for c in state.caches],
-                            step=state.step)
+        """Row i of the new state is row index[i] of the old one. Each new group of `beam` rows must come
+        from one sentence (as beam search and greedy search do); the encoder side follows the groups and
+        is copied only when the set of sentences changes."""
+        K, b = state.beam, state.key_mask.size(0)
+        sent = index.view(-1, K)[:, 0] // K  # (N',) -> (b', K) -> (b',): the sentence of each group
+        same = sent.numel() == b and bool((sent == torch.arange(b, device=sent.device)).all())
+        pick = lambda t, i: t.index_select(0, i)  # noqa: E731
+        return DecoderState(key_mask=state.key_mask if same else pick(state.key_mask, sent),
+                            mem_kv=state.mem_kv if same else [(pick(k, sent), pick(v, sent)) for k, v in state.mem_kv],
+                            caches=[{n: pick(t, index) for n, t in c.items()} for c in state.caches],
+                            beam=K, step=state.step)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,9 +1,9 @@
 """Greedy and beam search, batched over sentences, on the decoder's key/value cache.
 
 A decoder here is anything with
-    init_state(src (B, S)) -> state
+    init_state(src (B, S), beam) -> state                  (N = B * beam rows, a sentence's rows adjacent)
     decode_step(tokens (N,), state) -> logits (N, V)      (advances the state one position)
-    reorder_state(state, index (N',)) -> state             (row i <- row index[i])
+    reorder_state(state, index (N',)) -> state             (row i <- row index[i]; groups of beam rows)
 `nmt.model.Transformer` is one; the tests use a toy decoder with fixed probabilities.
 
 Beam search follows fairseq's `SequenceGenerator`: each step ranks the K x V extensions of the K live
@@ -47,12 +47,16 @@ def max_lengths(src: torch.Tensor, max_len_a: float, max_len_b: int, max_positio
     return lim.clamp(max=max_positions) if max_positions else lim
 
 
-def _step_lprobs(model, prev, state, temperature, forced):
-    """Log-probabilities of the next token (N, V) at temperature T; PAD and BOS are never produced;
-    rows in `forced` (N,) may only produce EOS, scored with the model's own EOS probability."""
-    lp = F.log_softmax(model.decode_step(prev, state).float() / temperature, dim=-1)
+def _step_lprobs(model, prev, state, temperature, forced, no_eos: bool = False):
+    """Log-probabilities of the next token (N, V) at temperature T; PAD and BOS are never produced, nor
+    EOS while `no_eos` (before min_len); rows in `forced` (N,) may only produce EOS, scored with the
+    model's own EOS probability."""
+    logits = model.decode_step(prev, state).float()
+    lp = F.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     lp[:, PAD] = -float("inf")
     lp[:, BOS] = -float("inf")
+    if no_eos:
+        lp[:, EOS] = -float("inf")
     if forced.any():
         eos_lp = lp[forced, EOS]
         lp[forced] = -float("inf")
@@ -62,8 +66,9 @@ def _step_lprobs(model, prev, state, temperature, forced):
 
 @torch.no_grad()
 def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0,
-           max_positions: int = None) -> list:
-    """Arg-max decoding; finished sentences leave the batch."""
+           max_positions: int = None, min_len: int = 0) -> list:
+    """Arg-max decoding; finished sentences leave the batch. At least `min_len` tokens precede EOS
+    (unless the maximum length comes first)."""
     B = src.size(0)
     max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
     state = model.init_state(src)
@@ -71,7 +76,7 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
     prev = torch.full((B,), BOS, dtype=torch.long, device=src.device)
     out = [Hypothesis(tokens=[]) for _ in range(B)]
     for t in range(int(max_len.max())):
-        lp = _step_lprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device))
+        lp = _step_lprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
         tok_lp, tok = lp.max(dim=-1)  # (N,)
         for row, (i, y, l) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
             h = out[i]
@@ -93,12 +98,12 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
 
 @torch.no_grad()
 def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_a: float = 1.5,
-                max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None) -> list:
-    """The best hypothesis of each sentence under beam search (see the module docstring)."""
+                max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None, min_len: int = 0) -> list:
+    """The best hypothesis of each sentence under beam search (see the module docstring); at least
+    `min_len` tokens precede EOS (unless the maximum length comes first)."""
     B, K, dev = src.size(0), beam, src.device
     max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
-    state = model.init_state(src)
-    state = model.reorder_state(state, torch.arange(B, device=dev).repeat_interleave(K))  # (B*K rows)
+    state = model.init_state(src, beam=K)  # B * K rows
     sent = torch.arange(B)  # original index of each live sentence (b,)
     scores = torch.full((B, K), -float("inf"), device=dev)
     scores[:, 0] = 0.0  # one live hypothesis at the start, so the K beams do not repeat each other
@@ -109,7 +114,8 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
     for t in range(int(max_len.max())):
         b = sent.numel()
         forced_sent = (max_len[sent] - 1 == t)  # (b,)
-        lp = _step_lprobs(model, prev, state, temperature, forced_sent.repeat_interleave(K).to(dev))  # (N, V)
+        lp = _step_lprobs(model, prev, state, temperature, forced_sent.repeat_interleave(K).to(dev),
+                          t < min_len)  # (N, V)
         V = lp.size(1)
         cand = (scores.unsqueeze(2) + lp.view(b, K, V)).view(b, K * V)  # (N, V) -> (b, K, V) -> (b, K*V)
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (b, 2K)
@@ -145,13 +151,14 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
 
 def translate(model, src_ids: list, beam: int = 4, batch_size: int = 64, length_penalty: float = 1.0,
               max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None,
-              progress=None) -> list:
+              min_len: int = 0, progress=None) -> list:
     """Search every source (lists of ids, EOS included) in batches of similar length; results in input
     order. Beam 1 is greedy search. An empty source gives an empty hypothesis without running the model."""
     device = next(model.parameters()).device
     out = [Hypothesis(tokens=[]) for _ in src_ids]
     todo = sorted((i for i, s in enumerate(src_ids) if s and s != [EOS]), key=lambda i: len(src_ids[i]))
-    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, temperature=temperature, max_positions=max_positions)
+    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, temperature=temperature, max_positions=max_positions,
+                  min_len=min_len)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
         S = max(len(src_ids[i]) for i in idx)

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from nmt.calibration import fit_temperature, teacher_forced
 from nmt.config import ModelConfig, TrainConfig, add_arguments, explicit_arguments, from_arguments
 from nmt.data import (DataError, check_parallel, collate, encode_pairs, epoch_batch_order, file_sha256,
                       lengths, load_pairs, make_batches, split_files, train_tokenizer)
-from nmt.loss import label_smoothed_nll_loss
+from nmt.loss import distillation_loss, label_smoothed_nll_loss
 from nmt.model import PAD, Transformer, count_parameters
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
@@ -99,6 +100,13 @@ def check_configs(tcfg: TrainConfig, mcfg: ModelConfig) -> None:
         raise DataError(f"--d-model {mcfg.d_model} is not a multiple of --n-heads {mcfg.n_heads}")
     if not 0.0 <= tcfg.alpha <= 1.0:
         raise DataError(f"--alpha must lie in [0, 1], not {tcfg.alpha}")
+    if tcfg.tokenizer or tcfg.teacher:
+        reused_tokenizer(tcfg)  # exists?
+    if tcfg.teacher:
+        if tcfg.alpha:
+            raise DataError("--teacher and --alpha > 0 together: a distilled student trains without smoothing here")
+        if not (0.0 <= tcfg.distill_beta <= 1.0 and tcfg.distill_temperature > 0):
+            raise DataError("--distill-beta must lie in [0, 1] and --distill-temperature be positive")
     for name in ("max_tokens", "update_freq", "max_epochs", "vocab_size", "max_len"):
         if getattr(tcfg, name) < 1:
             raise DataError(f"--{name.replace('_', '-')} must be at least 1")
@@ -134,6 +142,8 @@ def prepare_data(tcfg: TrainConfig, run_dir: Path, rank: int, world: int, jlog: 
     for turn in ([0, 1] if world > 1 else [rank]):  # rank 0 fills the caches first, then the others read them
         if turn == rank:
             raw = {split: load_pairs(tcfg, split, cache_dir=str(cache)) for split in ("train", "val")}
+            if not spm_path.is_file() and (tcfg.tokenizer or tcfg.teacher):  # a student speaks its teacher's
+                shutil.copyfile(reused_tokenizer(tcfg), spm_path)
             if not spm_path.is_file():
                 if rank != 0:
                     raise RuntimeError("rank 0 did not write the tokenizer")
@@ -155,11 +165,35 @@ def prepare_data(tcfg: TrainConfig, run_dir: Path, rank: int, world: int, jlog: 
     return out["train"], out["val"], file_sha256(spm_path), vocab
 
 
+def reused_tokenizer(tcfg: TrainConfig) -> Path:
+    """--tokenizer (a file or a run directory), else the teacher's run directory's spm.model."""
+    src = Path(tcfg.tokenizer) if tcfg.tokenizer else Path(ckpt_io.resolve(tcfg.teacher)).parent
+    path = src / "spm.model" if src.is_dir() else src
+    if not path.is_file():
+        raise DataError(f"{path}: no SentencePiece model to reuse")
+    return path
+
+
 def batches_of(ds, index_batches, device, shard=(0, 1)):
     """Yield collated (src, tgt_in, tgt_out) for each index batch; `shard` = (rank, world) takes every world-th row."""
     rank, world = shard
     for idx in index_batches:
         yield collate(ds[idx[rank::world].tolist()], device)
+
+
+def loss_on_batch(net, src, tgt_in, tgt_out, alpha: float, teacher=None, beta: float = 0.0,
+                  temperature: float = 1.0):
+    """(loss, nll), summed over the target tokens of one batch: label-smoothed cross-entropy, or with a
+    `teacher`, the distillation loss (nmt.loss.distillation_loss) against its logits, computed here batch
+    by batch. The output projections run only at non-padding positions; losses are taken in float32."""
+    keep = tgt_out != PAD  # (B, T)
+    logits = net(src, tgt_in, keep=keep)  # (N, V)
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    if teacher is None:
+        return label_smoothed_nll_loss(lprobs, tgt_out[keep], alpha, PAD)
+    with torch.no_grad():
+        teacher_logits = teacher(src, tgt_in, keep=keep)  # (N, V)
+    return distillation_loss(lprobs, teacher_logits, tgt_out[keep], beta, temperature, PAD, student_logits=logits)
 
 
 def validate(model, ds, batches, tcfg, device) -> dict:
@@ -223,6 +257,13 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool) -> int:
     seed_everything(tcfg.seed)  # the initial weights depend on the seed alone
     model = Transformer(mcfg).to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    teacher = None
+    if tcfg.teacher:
+        teacher, t_ckpt, _ = ckpt_io.load_model(tcfg.teacher, device)
+        if t_ckpt.get("tokenizer_sha256") != tok_hash:
+            raise DataError(f"{tcfg.teacher}: the teacher's tokenizer differs from this run's")
+        teacher.requires_grad_(False)
+        log.info("distilling from %s (beta %g, T %g)", t_ckpt["path"], tcfg.distill_beta, tcfg.distill_temperature)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2),
                             eps=tcfg.adam_eps, weight_decay=tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: inverse_sqrt(s, tcfg.warmup_steps))
@@ -267,14 +308,12 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool) -> int:
             group = [batches[i] for i in order[batch_pos:batch_pos + tcfg.update_freq]]
             n_tokens = int(sum(tgt_len[idx].sum() for idx in group))  # target tokens of the update, all ranks
             for j, (src, tgt_in, tgt_out) in enumerate(batches_of(train_ds, group, device, (rank, world))):
-                keep = tgt_out != PAD
                 sync = j == len(group) - 1 or world == 1
                 ctx = net.no_sync() if not sync else contextlib.nullcontext()
                 with ctx:
                     with autocast:
-                        logits = net(src, tgt_in, keep=keep)  # (N, V) at non-padding positions
-                    lprobs = F.log_softmax(logits.float(), dim=-1)
-                    loss, nll = label_smoothed_nll_loss(lprobs, tgt_out[keep], tcfg.alpha, PAD)
+                        loss, nll = loss_on_batch(net, src, tgt_in, tgt_out, tcfg.alpha, teacher,
+                                                  tcfg.distill_beta, tcfg.distill_temperature)
                     # Sum over the update's tokens / their number; x world undoes DDP's mean over ranks.
                     (loss * (world / n_tokens)).backward()
                 run_loss, run_nll = run_loss + loss.item(), run_nll + nll.item()

@@ -106,3 +106,39 @@ def test_flat_and_batched_shapes_agree():
     a = label_smoothed_nll_loss(lp, target, 0.2, PAD)
     b = label_smoothed_nll_loss(lp.reshape(-1, lp.size(-1)), target.reshape(-1), 0.2, PAD)
     assert a[0].item() == pytest.approx(b[0].item(), rel=1e-12)
+
+
+# -- distillation ------------------------------------------------------------------------------
+
+from nmt.loss import distillation_loss  # noqa: E402
+
+
+@pytest.mark.parametrize("beta, loss", [
+    (0.0, 0.6931472),  # the NLL alone: -log 0.5
+    (0.5, 0.4432365),  # 0.5 * 0.6931472 + 0.5 * KL, KL = 0.1 ln(.1/.2) + 0.6 ln(.6/.3) + 0.3 ln(.3/.5) = 0.1933259
+    (1.0, 0.1933259),  # the KL alone
+])
+def test_distillation_by_hand(beta, loss):
+    student = torch.tensor([[0.2, 0.3, 0.5]]).log()
+    teacher = torch.tensor([[0.1, 0.6, 0.3]]).log()  # logits = log-probabilities
+    got, nll = distillation_loss(student, teacher, torch.tensor([2]), beta, 1.0, PAD)
+    assert got.item() == pytest.approx(loss, abs=1e-6) and nll.item() == pytest.approx(0.6931472, abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_distillation_matches_its_formula_and_ignores_padding(temperature):
+    s_logits, target = random_batch(seed=2)
+    t_logits, _ = random_batch(seed=3)
+    t_logits = t_logits.detach()
+    loss, nll = distillation_loss(F.log_softmax(s_logits, -1), t_logits, target, 0.3, temperature, PAD,
+                                  student_logits=s_logits)
+    keep = (target != PAD).unsqueeze(-1).double()
+    pt = F.softmax(t_logits / temperature, -1)
+    kl = (pt * (F.log_softmax(t_logits / temperature, -1) - F.log_softmax(s_logits / temperature, -1)) * keep).sum()
+    ref_nll = -(F.log_softmax(s_logits, -1).gather(-1, target.unsqueeze(-1)) * keep).sum()
+    assert loss.item() == pytest.approx((0.7 * ref_nll + 0.3 * temperature ** 2 * kl).item(), rel=1e-10)
+    assert nll.item() == pytest.approx(ref_nll.item(), rel=1e-10)
+    g, = torch.autograd.grad(loss, s_logits)
+    assert g[target == PAD].abs().max().item() == 0.0
+    with pytest.raises(ValueError, match="student's logits"):
+        distillation_loss(F.log_softmax(s_logits, -1), t_logits, target, 0.3, 2.0, PAD)

@@ -24,8 +24,8 @@ class ToyDecoder:
     def parameters(self):
         yield torch.zeros(1)
 
-    def init_state(self, src):
-        return {"chain": src[:, 0].clone()}
+    def init_state(self, src, beam=1):
+        return {"chain": src[:, 0].repeat_interleave(beam)}
 
     def decode_step(self, tokens, state):
         self.calls += 1
@@ -146,3 +146,12 @@ def test_max_lengths_and_position_limit():
     m = tiny_model()
     h = beam_search(m, torch.tensor([random_sources(1)[0]]), beam=2, max_len_a=0, max_len_b=3)[0]
     assert len(h.tokens) <= 3 and h.tokens[-1] == EOS
+
+
+def test_min_len_forbids_early_eos():
+    # min_len 2: step 0 a (0.5); step 1 EOS (0.6) is barred, so b (0.3); step 2 a (0.7); step 3 EOS (0.6).
+    h, = greedy(ToyDecoder(), SRC, min_len=2, **LIM)
+    assert h.tokens == [A, B, A, EOS]
+    assert h.token_probs == pytest.approx([0.5, 0.3, 0.7, 0.6])  # the model's probabilities, not renormalised
+    h, = beam_search(ToyDecoder(), SRC, beam=2, min_len=3, max_len_a=0, max_len_b=4)
+    assert len(h.tokens) == 4 and h.tokens[-1] == EOS

@@ -1,0 +1,81 @@
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import toy_train_args
+from nmt.visualize import gaussian_mutual_information, geometry, main, plane_basis
+
+
+def test_mutual_information_by_hand():
+    # Two inputs far apart (means 1 and 11, pooled variance 1): Y tells X apart, I = log 2 (to 1e-6).
+    y = torch.tensor([[0.0, 2.0], [10.0, 12.0]])
+    assert gaussian_mutual_information(y) == pytest.approx(math.log(2), abs=1e-6)
+    # Identical inputs: nothing to tell apart, I = 0 exactly.
+    same = torch.tensor([[0.0, 1.0, 2.0]] * 5)
+    assert gaussian_mutual_information(same) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mutual_information_lies_between_0_and_log_n():
+    g = torch.Generator().manual_seed(0)
+    for spread in (0.0, 0.5, 3.0, 50.0):
+        y = spread * torch.randn(40, 1, generator=g) + torch.randn(40, 10, generator=g)
+        mi = gaussian_mutual_information(y)
+        assert -0.05 < mi <= math.log(40) + 1e-9
+    # More separation between inputs, more information.
+    base = torch.randn(40, 10, generator=g)
+    means = torch.randn(40, 1, generator=g)
+    assert gaussian_mutual_information(base + 0.5 * means) < gaussian_mutual_information(base + 5 * means)
+
+
+def test_geometry_by_hand():
+    # Clusters of RMS radius 1 around (0,0), (3,0), (0,4): distances 3, 4, 5 (mean 4).
+    ring = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    pts = {1: ring, 2: ring + torch.tensor([3.0, 0.0]), 3: ring + torch.tensor([0.0, 4.0])}
+    g = geometry(pts)
+    assert g["centre_distances"] == pytest.approx([3.0, 4.0, 5.0])
+    assert g["radius"] == pytest.approx({1: 1.0, 2: 1.0, 3: 1.0})
+    assert g["mean_radius_over_distance"] == pytest.approx(0.25)
+    assert g["distance_cv"] == pytest.approx(math.sqrt(2 / 3) / 4)
+    assert g["distance_min_over_max"] == pytest.approx(0.6)
+
+
+def test_plane_basis_is_orthonormal_and_holds_the_templates():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 16, generator=g)
+    q, origin = plane_basis(w)
+    assert torch.allclose(q.T @ q, torch.eye(2), atol=1e-5)
+    proj = (w - origin) @ q  # the templates' own coordinates reproduce their distances
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        assert (proj[i] - proj[j]).norm().item() == pytest.approx((w[i] - w[j]).norm().item(), rel=1e-5)
+
+
+def test_visualize_command_on_the_tiny_run(tiny_run, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["--checkpoint", str(tiny_run), "--tokens", "hund", "katze", "strasse", "--results", str(out),
+                 "--mi-positions", "20", "--mi-passes", "4", "--train-sentences", "200"]) == 0
+    rep = json.loads((out / "representations.json").read_text())
+    assert rep["tokens"] == ["hund", "katze", "strasse"]
+    m = rep["models"][0]
+    assert set(m["geometry"]) == {"train", "val"} and m["geometry"]["train"]["counts"]["hund"] > 0
+    mis = m["mutual_information"]
+    assert [x["checkpoint"] for x in mis] == ["checkpoint_avg.pt", "checkpoint_epoch39.pt", "checkpoint_epoch40.pt"]
+    assert all(0 - 0.05 < x["mi"] <= x["log_n"] + 1e-9 for x in mis)
+    assert (out / "penultimate.png").stat().st_size > 10_000
+    assert main(["--checkpoint", str(tiny_run), "--tokens", "hund", "katze", "zebra", "--results", str(out)]) == 2
+    assert "'zebra' is not a single piece" in capsys.readouterr().err
+
+
+def test_distilled_student_uses_its_teachers_tokenizer(tiny_run, toy_corpus, tmp_path, capsys):
+    from nmt.train import main as train
+    student = tmp_path / "student"
+    small = ["--d-model", "16", "--d-ff", "32"]
+    assert train(toy_train_args(toy_corpus, student, "--teacher", str(tiny_run), "--distill-beta", "0.7",
+                                "--distill-temperature", "2", "--max-epochs", "2", "--no-fit-temperature") + small) == 0
+    assert (student / "spm.model").read_bytes() == (tiny_run / "spm.model").read_bytes()
+    cfg = json.loads((student / "config.json").read_text())
+    assert cfg["train"]["teacher"] == str(tiny_run) and cfg["model"]["d_model"] == 16
+    assert train(toy_train_args(toy_corpus, tmp_path / "bad", "--teacher", str(tiny_run), "--alpha", "0.1")) == 2
+    assert "--teacher and --alpha" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

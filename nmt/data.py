@@ -316,15 +316,16 @@ def collate(rows, device="cpu"):
     """{"src_ids", "tgt_ids"} lists -> src (B, S), tgt_in (B, T) = BOS y..., tgt_out (B, T) = y... EOS."""
     src, tgt = rows["src_ids"], rows["tgt_ids"]
     B, S, T = len(src), max(map(len, src)), max(map(len, tgt))
-    src_t = torch.full((B, S), PAD, dtype=torch.long)
-    tgt_in = torch.full((B, T), PAD, dtype=torch.long)
-    tgt_out = torch.full((B, T), PAD, dtype=torch.long)
+    src_a = np.full((B, S), PAD, dtype=np.int64)
+    out_a = np.full((B, T), PAD, dtype=np.int64)
     for i, (s, t) in enumerate(zip(src, tgt)):
-        src_t[i, :len(s)] = torch.tensor(s)
-        tgt_out[i, :len(t)] = torch.tensor(t)
-        tgt_in[i, 0] = BOS
-        tgt_in[i, 1:len(t)] = tgt_out[i, :len(t) - 1]
-    return src_t.to(device), tgt_in.to(device), tgt_out.to(device)
+        src_a[i, :len(s)] = s
+        out_a[i, :len(t)] = t
+    in_a = np.full((B, T), PAD, dtype=np.int64)
+    in_a[:, 0] = BOS
+    in_a[:, 1:] = out_a[:, :-1]
+    in_a[:, 1:][out_a[:, 1:] == PAD] = PAD  # tgt_in is padded where tgt_out is
+    return tuple(torch.from_numpy(a).to(device) for a in (src_a, in_a, out_a))
 
 
 def encode_texts(sp, src_lines, tgt_lines=None, max_len=None):

@@ -47,21 +47,26 @@ def max_lengths(src: torch.Tensor, max_len_a: float, max_len_b: int, max_positio
     return lim.clamp(max=max_positions) if max_positions else lim
 
 
-def _step_lprobs(model, prev, state, temperature, forced, no_eos: bool = False):
-    """Log-probabilities of the next token (N, V) at temperature T; PAD and BOS are never produced, nor
-    EOS while `no_eos` (before min_len); rows in `forced` (N,) may only produce EOS, scored with the
-    model's own EOS probability."""
-    logits = model.decode_step(prev, state).float()
-    lp = F.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
-    lp[:, PAD] = -float("inf")
-    lp[:, BOS] = -float("inf")
+def _step_logits(model, prev, state, temperature, forced, no_eos: bool = False):
+    """One decoder step: (z (N, V), lse (N,)) with log p(y) = z_y - lse at temperature T.
+
+    lse is the log-normaliser of the model's whole distribution; z then has -inf where a token may not
+    be produced: PAD and BOS never, EOS not while `no_eos` (before min_len), and rows in `forced` (N,)
+    nothing but EOS (the maximum length), which keeps the model's own EOS probability. Keeping z and lse
+    apart spares the search a full (N, V) log-softmax pass."""
+    z = model.decode_step(prev, state).float()
+    if temperature != 1.0:
+        z = z / temperature
+    lse = torch.logsumexp(z, dim=-1)  # (N,)
+    z[:, PAD] = -float("inf")
+    z[:, BOS] = -float("inf")
     if no_eos:
-        lp[:, EOS] = -float("inf")
+        z[:, EOS] = -float("inf")
     if forced.any():
-        eos_lp = lp[forced, EOS]
-        lp[forced] = -float("inf")
-        lp[forced, EOS] = eos_lp
-    return lp
+        eos = z[forced, EOS]
+        z[forced] = -float("inf")
+        z[forced, EOS] = eos
+    return z, lse
 
 
 @torch.no_grad()
@@ -76,8 +81,9 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
     prev = torch.full((B,), BOS, dtype=torch.long, device=src.device)
     out = [Hypothesis(tokens=[]) for _ in range(B)]
     for t in range(int(max_len.max())):
-        lp = _step_lprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
-        tok_lp, tok = lp.max(dim=-1)  # (N,)
+        z, lse = _step_logits(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
+        top, tok = z.max(dim=-1)  # (N,)
+        tok_lp = top - lse
         for row, (i, y, l) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
             h = out[i]
             h.tokens.append(y)
@@ -114,13 +120,15 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
     for t in range(int(max_len.max())):
         b = sent.numel()
         forced_sent = (max_len[sent] - 1 == t)  # (b,)
-        lp = _step_lprobs(model, prev, state, temperature, forced_sent.repeat_interleave(K).to(dev),
-                          t < min_len)  # (N, V)
-        V = lp.size(1)
-        cand = (scores.unsqueeze(2) + lp.view(b, K, V)).view(b, K * V)  # (N, V) -> (b, K, V) -> (b, K*V)
+        z, lse = _step_logits(model, prev, state, temperature, forced_sent.repeat_interleave(K).to(dev),
+                              t < min_len)  # (N, V), (N,)
+        V = z.size(1)
+        # score of extending hypothesis n by token y: scores_n + z_ny - lse_n, in one pass over (N, V)
+        cand = (z + (scores.view(-1) - lse).unsqueeze(1)).view(b, K * V)  # (N, V) -> (b, K*V)
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (b, 2K)
         top_beam, top_tok = top_idx // V, top_idx % V
-        top_lp = lp.view(b, K * V).gather(1, top_idx)  # the new tokens' own log-probabilities (b, 2K)
+        # the new tokens' own log-probabilities (b, 2K)
+        top_lp = z.view(b, K * V).gather(1, top_idx) - lse.view(b, K).gather(1, top_beam)
         is_eos = (top_tok == EOS) & torch.isfinite(top_scores)
         # Finalise EOS candidates ranked among the best K.
         for i, j in is_eos[:, :K].nonzero().tolist():

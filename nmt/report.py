@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -154,6 +153,3 @@ def write_reliability(panels: list, path) -> Path:
     plt.close(fig)
     return Path(path)
 
-
-def fmt_float(x) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"

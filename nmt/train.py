@@ -225,10 +225,14 @@ def set_rng_state(state, device):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    run_dir = Path(args.run_dir or TrainConfig.run_dir)
+    fresh = not run_dir.exists()
     try:
         tcfg, mcfg, resuming = resolve_configs(args)
         return train(tcfg, mcfg, resuming)
     except (DataError, ckpt_io.CheckpointError) as e:
+        if fresh and run_dir.exists() and os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(run_dir)  # a run directory this call created and could not fill: leave nothing behind
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -115,3 +115,24 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(toy_corpus,
     out_a, out_b = (load_model(tmp_path / r / "checkpoint_last.pt")[0](src, tgt) for r in ("one", "two"))
     assert torch.allclose(out_a, out_b, atol=1e-4)
     assert torch.load(tmp_path / "one" / "checkpoint_last.pt", weights_only=False)["step"] == 6
+
+
+def test_a_corpus_with_nothing_to_train_leaves_no_run_dir(tmp_path, capsys):
+    write_lines(tmp_path / "s.txt", ["", "a b", ""])
+    write_lines(tmp_path / "t.txt", ["x", "", "y"])  # every pair has an empty side
+    run_dir = tmp_path / "run"
+    assert main(["--run-dir", str(run_dir), "--train-src", str(tmp_path / "s.txt"), "--train-tgt", str(tmp_path / "t.txt"),
+                 "--valid-src", str(tmp_path / "s.txt"), "--valid-tgt", str(tmp_path / "t.txt"), "--vocab-size", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "no pair left to train on after filtering (2 empty source, 1 empty target)" in err
+    assert not run_dir.exists()
+
+
+def test_gradient_accumulation_makes_fewer_larger_updates(toy_corpus, tmp_path):
+    one = tmp_path / "uf1"
+    two = tmp_path / "uf2"
+    for run_dir, uf in ((one, "1"), (two, "2")):
+        assert main(toy_train_args(toy_corpus, run_dir, "--max-epochs", "1", "--update-freq", uf,
+                                   "--no-fit-temperature")) == 0
+    steps = [torch.load(d / "checkpoint_last.pt", weights_only=False)["step"] for d in (one, two)]
+    assert steps[1] == (steps[0] + 1) // 2  # ceil(batches / 2) updates

@@ -1,0 +1,1 @@
+"""nmt: label smoothing vs temperature scaling in neural machine translation (Mueller, Kornblith & Hinton 2019)."""

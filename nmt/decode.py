@@ -146,13 +146,12 @@ def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperat
         m.update(bleu=b.score, bleu_signature=str(bleu.get_signature()), chrf=c.score,
                  chrf_signature=str(chrf.get_signature()), length_ratio=b.sys_len / max(b.ref_len, 1),
                  bleu_detail=str(b))
+        cache = tf_cache if tf_cache is not None else {}
         key = (ckpt["path"], temperature, name)
-        if tf_cache is None or key not in tf_cache:
-            tf = teacher_forced(model, eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device),
-                                temperature=temperature, n_bins=dcfg.n_bins)
-            if tf_cache is not None:
-                tf_cache[key] = tf
-        m["forced"] = tf_cache[key] if tf_cache is not None else tf
+        if key not in cache:
+            cache[key] = teacher_forced(model, eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device),
+                                        temperature=temperature, n_bins=dcfg.n_bins)
+        m["forced"] = cache[key]
         ref_ids = [x + [EOS] for x in sp.encode(list(ref_lines))]
         m["inference"] = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], ref_ids,
                                                n_bins=dcfg.n_bins, temperature=temperature)

@@ -49,6 +49,57 @@ def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
     return table
 
 
+def step_attention(q, k, v, key_mask=None, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(d_k)) v (Vaswani et al. Sec. 3.2.1) in two plain matrix products, for the few
+    query positions of a decoding step: there torch's fused CPU kernel costs more to set up than the work
+    (measured here: 0.38 vs 0.25 ms for 256 rows x 4 heads x 20 keys). q (.., Q, D/H); k, v (.., L, D/H);
+    key_mask broadcastable to (.., Q, L), True where a key may be attended to."""
+    s = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))  # (.., Q, D/H) x (.., D/H, L) -> (.., Q, L)
+    if key_mask is not None:
+        s = s.masked_fill(~key_mask, -float("inf"))
+    return torch.matmul(F.dropout(s.softmax(-1), dropout_p, dropout_p > 0), v)  # (.., Q, L) x (.., L, D/H)
+
+
+CACHE_CHUNK = 32  # positions added to a key/value cache buffer when it is full
+
+
+def cache_append(cache: dict, k, v):
+    """Write the newest position's k, v (N, H, 1, D/H) into the layer's cache buffers at position
+    cache["t"] and return views of positions 0..t as (N, H, t + 1, D/H).
+
+    The buffers are time-major, (capacity, N, H, D/H), and preallocated in chunks: appending writes one
+    slice (no concatenation of the whole cache per step), and beam search's reorder (`reorder_cache`)
+    is one contiguous gather of the filled positions. Measured here, one layer's 24 beam steps of
+    append + attention + reorder for 256 rows: 53 ms time-major, 60 ms with concatenation."""
+    t = cache["t"]
+    if "k" not in cache or cache["k"].size(0) == t:  # (re)allocate CACHE_CHUNK more positions
+        for name, new in (("k", k), ("v", v)):
+            buf = new.new_empty(t + CACHE_CHUNK, new.size(0), new.size(1), new.size(3))  # (capacity, N, H, D/H)
+            if t:
+                buf[:t] = cache[name][:t]
+            cache[name] = buf
+    cache["k"][t] = k[:, :, 0]  # (N, H, 1, D/H) -> (N, H, D/H)
+    cache["v"][t] = v[:, :, 0]
+    cache["t"] = t + 1
+    # (t + 1, N, H, D/H) -> (N, H, t + 1, D/H), a view: matmul takes these strides without a copy
+    return cache["k"][:t + 1].permute(1, 2, 0, 3), cache["v"][:t + 1].permute(1, 2, 0, 3)
+
+
+def reorder_cache(cache: dict, index) -> dict:
+    """Row i of the new cache is row `index[i]` of the old one; only the filled positions are copied."""
+    if "k" not in cache:
+        return dict(cache)
+    t, out = cache["t"], {"t": cache["t"]}
+    for name in ("k", "v"):
+        old = cache[name]
+        if old.requires_grad and torch.is_grad_enabled():  # out= does not differentiate
+            out[name] = old.index_select(1, index)
+            continue
+        out[name] = old.new_empty(old.size(0), index.numel(), *old.shape[2:])
+        torch.index_select(old[:t], 1, index, out=out[name][:t])  # (t, N, H, D/H) -> (t, N', H, D/H)
+    return out
+
+
 class Dropout(nn.Module):
     """Inverted dropout (Srivastava et al. 2014). On CPU the keep mask compares 16-bit uniform integers
     with round(p * 2^16): torch's CPU bernoulli_ costs ~17 ns an element, this ~7 (p exact to 2^-16,
@@ -114,18 +165,15 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, mem_k, mem_v, key_mask, cache=None):
         """x (B, T, D). Without `cache`: causal self-attention over all T positions. With `cache`
-        (a dict holding this layer's earlier keys/values, (B, H, t, D/H)): x holds only the newest
-        position (T = 1), which attends to the cached positions and itself."""
+        (this layer's earlier keys/values, see `cache_append`): x holds only the newest position
+        (T = 1), which attends to the cached positions and itself."""
         p = self.attn_p if self.training else 0.0
         q, k, v = (split_heads(t, self.n_heads) for t in self.self_qkv(self.norm1(x)).chunk(3, dim=-1))
         if cache is None:
             a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         else:
-            if "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)  # (B, H, t, D/H) + (B, H, 1, D/H)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-            a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # every cached key is in the past
+            k, v = cache_append(cache, k, v)  # (N, H, t + 1, D/H): every cached key is in the past
+            a = step_attention(q, k, v, dropout_p=p)
         x = x + self.dropout(self.self_out(merge_heads(a)))
         if cache is None:
             q = split_heads(self.cross_q(self.norm2(x)), self.n_heads)
@@ -136,7 +184,7 @@ class DecoderLayer(nn.Module):
             N, D, b = x.size(0), x.size(2), mem_k.size(0)
             K, H = N // b, self.n_heads
             q = self.cross_q(self.norm2(x)).view(b, K, H, D // H).transpose(1, 2)  # (N, 1, D) -> (b, H, K, D/H)
-            a = F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=key_mask, dropout_p=p)  # (b, H, K, D/H)
+            a = step_attention(q, mem_k, mem_v, key_mask, dropout_p=p)  # (b, H, K, D/H)
             a = a.transpose(1, 2).reshape(N, 1, D)  # (b, H, K, D/H) -> (b, K, H, D/H) -> (N, 1, D)
         x = x + self.dropout(self.cross_out(a))
         return x + self.dropout(self.ffn(self.norm3(x)))
@@ -147,8 +195,8 @@ class DecoderState:
     """What `decode_step` needs between steps: N = b * beam rows (hypotheses), the beam rows of a
     sentence adjacent; the encoder side is kept once per sentence (b rows)."""
     key_mask: torch.Tensor  # (b, 1, 1, S) bool
-    mem_kv: list  # per layer: (k, v), each (b, H, S, D/H)
-    caches: list  # per layer: {"k", "v"}: (N, H, t, D/H)
+    mem_kv: list  # per layer: (k, v), each (b, H, S, D/H), contiguous
+    caches: list  # per layer: {"t": filled positions, "k", "v": buffers (capacity >= t, N, H, D/H)}
     beam: int = 1
     step: int = 0
 
@@ -206,8 +254,10 @@ class Transformer(nn.Module):
     def init_state(self, src, beam: int = 1) -> DecoderState:
         """Encode src (B, S); the state holds `beam` hypothesis rows per sentence (N = B * beam)."""
         memory, key_mask = self.encode(src)
-        return DecoderState(key_mask=key_mask, mem_kv=[layer.memory_kv(memory) for layer in self.decoder],
-                            caches=[{} for _ in self.decoder], beam=beam)
+        # contiguous (b, H, S, D/H): step_attention's matmuls then read them in place, not copy them every step
+        mem_kv = [tuple(t.contiguous() for t in layer.memory_kv(memory)) for layer in self.decoder]
+        return DecoderState(key_mask=key_mask, mem_kv=mem_kv,
+                            caches=[{"t": 0} for _ in self.decoder], beam=beam)
 
     def decode_step(self, tokens, state: DecoderState, return_hidden: bool = False):
         """tokens (N,): the previous token of every row -> logits (N, V) for the next one."""
@@ -219,17 +269,18 @@ class Transformer(nn.Module):
         return (self.logits(hidden), hidden) if return_hidden else self.logits(hidden)
 
     @staticmethod
-    def reorder_state(state: DecoderState, index) -> DecoderState:
-        """Row i of the new state is row index[i] of the old one. Each new group of `beam` rows must come
-        from one sentence (as beam search and greedy search do); the encoder side follows the groups and
-        is copied only when the set of sentences changes."""
-        K, b = state.beam, state.key_mask.size(0)
-        sent = index.view(-1, K)[:, 0] // K  # (N',) -> (b', K) -> (b',): the sentence of each group
+    def reorder_state(state: DecoderState, index, beam: int = None) -> DecoderState:
+        """Row i of the new state is row index[i] of the old one. The new rows come in groups of `beam`
+        (default: as before; beam search's first step goes from 1 to K), each group from one sentence (as
+        beam search and greedy search do); the encoder side follows the groups and is copied only when the
+        set of sentences changes."""
+        K_old, K, b = state.beam, beam or state.beam, state.key_mask.size(0)
+        sent = index.view(-1, K)[:, 0] // K_old  # (N',) -> (b', K) -> (b',): the sentence of each group
         same = sent.numel() == b and bool((sent == torch.arange(b, device=sent.device)).all())
         pick = lambda t, i: t.index_select(0, i)  # noqa: E731
         return DecoderState(key_mask=state.key_mask if same else pick(state.key_mask, sent),
                             mem_kv=state.mem_kv if same else [(pick(k, sent), pick(v, sent)) for k, v in state.mem_kv],
-                            caches=[{n: pick(t, index) for n, t in c.items()} for c in state.caches],
+                            caches=[reorder_cache(c, index) for c in state.caches],
                             beam=K, step=state.step)
 
 

@@ -3,7 +3,8 @@
 A decoder here is anything with
     init_state(src (B, S), beam) -> state                  (N = B * beam rows, a sentence's rows adjacent)
     decode_step(tokens (N,), state) -> logits (N, V)      (advances the state one position)
-    reorder_state(state, index (N',)) -> state             (row i <- row index[i]; groups of beam rows)
+    reorder_state(state, index (N',), beam) -> state       (row i <- row index[i]; groups of `beam` rows,
+                                                            the first search step goes from 1 row to K)
 `nmt.model.Transformer` is one; the tests use a toy decoder with fixed probabilities.
 
 Beam search follows fairseq's `SequenceGenerator`: each step ranks the K x V extensions of the K live
@@ -14,7 +15,8 @@ finished hypotheses or reaches its maximum length max_len_a * |x| + max_len_b (E
 then leaves the batch. Scores use log softmax(z / T): temperature scaling inside the search, as in
 Mueller et al. 2019, Fig. 4.
 
-Shape letters: B sentences, b live sentences, K beam, V vocabulary, N rows (b * K).
+Shape letters: B sentences, b live sentences, K beam, k live hypotheses per sentence (1 at the first
+step, then K), V vocabulary, N rows (b * k).
 """
 from __future__ import annotations
 
@@ -47,26 +49,24 @@ def max_lengths(src: torch.Tensor, max_len_a: float, max_len_b: int, max_positio
     return lim.clamp(max=max_positions) if max_positions else lim
 
 
-def _step_logits(model, prev, state, temperature, forced, no_eos: bool = False):
-    """One decoder step: (z (N, V), lse (N,)) with log p(y) = z_y - lse at temperature T.
-
-    lse is the log-normaliser of the model's whole distribution; z then has -inf where a token may not
-    be produced: PAD and BOS never, EOS not while `no_eos` (before min_len), and rows in `forced` (N,)
-    nothing but EOS (the maximum length), which keeps the model's own EOS probability. Keeping z and lse
-    apart spares the search a full (N, V) log-softmax pass."""
+def _step_logprobs(model, prev, state, temperature, forced, no_eos: bool = False):
+    """One decoder step: log p(y | prefix, x) = log_softmax(z / T) (N, V), normalised over the model's whole
+    distribution, then -inf where a token may not be produced: PAD and BOS never, EOS not while `no_eos`
+    (before min_len), and rows in `forced` (N,) nothing but EOS (the maximum length), which keeps the
+    model's own EOS probability."""
     z = model.decode_step(prev, state).float()
     if temperature != 1.0:
         z = z / temperature
-    lse = torch.logsumexp(z, dim=-1)  # (N,)
-    z[:, PAD] = -float("inf")
-    z[:, BOS] = -float("inf")
+    lp = F.log_softmax(z, dim=-1)  # one fused pass (torch.logsumexp makes four)
+    lp[:, PAD] = -float("inf")
+    lp[:, BOS] = -float("inf")
     if no_eos:
-        z[:, EOS] = -float("inf")
+        lp[:, EOS] = -float("inf")
     if forced.any():
-        eos = z[forced, EOS]
-        z[forced] = -float("inf")
-        z[forced, EOS] = eos
-    return z, lse
+        eos = lp[forced, EOS]
+        lp[forced] = -float("inf")
+        lp[forced, EOS] = eos
+    return lp
 
 
 @torch.no_grad()
@@ -81,9 +81,8 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
     prev = torch.full((B,), BOS, dtype=torch.long, device=src.device)
     out = [Hypothesis(tokens=[]) for _ in range(B)]
     for t in range(int(max_len.max())):
-        z, lse = _step_logits(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
-        top, tok = z.max(dim=-1)  # (N,)
-        tok_lp = top - lse
+        lp = _step_logprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
+        tok_lp, tok = lp.max(dim=-1)  # (N,)
         for row, (i, y, l) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
             h = out[i]
             h.tokens.append(y)
@@ -109,32 +108,31 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
     `min_len` tokens precede EOS (unless the maximum length comes first)."""
     B, K, dev = src.size(0), beam, src.device
     max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
-    state = model.init_state(src, beam=K)  # B * K rows
+    # The first step has one hypothesis per sentence (BOS): K copies of it would only repeat the work.
+    state = model.init_state(src, beam=1)
     sent = torch.arange(B)  # original index of each live sentence (b,)
-    scores = torch.full((B, K), -float("inf"), device=dev)
-    scores[:, 0] = 0.0  # one live hypothesis at the start, so the K beams do not repeat each other
-    prev = torch.full((B * K,), BOS, dtype=torch.long, device=dev)
-    hist_tok = torch.zeros(B * K, 0, dtype=torch.long, device=dev)  # (N, t): tokens so far
-    hist_lp = torch.zeros(B * K, 0, device=dev)  # (N, t): their log-probabilities
+    scores = torch.zeros(B, 1, device=dev)  # (b, k): k live hypotheses per sentence, 1 at the first step
+    prev = torch.full((B,), BOS, dtype=torch.long, device=dev)
+    hist_tok = torch.zeros(B, 0, dtype=torch.long, device=dev)  # (N, t): tokens so far
+    hist_lp = torch.zeros(B, 0, device=dev)  # (N, t): their log-probabilities
     finished = [[] for _ in range(B)]  # per sentence: Hypothesis list, at most K
     for t in range(int(max_len.max())):
-        b = sent.numel()
+        b, k = scores.shape
         forced_sent = (max_len[sent] - 1 == t)  # (b,)
-        z, lse = _step_logits(model, prev, state, temperature, forced_sent.repeat_interleave(K).to(dev),
-                              t < min_len)  # (N, V), (N,)
-        V = z.size(1)
-        # score of extending hypothesis n by token y: scores_n + z_ny - lse_n, in one pass over (N, V)
-        cand = (z + (scores.view(-1) - lse).unsqueeze(1)).view(b, K * V)  # (N, V) -> (b, K*V)
-        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (b, 2K)
+        lp = _step_logprobs(model, prev, state, temperature, forced_sent.repeat_interleave(k).to(dev),
+                            t < min_len)  # (N, V)
+        V = lp.size(1)
+        # score of extending hypothesis n by token y: scores_n + log p(y | n)
+        cand = (lp + scores.view(-1, 1)).view(b, k * V)  # (N, V) -> (b, k*V)
+        top_scores, top_idx = cand.topk(min(2 * K, k * V), dim=1)  # (b, 2K)
         top_beam, top_tok = top_idx // V, top_idx % V
-        # the new tokens' own log-probabilities (b, 2K)
-        top_lp = z.view(b, K * V).gather(1, top_idx) - lse.view(b, K).gather(1, top_beam)
+        top_lp = lp.view(b, k * V).gather(1, top_idx)  # (b, 2K): the new tokens' own log-probabilities
         is_eos = (top_tok == EOS) & torch.isfinite(top_scores)
         # Finalise EOS candidates ranked among the best K.
         for i, j in is_eos[:, :K].nonzero().tolist():
             s = int(sent[i])
             if len(finished[s]) < K:
-                row = i * K + int(top_beam[i, j])
+                row = i * k + int(top_beam[i, j])
                 total = float(top_scores[i, j])
                 lps = hist_lp[row].tolist() + [float(top_lp[i, j])]
                 finished[s].append(Hypothesis(
@@ -144,15 +142,17 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
         keep = (~done).nonzero().squeeze(1)
         if keep.numel() == 0:
             break
-        # Continue with the best K candidates that are not EOS, in the sentences still searching.
-        cont_scores, pick = top_scores.masked_fill(top_tok == EOS, -float("inf")).topk(K, dim=1)  # (b, K)
+        # Continue with the best K candidates that are not EOS (fewer only if there are fewer than K
+        # candidates at all), in the sentences still searching.
+        k_next = min(K, top_scores.size(1))
+        cont_scores, pick = top_scores.masked_fill(top_tok == EOS, -float("inf")).topk(k_next, dim=1)  # (b, K)
         kd = keep.to(dev)
         new_beam, new_tok = top_beam.gather(1, pick)[kd], top_tok.gather(1, pick)[kd]  # (b', K)
         new_lp = top_lp.gather(1, pick)[kd]
-        rows = (kd[:, None] * K + new_beam).view(-1)  # (b', K) -> (b'*K,): old rows to continue from
+        rows = (kd[:, None] * k + new_beam).view(-1)  # (b', K) -> (b'*K,): old rows to continue from
         hist_tok = torch.cat([hist_tok[rows], new_tok.reshape(-1, 1)], dim=1)
         hist_lp = torch.cat([hist_lp[rows], new_lp.reshape(-1, 1)], dim=1)
-        state = model.reorder_state(state, rows)
+        state = model.reorder_state(state, rows, beam=k_next)
         scores, sent, prev = cont_scores[kd], sent[keep], new_tok.reshape(-1)
     return [max(f, key=lambda h: h.score) if f else Hypothesis(tokens=[EOS]) for f in finished]
 

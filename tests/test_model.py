@@ -1,5 +1,8 @@
+import pytest
 import torch
 import torch.nn.functional as F
+
+import nmt.model
 
 from nmt.config import ModelConfig
 from nmt.loss import label_smoothed_nll_loss
@@ -35,7 +38,9 @@ def test_future_target_tokens_never_change_earlier_logits():
     assert not torch.allclose(a[:, 2:], b[:, 2:], atol=1e-3)
 
 
-def test_stepwise_decoding_with_cache_equals_full_sequence_logits():
+@pytest.mark.parametrize("chunk", [32, 2])  # 2: the cache buffers grow (and are copied) twice in 5 steps
+def test_stepwise_decoding_with_cache_equals_full_sequence_logits(monkeypatch, chunk):
+    monkeypatch.setattr(nmt.model, "CACHE_CHUNK", chunk)
     m = model()
     src = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD]])
     tgt = torch.tensor([[BOS, 11, 12, 13, 14], [BOS, 15, 16, 17, 18]])
@@ -43,6 +48,19 @@ def test_stepwise_decoding_with_cache_equals_full_sequence_logits():
     state = m.init_state(src)
     steps = torch.stack([m.decode_step(tgt[:, t], state) for t in range(tgt.size(1))], dim=1)
     assert torch.allclose(full, steps, atol=1e-5)
+
+
+def test_reorder_state_widens_one_row_per_sentence_to_a_beam():
+    """Beam search's first step runs one row per sentence, then copies each into K rows: the widened
+    state must continue exactly as a state built with K rows from the start."""
+    m = model()
+    src = torch.tensor([[5, 6, 7, EOS], [9, 10, EOS, PAD]])
+    narrow, wide = m.init_state(src, beam=1), m.init_state(src, beam=3)
+    m.decode_step(torch.full((2,), BOS), narrow)
+    m.decode_step(torch.full((6,), BOS), wide)
+    widened = m.reorder_state(narrow, torch.tensor([0, 0, 0, 1, 1, 1]), beam=3)
+    nxt = torch.tensor([11, 12, 13, 14, 15, 16])
+    assert torch.allclose(m.decode_step(nxt, widened), m.decode_step(nxt, wide), atol=1e-6)
 
 
 def test_reorder_state_follows_the_index():

@@ -37,7 +37,7 @@ class ToyDecoder:
         return logits
 
     @staticmethod
-    def reorder_state(state, index):
+    def reorder_state(state, index, beam=None):
         return {"chain": state["chain"][index]}
 
 

@@ -4,7 +4,10 @@
 # table beside the teachers (BLEU beam 4, NLL, ECE): results/distill/comparison.md.
 #
 #   scripts/distill.sh                    # teachers: the seed-1 models of scripts/train.sh (runs/study.json)
-#   scripts/distill.sh --beta 0.5 --temperature 2
+#   scripts/distill.sh --beta 0.5 --temperature 2 --results results/distill_T2
+#
+# Students trained alone are shared by every setting; distilled ones live in runs/distill/student_from_
+# alpha{A}_beta{B}_T{T}/, one per setting.
 #   scripts/distill.sh --hard-teacher RUN_A --ls-teacher RUN_B -- --max-epochs 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,10 +85,12 @@ train_one() {  # name, then nmt.train flags
 
 train_one student_alone_alpha0 --alpha 0 --tokenizer "$HARD"
 train_one "student_alone_alpha$LS_ALPHA" --alpha "$LS_ALPHA" --tokenizer "$HARD"
-train_one student_from_alpha0 --teacher "$HARD" --distill-beta "$BETA" --distill-temperature "$TEMP"
-train_one "student_from_alpha$LS_ALPHA" --teacher "$LS" --distill-beta "$BETA" --distill-temperature "$TEMP"
+# The distilled students' directories name beta and T: other settings train new students, never reuse these.
+KD="beta${BETA}_T${TEMP}"
+train_one "student_from_alpha0_$KD" --teacher "$HARD" --distill-beta "$BETA" --distill-temperature "$TEMP"
+train_one "student_from_alpha${LS_ALPHA}_$KD" --teacher "$LS" --distill-beta "$BETA" --distill-temperature "$TEMP"
 STUDENTS=("$RUNS/distill/student_alone_alpha0" "$RUNS/distill/student_alone_alpha$LS_ALPHA"
-          "$RUNS/distill/student_from_alpha0" "$RUNS/distill/student_from_alpha$LS_ALPHA")
+          "$RUNS/distill/student_from_alpha0_$KD" "$RUNS/distill/student_from_alpha${LS_ALPHA}_$KD")
 
 ckpts=()
 for d in "$HARD" "$LS" "${STUDENTS[@]}"; do ckpts+=(--checkpoint "$d"); done

@@ -96,3 +96,11 @@ def test_train_sh_main_job_end_to_end(toy_multi30k, tmp_path):
         {json.loads((d / "config.json").read_text())["tokenizer_sha256"] for d in (tmp_path / "runs" / "distill").iterdir()}
     # Same data and seed: the two teachers trained byte-identical tokenizers; every student reuses it.
     assert len(hashes) == 1
+    # Another distillation temperature trains new distilled students and shares only those trained alone.
+    res = subprocess.run(["bash", str(distill), "--preset", "smoke", "--runs", str(tmp_path / "runs"), "--temperature",
+                          "2", "--results", str(tmp_path / "distill_T2")], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("already trained, skipped") == 2
+    assert sorted(d.name for d in (tmp_path / "runs" / "distill").iterdir()) == [
+        "student_alone_alpha0", "student_alone_alpha0.1", "student_from_alpha0.1_beta0.5_T1",
+        "student_from_alpha0.1_beta0.5_T2", "student_from_alpha0_beta0.5_T1", "student_from_alpha0_beta0.5_T2"]

@@ -4,11 +4,12 @@ with Hugging Face transformers' MarianMT of the same size on the same batches.
     python scripts/bench_train.py [--spm RUN/spm.model] [--steps 20] [--max-tokens 2500] [--json out.json]
 
 Same batches (Multi30k train, token budget), AdamW (0.9, 0.98), label smoothing 0.1, dropout 0.1, gradient
-clipping, same threads and allocator settings. Each system runs in its own process, so that its peak
+clipping, same threads. Each system runs in its own process, so that its peak
 resident memory (CPU) or peak allocated memory (CUDA) is its own. MarianMT is built from a config, no
 download, and measured twice: under nmt's allocator settings (nmt.runtime.setup_cpu, as nmt runs) and in a
-default process (as a user of transformers runs it); its loss is F.cross_entropy(label_smoothing=0.1, ignore_index=pad) on its full logits, the usual
-way to train it. Goal (issue 2): ours at least 1.3x MarianMT's tokens/s.
+default process (as a user of transformers runs it); its loss is F.cross_entropy(label_smoothing=0.1,
+ignore_index=pad) on its full logits, the usual way to train it. Goal (issue 2): ours at least 1.3x
+MarianMT's tokens/s.
 """
 import argparse
 import json

@@ -97,8 +97,9 @@ def test_train_sh_main_job_end_to_end(toy_multi30k, tmp_path):
     # Same data and seed: the two teachers trained byte-identical tokenizers; every student reuses it.
     assert len(hashes) == 1
     # Another distillation temperature trains new distilled students and shares only those trained alone.
-    res = subprocess.run(["bash", str(distill), "--preset", "smoke", "--runs", str(tmp_path / "runs"), "--temperature",
-                          "2", "--results", str(tmp_path / "distill_T2")], capture_output=True, text=True, env=env)
+    res = subprocess.run(["bash", str(distill), "--preset", "smoke", "--runs", str(tmp_path / "runs"),
+                          "--temperature", "2", "--results", str(tmp_path / "distill_T2")],
+                         capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("already trained, skipped") == 2
     assert sorted(d.name for d in (tmp_path / "runs" / "distill").iterdir()) == [

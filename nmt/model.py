@@ -49,54 +49,112 @@ def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
     return table
 
 
-def step_attention(q, k, v, key_mask=None, dropout_p: float = 0.0):
-    """softmax(q k^T / sqrt(d_k)) v (Vaswani et al. Sec. 3.2.1) in two plain matrix products, for the few
-    query positions of a decoding step, where torch's fused CPU kernel costs more to set up than the work
-    itself (scripts/bench_decode.py measures the search). q (.., Q, D/H); k, v (.., L, D/H); key_mask
-    broadcastable to (.., Q, L), True where a key may be attended to."""
-    s = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))  # (.., Q, D/H) x (.., D/H, L) -> (.., Q, L)
-    if key_mask is not None:
-        s = s.masked_fill(~key_mask, -float("inf"))
+def step_attention(q, k, v, bias, dropout_p: float = 0.0):
+    """softmax(q k^T / sqrt(d_k) + bias) v (Vaswani et al. Sec. 3.2.1) in two plain matrix products, for the
+    few query positions of a decoding step, where torch's fused CPU kernel costs more to set up than the
+    work itself (scripts/bench_decode.py measures the search). q (.., Q, D/H); k, v (.., L, D/H); bias
+    broadcastable to (.., Q, L): 0 where a key may be attended to, -inf where not (`attention_bias`), added
+    in the same pass as the scale."""
+    s = torch.matmul(q, k.transpose(-1, -2))  # (.., Q, D/H) x (.., D/H, L) -> (.., Q, L)
+    s = torch.add(bias, s, alpha=q.size(-1) ** -0.5)  # bias + s / sqrt(d_k), one pass
     return torch.matmul(F.dropout(s.softmax(-1), dropout_p, dropout_p > 0), v)  # (.., Q, L) x (.., L, D/H)
 
 
-CACHE_CHUNK = 32  # positions added to a key/value cache buffer when it is full
+def attention_bias(mask):
+    """A boolean attention mask (True = may attend) as the additive bias of `step_attention`: 0 or -inf."""
+    return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, -float("inf"))
 
 
-def cache_append(cache: dict, k, v):
-    """Write the newest position's k, v (N, H, 1, D/H) into the layer's cache buffers at position
-    cache["t"] and return views of positions 0..t as (N, H, t + 1, D/H).
-
-    The buffers are time-major, (capacity, N, H, D/H), and preallocated in chunks: appending writes one
-    slice instead of concatenating the whole cache every step, and beam search's reorder
-    (`reorder_cache`) is one gather of the filled positions into a contiguous block."""
-    t = cache["t"]
-    if "k" not in cache or cache["k"].size(0) == t:  # (re)allocate CACHE_CHUNK more positions
-        for name, new in (("k", k), ("v", v)):
-            buf = new.new_empty(t + CACHE_CHUNK, new.size(0), new.size(1), new.size(3))  # (capacity, N, H, D/H)
-            if t:
-                buf[:t] = cache[name][:t]
-            cache[name] = buf
-    cache["k"][t] = k[:, :, 0]  # (N, H, 1, D/H) -> (N, H, D/H)
-    cache["v"][t] = v[:, :, 0]
-    cache["t"] = t + 1
-    # (t + 1, N, H, D/H) -> (N, H, t + 1, D/H), a view: matmul takes these strides without a copy
-    return cache["k"][:t + 1].permute(1, 2, 0, 3), cache["v"][:t + 1].permute(1, 2, 0, 3)
+CACHE_CHUNK = 32  # positions added to the key/value caches when they are full
 
 
-def reorder_cache(cache: dict, index) -> dict:
-    """Row i of the new cache is row `index[i]` of the old one; only the filled positions are copied."""
-    if "k" not in cache:
-        return dict(cache)
-    t, out = cache["t"], {"t": cache["t"]}
-    for name in ("k", "v"):
-        old = cache[name]
-        if old.requires_grad and torch.is_grad_enabled():  # out= does not differentiate
-            out[name] = old.index_select(1, index)
-            continue
-        out[name] = old.new_empty(old.size(0), index.numel(), *old.shape[2:])
-        torch.index_select(old[:t], 1, index, out=out[name][:t])  # (t, N, H, D/H) -> (t, N', H, D/H)
+def select_filled(buf, sent, t: int):
+    """buf (b, H, capacity, slots, D/H) -> (b', H, capacity, slots, D/H): the sentences `sent` (b',), only
+    positions 0..t-1 copied (the rest is left unset)."""
+    if buf is None:
+        return None
+    if buf.requires_grad and torch.is_grad_enabled():  # out= does not differentiate
+        return buf.index_select(0, sent)
+    out = buf.new_empty(sent.numel(), *buf.shape[1:])
+    torch.index_select(buf[:, :, :t], 0, sent, out=out[:, :, :t])  # writes into the view, in place
     return out
+
+
+class StepCache:
+    """The decoder's self-attention keys and values of every position so far, for one search step at a time,
+    never copied to follow the beams.
+
+    Beam search keeps K hypotheses per sentence and after each step continues each from a parent among the
+    sentence's K previous ones. Reordering a cache by parent copies all t cached positions every step (what
+    fairseq's `reorder_incremental_state` does). Here the key/value of position t' stays in the slot (0..K-1)
+    of the hypothesis that computed it, and `ancestry[j, n, t', m]` records whether hypothesis n of sentence
+    j descends from slot m at position t' (0 if so, else -inf: the additive mask of `step_attention`). A
+    step lets each hypothesis attend to all K x (t + 1) cached entries of its sentence with the ancestry as
+    the mask, which gives exactly the attention over its own prefix (the other entries get weight
+    exp(-inf) = 0); a reorder then gathers only the small ancestry table. Sentences leaving the batch still
+    copy the keys and values (`reorder` with `sent`). (The tree attention of speculative decoding, e.g.
+    SpecInfer, Miao et al. 2024, masks a token tree the same way.)
+
+    keys, values: per layer (b, H, capacity, slots, D/H), finite at every position before t (a masked
+    entry is multiplied by weight 0, which must not meet a NaN); ancestry: (b, K, capacity, slots) float;
+    t: positions filled."""
+
+    def __init__(self, n_layers: int):
+        self.keys, self.values = [None] * n_layers, [None] * n_layers
+        self.ancestry, self.t = None, 0
+
+    def begin_step(self, b: int, K: int, like: torch.Tensor, n_heads: int):
+        """Make room for position t with K hypotheses per sentence; each hypothesis descends from its
+        own slot there."""
+        t, old = self.t, self.ancestry
+        if old is None or old.size(2) == t or old.size(3) < K:  # grow: CACHE_CHUNK more positions, K slots
+            cap, slots = t + CACHE_CHUNK, K if old is None else max(K, old.size(3))
+            anc = like.new_full((b, K, cap, slots), -float("inf"))
+            if old is not None:
+                anc[:, :, :t, :old.size(3)] = old[:, :, :t]
+            self.ancestry = anc
+            shape = (b, n_heads, cap, slots, like.size(-1) // n_heads)
+            for store in (self.keys, self.values):
+                for i, buf in enumerate(store):
+                    new = like.new_zeros(shape)
+                    if buf is not None:
+                        new[:, :, :t, :buf.size(3)] = buf[:, :, :t]
+                    store[i] = new
+        self.ancestry[:, :, t] = attention_bias(torch.eye(K, self.ancestry.size(3), dtype=torch.bool,
+                                                          device=like.device))
+
+    def attend(self, layer: int, q, k, v, dropout_p: float = 0.0):
+        """Store position t's k, v (b, H, K, D/H) in the layer's slots 0..K-1 and attend with q
+        (b, H, K, D/H) over each hypothesis' own prefix -> (b, H, K, D/H). The last layer ends the step."""
+        K, t = q.size(2), self.t
+        self.keys[layer][:, :, t, :K] = k
+        self.values[layer][:, :, t, :K] = v
+        if K < self.keys[layer].size(3):  # unused slots: masked, but weight 0 times garbage could be NaN
+            self.keys[layer][:, :, t, K:] = 0
+            self.values[layer][:, :, t, K:] = 0
+        # (b, H, t + 1, slots, D/H) -> (b, H, (t + 1) * slots, D/H): views, positions and slots adjacent
+        keys = self.keys[layer][:, :, :t + 1].flatten(2, 3)
+        values = self.values[layer][:, :, :t + 1].flatten(2, 3)
+        mask = self.ancestry[:, :, :t + 1].flatten(2, 3)[:, None]  # (b, K, t+1, slots) -> (b, 1, K, (t+1)*slots)
+        if layer == len(self.keys) - 1:
+            self.t = t + 1
+        return step_attention(q, keys, values, mask, dropout_p=dropout_p)
+
+    def reorder(self, sent, parent) -> "StepCache":
+        """A cache for new hypothesis n of sentence j = hypothesis parent[j, n] (b', K') of old sentence
+        sent[j] (b',), or None for the same sentences. Shares the key/value buffers unless the sentences
+        change: step only the new cache afterwards."""
+        new = StepCache(len(self.keys))
+        new.t, new.keys, new.values, anc = self.t, list(self.keys), list(self.values), self.ancestry
+        if anc is None:
+            return new
+        if sent is not None:  # copy the filled positions of the sentences that stay
+            anc = anc.index_select(0, sent)
+            new.keys, new.values = [select_filled(x, sent, self.t) for x in self.keys], \
+                [select_filled(x, sent, self.t) for x in self.values]
+        # (b', K') -> (b', K', capacity, slots): the ancestry of each new hypothesis is its parent's
+        new.ancestry = anc.gather(1, parent[:, :, None, None].expand(-1, -1, *anc.shape[2:]))
+        return new
 
 
 class Dropout(nn.Module):
@@ -162,28 +220,29 @@ class DecoderLayer(nn.Module):
     def memory_kv(self, memory):  # memory (B, S, D) -> k, v (B, H, S, D/H)
         return tuple(split_heads(t, self.n_heads) for t in self.cross_kv(memory).chunk(2, dim=-1))
 
-    def forward(self, x, mem_k, mem_v, key_mask, cache=None):
-        """x (B, T, D). Without `cache`: causal self-attention over all T positions. With `cache`
-        (this layer's earlier keys/values, see `cache_append`): x holds only the newest position
-        (T = 1), which attends to the cached positions and itself."""
+    def forward(self, x, mem_k, mem_v, key_mask, cache: StepCache = None, index: int = 0):
+        """x (B, T, D): causal self-attention over all T positions; key_mask (B, 1, 1, S) bool, True at
+        real source tokens. With `cache` (step mode, see `StepCache`; this is its layer `index`): x (N, 1, D)
+        holds only the newest position of N = b * K rows, K hypotheses of each of b sentences, which attend
+        to their own cached prefixes and themselves; key_mask is then the additive `attention_bias` (b, 1,
+        1, S)."""
         p = self.attn_p if self.training else 0.0
-        q, k, v = (split_heads(t, self.n_heads) for t in self.self_qkv(self.norm1(x)).chunk(3, dim=-1))
         if cache is None:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        else:
-            k, v = cache_append(cache, k, v)  # (N, H, t + 1, D/H): every cached key is in the past
-            a = step_attention(q, k, v, dropout_p=p)
-        x = x + self.dropout(self.self_out(merge_heads(a)))
-        if cache is None:
+            q, k, v = (split_heads(t, self.n_heads) for t in self.self_qkv(self.norm1(x)).chunk(3, dim=-1))
+            a = merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p))
+            x = x + self.dropout(self.self_out(a))
             q = split_heads(self.cross_q(self.norm2(x)), self.n_heads)
             a = merge_heads(F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=key_mask, dropout_p=p))
         else:
-            # Step mode: N = b * K rows (K hypotheses per sentence) over b sentences' memories. The K new
-            # tokens of a sentence attend to one memory as K query positions: no copy of it per hypothesis.
+            # The K rows of a sentence are K query positions over that sentence's cache and memory, so
+            # neither is copied per hypothesis.
             N, D, b = x.size(0), x.size(2), mem_k.size(0)
             K, H = N // b, self.n_heads
-            q = self.cross_q(self.norm2(x)).view(b, K, H, D // H).transpose(1, 2)  # (N, 1, D) -> (b, H, K, D/H)
-            a = step_attention(q, mem_k, mem_v, key_mask, dropout_p=p)  # (b, H, K, D/H)
+            heads = lambda t: t.view(b, K, H, D // H).transpose(1, 2)  # noqa: E731  (N, 1, D) -> (b, H, K, D/H)
+            q, k, v = (heads(t) for t in self.self_qkv(self.norm1(x)).chunk(3, dim=-1))
+            a = cache.attend(index, q, k, v, dropout_p=p)  # (b, H, K, D/H)
+            x = x + self.dropout(self.self_out(a.transpose(1, 2).reshape(N, 1, D)))  # -> (b, K, H, D/H) -> (N, 1, D)
+            a = step_attention(heads(self.cross_q(self.norm2(x))), mem_k, mem_v, key_mask, dropout_p=p)
             a = a.transpose(1, 2).reshape(N, 1, D)  # (b, H, K, D/H) -> (b, K, H, D/H) -> (N, 1, D)
         x = x + self.dropout(self.cross_out(a))
         return x + self.dropout(self.ffn(self.norm3(x)))
@@ -193,11 +252,10 @@ class DecoderLayer(nn.Module):
 class DecoderState:
     """What `decode_step` needs between steps: N = b * beam rows (hypotheses), the beam rows of a
     sentence adjacent; the encoder side is kept once per sentence (b rows)."""
-    key_mask: torch.Tensor  # (b, 1, 1, S) bool
+    key_bias: torch.Tensor  # (b, 1, 1, S): 0 at real source tokens, -inf at padding (`attention_bias`)
     mem_kv: list  # per layer: (k, v), each (b, H, S, D/H), contiguous
-    caches: list  # per layer: {"t": filled positions, "k", "v": buffers (capacity >= t, N, H, D/H)}
+    cache: StepCache  # the decoder's self-attention keys and values so far
     beam: int = 1
-    step: int = 0
 
 
 class Transformer(nn.Module):
@@ -255,15 +313,15 @@ class Transformer(nn.Module):
         memory, key_mask = self.encode(src)
         # contiguous (b, H, S, D/H): step_attention's matmuls then read them in place, not copy them every step
         mem_kv = [tuple(t.contiguous() for t in layer.memory_kv(memory)) for layer in self.decoder]
-        return DecoderState(key_mask=key_mask, mem_kv=mem_kv,
-                            caches=[{"t": 0} for _ in self.decoder], beam=beam)
+        return DecoderState(key_bias=attention_bias(key_mask), mem_kv=mem_kv, cache=StepCache(len(self.decoder)),
+                            beam=beam)
 
     def decode_step(self, tokens, state: DecoderState, return_hidden: bool = False):
         """tokens (N,): the previous token of every row -> logits (N, V) for the next one."""
-        x = self._embed(tokens[:, None], start=state.step)  # (N,) -> (N, 1, D)
-        for layer, (k, v), cache in zip(self.decoder, state.mem_kv, state.caches):
-            x = layer(x, k, v, state.key_mask, cache=cache)
-        state.step += 1
+        x = self._embed(tokens[:, None], start=state.cache.t)  # (N,) -> (N, 1, D)
+        state.cache.begin_step(state.key_bias.size(0), state.beam, x, self.cfg.n_heads)
+        for i, (layer, (k, v)) in enumerate(zip(self.decoder, state.mem_kv)):
+            x = layer(x, k, v, state.key_bias, cache=state.cache, index=i)
         hidden = self.decoder_norm(x[:, 0])  # (N, 1, D) -> (N, D)
         return (self.logits(hidden), hidden) if return_hidden else self.logits(hidden)
 
@@ -271,16 +329,16 @@ class Transformer(nn.Module):
     def reorder_state(state: DecoderState, index, beam: int = None) -> DecoderState:
         """Row i of the new state is row index[i] of the old one. The new rows come in groups of `beam`
         (default: as before; beam search's first step goes from 1 to K), each group from one sentence (as
-        beam search and greedy search do); the encoder side follows the groups and is copied only when the
-        set of sentences changes."""
-        K_old, K, b = state.beam, beam or state.beam, state.key_mask.size(0)
-        sent = index.view(-1, K)[:, 0] // K_old  # (N',) -> (b', K) -> (b',): the sentence of each group
+        beam search and greedy search do). The encoder side and the cache's keys and values are copied only
+        when the set of sentences changes; otherwise the new state shares them, so step only the new one."""
+        K_old, K, b = state.beam, beam or state.beam, state.key_bias.size(0)
+        groups = index.view(-1, K)  # (N',) -> (b', K)
+        sent = groups[:, 0] // K_old  # (b',): the sentence of each group
         same = sent.numel() == b and bool((sent == torch.arange(b, device=sent.device)).all())
-        pick = lambda t, i: t.index_select(0, i)  # noqa: E731
-        return DecoderState(key_mask=state.key_mask if same else pick(state.key_mask, sent),
-                            mem_kv=state.mem_kv if same else [(pick(k, sent), pick(v, sent)) for k, v in state.mem_kv],
-                            caches=[reorder_cache(c, index) for c in state.caches],
-                            beam=K, step=state.step)
+        pick = lambda t: t.index_select(0, sent)  # noqa: E731
+        return DecoderState(key_bias=state.key_bias if same else pick(state.key_bias),
+                            mem_kv=state.mem_kv if same else [(pick(k), pick(v)) for k, v in state.mem_kv],
+                            cache=state.cache.reorder(None if same else sent, groups % K_old), beam=K)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -69,6 +69,36 @@ def _step_logprobs(model, prev, state, temperature, forced, no_eos: bool = False
     return lp
 
 
+def block_width(V: int) -> int:
+    """The block width `top_candidates` uses for a vocabulary of V: the largest multiple of 8 (one AVX2
+    vector of floats) up to 256 that divides V; 0 (no blocks) if there is none."""
+    return next((w for w in range(256, 7, -8) if V % w == 0), 0)
+
+
+def top_candidates(lp, scores, n: int, width: int = None):
+    """The n best extensions of each sentence's k live hypotheses: top-n over y and hypothesis i of
+    scores[:, i] + lp[i, y], i.e. of the (b, k*V) table (lp (N, V) with N = b*k, scores (b, k)) -> values
+    (b, n), indices (b, n) into k*V, best first.
+
+    Without building the table: a hypothesis' vocabulary is cut into blocks of `width` (default
+    `block_width(V)`), and the n best candidates lie in the n blocks with the highest maxima (any element
+    outside them is beaten by those n maxima), so only n * width candidates per sentence are ranked. The
+    values are exactly those of torch.topk over the table; among exactly equal values the pick may differ."""
+    b, k = scores.shape
+    V = lp.size(1)
+    width = block_width(V) if width is None else width
+    if not width or V % width or k * V // width < n:  # no blocks: rank the whole table
+        return (lp + scores.view(-1, 1)).view(b, k * V).topk(n, dim=1)  # (N, V) -> (b, k*V) -> (b, n)
+    nb = V // width  # blocks per hypothesis
+    blocks = lp.view(b * k, nb, width)  # (N, V) -> (N, nb, width)
+    best = (blocks.amax(-1) + scores.view(-1, 1)).view(b, k * nb)  # (N, nb) -> (b, k*nb): each block's best
+    top_blocks = best.topk(n, dim=1).indices  # (b, n): numbered within the sentence, hypothesis-major
+    rows = torch.arange(b, device=lp.device)[:, None] * k + top_blocks // nb  # (b, n): their rows in N
+    cand = blocks[rows, top_blocks % nb] + scores.gather(1, top_blocks // nb)[..., None]  # (b, n, width)
+    values, j = cand.view(b, n * width).topk(n, dim=1)  # (b, n*width) -> (b, n)
+    return values, top_blocks.gather(1, j // width) * width + j % width  # block start + offset, in k*V
+
+
 @torch.no_grad()
 def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0,
            max_positions: int = None, min_len: int = 0) -> list:
@@ -116,15 +146,15 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
     hist_tok = torch.zeros(B, 0, dtype=torch.long, device=dev)  # (N, t): tokens so far
     hist_lp = torch.zeros(B, 0, device=dev)  # (N, t): their log-probabilities
     finished = [[] for _ in range(B)]  # per sentence: Hypothesis list, at most K
+    n_finished = torch.zeros(B, dtype=torch.long)  # len(finished[s]), as a tensor
     for t in range(int(max_len.max())):
         b, k = scores.shape
         forced_sent = (max_len[sent] - 1 == t)  # (b,)
         lp = _step_logprobs(model, prev, state, temperature, forced_sent.repeat_interleave(k).to(dev),
                             t < min_len)  # (N, V)
         V = lp.size(1)
-        # score of extending hypothesis n by token y: scores_n + log p(y | n)
-        cand = (lp + scores.view(-1, 1)).view(b, k * V)  # (N, V) -> (b, k*V)
-        top_scores, top_idx = cand.topk(min(2 * K, k * V), dim=1)  # (b, 2K)
+        # score of extending hypothesis i by token y: scores_i + log p(y | i); the best 2K of them
+        top_scores, top_idx = top_candidates(lp, scores, min(2 * K, k * V))  # (b, 2K)
         top_beam, top_tok = top_idx // V, top_idx % V
         top_lp = lp.view(b, k * V).gather(1, top_idx)  # (b, 2K): the new tokens' own log-probabilities
         is_eos = (top_tok == EOS) & torch.isfinite(top_scores)
@@ -132,13 +162,14 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
         for i, j in is_eos[:, :K].nonzero().tolist():
             s = int(sent[i])
             if len(finished[s]) < K:
+                n_finished[s] += 1
                 row = i * k + int(top_beam[i, j])
                 total = float(top_scores[i, j])
                 lps = hist_lp[row].tolist() + [float(top_lp[i, j])]
                 finished[s].append(Hypothesis(
                     tokens=hist_tok[row].tolist() + [EOS], token_probs=torch.tensor(lps).exp().tolist(),
                     logprob=total, score=total / (t + 1) ** length_penalty))
-        done = forced_sent.cpu() | torch.tensor([len(finished[int(s)]) >= K for s in sent])
+        done = forced_sent.cpu() | (n_finished[sent] >= K)
         keep = (~done).nonzero().squeeze(1)
         if keep.numel() == 0:
             break

@@ -74,6 +74,25 @@ def test_reorder_state_follows_the_index():
     assert torch.allclose(a, b.flip(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [32, 2])  # 2: the cache grows while the hypotheses' ancestries differ
+def test_hypotheses_continue_their_own_prefix_after_reorders(monkeypatch, chunk):
+    """A sentence with two hypotheses, reordered within the sentence after each step (swapped, then both
+    continuing hypothesis 1): each row's logits equal the full-sequence logits of the prefix it holds."""
+    monkeypatch.setattr(nmt.model, "CACHE_CHUNK", chunk)
+    m = model()
+    src = torch.tensor([[5, 6, 7, EOS]])
+    state = m.init_state(src, beam=2)
+    prefixes = [[BOS], [BOS]]
+    for tokens, parents in (([11, 12], [1, 0]), ([13, 14], [1, 1]), ([15, 16], [0, 1]), ([17, 18], None)):
+        logits = m.decode_step(torch.tensor([p[-1] for p in prefixes]), state)
+        full = torch.stack([m(src, torch.tensor([p]))[0, -1] for p in prefixes])
+        assert torch.allclose(logits, full, atol=1e-5)
+        prefixes = [p + [y] for p, y in zip(prefixes, tokens)]
+        if parents is not None:
+            state = m.reorder_state(state, torch.tensor(parents))
+            prefixes = [prefixes[i] for i in parents]
+
+
 def test_keep_selects_rows_of_the_full_logits():
     m = model()
     src = torch.tensor([[5, 6, EOS]])

@@ -5,7 +5,7 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.model import BOS, EOS, PAD, Transformer
-from nmt.search import beam_search, greedy, max_lengths, translate
+from nmt.search import beam_search, block_width, greedy, max_lengths, top_candidates, translate
 
 A, B = 4, 5  # the toy's two words; V = 6 (pad, unk, bos, eos, a, b)
 V = 6
@@ -155,3 +155,37 @@ def test_min_len_forbids_early_eos():
     assert h.token_probs == pytest.approx([0.5, 0.3, 0.7, 0.6])  # the model's probabilities, not renormalised
     h, = beam_search(ToyDecoder(), SRC, beam=2, min_len=3, max_len_a=0, max_len_b=4)
     assert len(h.tokens) == 4 and h.tokens[-1] == EOS
+
+
+def test_top_candidates_by_hand():
+    # One sentence, k = 2 hypotheses with scores -1 and -2, V = 4 in blocks of 2. Table of scores + lp:
+    # hypothesis 0: -1.5 -1.1 | -3.0 -1.2    hypothesis 1: -2.1 -4.0 | -2.05 -2.5
+    # Block maxima: -1.1, -1.2, -2.1, -2.05: the best 3 blocks are 0, 1, 3; the best 3 candidates
+    # -1.1 (k*V index 1), -1.2 (3), -1.5 (0); index 4 (-2.1) is in a block that is never ranked.
+    lp = torch.tensor([[-0.5, -0.1, -2.0, -0.2], [-0.1, -2.0, -0.05, -0.5]])
+    scores = torch.tensor([[-1.0, -2.0]])
+    values, idx = top_candidates(lp, scores, 3, width=2)
+    assert values[0].tolist() == pytest.approx([-1.1, -1.2, -1.5]) and idx.tolist() == [[1, 3, 0]]
+
+
+@pytest.mark.parametrize("b, k, V, n, width", [
+    (3, 4, 64, 8, 8), (3, 1, 64, 8, 16), (5, 4, 48, 8, 16), (2, 2, 40, 4, 8),
+    (2, 4, 24, 8, 8),  # 12 blocks in all: still more than n
+    (2, 1, 16, 8, 8),  # 2 blocks, fewer than n: the whole table is ranked
+    (2, 4, 30, 8, 8),  # width does not divide V: the whole table
+])
+def test_top_candidates_equal_topk_over_the_whole_table(b, k, V, n, width):
+    g = torch.Generator().manual_seed(b * 1000 + V)
+    lp = torch.randn(b * k, V, generator=g).log_softmax(-1)
+    lp[:, :3] = -float("inf")  # like PAD, BOS and a barred EOS
+    lp[0, 5:] = -float("inf")  # a row with few finite entries
+    scores = torch.randn(b, k, generator=g)
+    values, idx = top_candidates(lp, scores, n, width=width)
+    ref_values, ref_idx = (lp + scores.view(-1, 1)).view(b, k * V).topk(n, dim=1)
+    finite = ref_values.isfinite()  # the -inf ties may be picked in any order
+    assert torch.equal(values, ref_values) and torch.equal(idx[finite], ref_idx[finite])
+
+
+@pytest.mark.parametrize("V, width", [(8000, 200), (32000, 256), (6, 0), (37, 0), (40, 40)])
+def test_block_width(V, width):
+    assert block_width(V) == width

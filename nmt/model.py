@@ -71,8 +71,6 @@ CACHE_CHUNK = 32  # positions added to the key/value caches when they are full
 def select_filled(buf, sent, t: int):
     """buf (b, H, capacity, slots, D/H) -> (b', H, capacity, slots, D/H): the sentences `sent` (b',), only
     positions 0..t-1 copied (the rest is left unset)."""
-    if buf is None:
-        return None
     if buf.requires_grad and torch.is_grad_enabled():  # out= does not differentiate
         return buf.index_select(0, sent)
     out = buf.new_empty(sent.numel(), *buf.shape[1:])

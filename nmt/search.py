@@ -146,7 +146,6 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
     hist_tok = torch.zeros(B, 0, dtype=torch.long, device=dev)  # (N, t): tokens so far
     hist_lp = torch.zeros(B, 0, device=dev)  # (N, t): their log-probabilities
     finished = [[] for _ in range(B)]  # per sentence: Hypothesis list, at most K
-    n_finished = torch.zeros(B, dtype=torch.long)  # len(finished[s]), as a tensor
     for t in range(int(max_len.max())):
         b, k = scores.shape
         forced_sent = (max_len[sent] - 1 == t)  # (b,)
@@ -162,14 +161,13 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
         for i, j in is_eos[:, :K].nonzero().tolist():
             s = int(sent[i])
             if len(finished[s]) < K:
-                n_finished[s] += 1
                 row = i * k + int(top_beam[i, j])
                 total = float(top_scores[i, j])
                 lps = hist_lp[row].tolist() + [float(top_lp[i, j])]
                 finished[s].append(Hypothesis(
                     tokens=hist_tok[row].tolist() + [EOS], token_probs=torch.tensor(lps).exp().tolist(),
                     logprob=total, score=total / (t + 1) ** length_penalty))
-        done = forced_sent.cpu() | (n_finished[sent] >= K)
+        done = forced_sent.cpu() | torch.tensor([len(finished[s]) >= K for s in sent.tolist()])
         keep = (~done).nonzero().squeeze(1)
         if keep.numel() == 0:
             break

@@ -14,10 +14,16 @@ Same sources, batches (sorted by length), beam, threads and output lengths: ever
 the weights (random unless --checkpoint) do not matter. Goal (issue 3): at least 2x generate and no
 slower than CTranslate2 fp32.
 
-A fourth line, `matmuls`, runs only the matrix products of nmt's search: the encoder, then per step the
-decoder layers' linear maps and the output projection, at the rows the search has (one per sentence at
-the first step, then `--beam`), with the model's own weights, and nothing else (no attention, softmax or
-top-k). No float32 search that does these products with torch's GEMM, at these shapes, can beat that rate.
+Two more lines bound what nmt's search could reach:
+- `matmuls` runs only its matrix products: the encoder, then per step the decoder layers' linear maps and
+  the output projection, at the rows the search has (one per sentence at the first step, then `--beam`),
+  with the model's own weights, and nothing else (no attention, softmax or top-k). No float32 search that
+  does these products with torch's GEMM, at these shapes, can beat that rate.
+- `kernels` adds what every exact beam search computes besides: per layer and step, the self-attention
+  over the cached positions and the cross-attention over the source (nmt's `step_attention`, at the shapes
+  of its `StepCache`), and the log-softmax over the vocabulary. It leaves out top-k, layer norms, residual
+  additions, the cache writes and all Python bookkeeping, so it is the rate nmt's search would have if
+  those cost nothing.
 """
 import argparse
 import json
@@ -35,7 +41,7 @@ import bench_common  # noqa: E402
 from nmt.checkpoint import load_model  # noqa: E402
 from nmt.config import ModelConfig, TrainConfig  # noqa: E402
 from nmt.data import read_text_pairs  # noqa: E402
-from nmt.model import EOS, PAD, Transformer  # noqa: E402
+from nmt.model import EOS, PAD, Transformer, attention_bias, step_attention  # noqa: E402
 from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
 
@@ -50,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="alternate the systems this many times; best round kept")
-    p.add_argument("--systems", default="nmt,generate,ctranslate2,matmuls")
+    p.add_argument("--systems", default="nmt,generate,ctranslate2,matmuls,kernels")
     p.add_argument("--limit", type=int, default=0, help="only the first N sentences (a quick check)")
     p.add_argument("--json")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure this one system once, print JSON
@@ -134,20 +140,35 @@ def measure(args, name: str) -> dict:
                 n += out.size(0) * L
         return n
 
-    def run_matmuls(batches):
-        n, D = 0, cfg.d_model
+    def run_floor(batches, kernels: bool = False):
+        """The `matmuls` line; with `kernels`, the `kernels` line (see the module docstring)."""
+        n, D, H = 0, cfg.d_model, cfg.n_heads
         layers = [(m.self_qkv, m.self_out, m.cross_q, m.cross_out, m.ffn.fc1, m.ffn.fc2) for m in model.decoder]
         with torch.no_grad():
             for src in batches:
-                memory, _ = model.encode(src)
-                for m in model.decoder:
-                    m.cross_kv(memory)
+                b = src.size(0)
+                memory, key_mask = model.encode(src)
+                mem = [m.memory_kv(memory) for m in model.decoder]  # per layer (k, v), each (b, H, S, D/H)
+                if kernels:  # contiguous, as `Transformer.init_state` keeps them
+                    mem = [(k.contiguous(), v.contiguous()) for k, v in mem]
+                key_bias = attention_bias(key_mask)  # (b, 1, 1, S)
+                # a StepCache's keys and values (b, H, positions * slots, D/H), its mask (b, 1, K, positions * slots)
+                keys, values = torch.zeros(2, b, H, L * K, D // H)
+                self_bias = torch.zeros(b, 1, K, L * K)
                 for t in range(L):
-                    x = torch.zeros(src.size(0) * (1 if t == 0 else K), D)  # (N, D)
-                    for qkv, self_out, cross_q, cross_out, fc1, fc2 in layers:
+                    k = 1 if t == 0 else K  # hypotheses per sentence (= cache slots) at this step
+                    x = torch.zeros(b * k, D)  # (N, D)
+                    q = torch.zeros(b, H, k, D // H)
+                    for (qkv, self_out, cross_q, cross_out, fc1, fc2), (mem_k, mem_v) in zip(layers, mem):
                         qkv(x), self_out(x), cross_q(x), cross_out(x), fc2(fc1(x))
-                    model.logits(x)
-                n += src.size(0) * L
+                        if kernels:
+                            n_keys = (t + 1) * k
+                            step_attention(q, keys[:, :, :n_keys], values[:, :, :n_keys], self_bias[:, :, :k, :n_keys])
+                            step_attention(q, mem_k, mem_v, key_bias)
+                    logits = model.logits(x)
+                    if kernels:
+                        torch.log_softmax(logits, dim=-1)
+                n += b * L
         return n
 
     translator = None
@@ -163,7 +184,8 @@ def measure(args, name: str) -> dict:
             n += sum(len(r.hypotheses[0]) for r in res)
         return n
 
-    runners = {"nmt": run_nmt, "generate": run_generate, "ctranslate2": run_ctranslate2, "matmuls": run_matmuls}
+    runners = {"nmt": run_nmt, "generate": run_generate, "ctranslate2": run_ctranslate2, "matmuls": run_floor,
+               "kernels": lambda batches: run_floor(batches, kernels=True)}
     runners[name](batches[-1:])  # warm-up, untimed: one-off set-up of the libraries and the allocator
     t0 = time.perf_counter()
     tokens = runners[name](batches)

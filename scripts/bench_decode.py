@@ -46,6 +46,9 @@ from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
 
 
+SYSTEMS = ("nmt", "generate", "ctranslate2", "matmuls", "kernels")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="a trained run (its tokenizer too); default: random weights, fresh tokenizer")
@@ -56,11 +59,15 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="alternate the systems this many times; best round kept")
-    p.add_argument("--systems", default="nmt,generate,ctranslate2,matmuls,kernels")
+    p.add_argument("--systems", default=",".join(SYSTEMS))
     p.add_argument("--limit", type=int, default=0, help="only the first N sentences (a quick check)")
     p.add_argument("--json")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure this one system once, print JSON
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
+    if unknown:
+        p.error(f"--systems: unknown {', '.join(unknown)} (expected a comma-separated list of {', '.join(SYSTEMS)})")
+    return args
 
 
 def main():
@@ -149,12 +156,12 @@ def measure(args, name: str) -> dict:
                 b = src.size(0)
                 memory, key_mask = model.encode(src)
                 mem = [m.memory_kv(memory) for m in model.decoder]  # per layer (k, v), each (b, H, S, D/H)
-                if kernels:  # contiguous, as `Transformer.init_state` keeps them
-                    mem = [(k.contiguous(), v.contiguous()) for k, v in mem]
-                key_bias = attention_bias(key_mask)  # (b, 1, 1, S)
-                # a StepCache's keys and values (b, H, positions * slots, D/H), its mask (b, 1, K, positions * slots)
-                keys, values = torch.zeros(2, b, H, L * K, D // H)
-                self_bias = torch.zeros(b, 1, K, L * K)
+                if kernels:
+                    mem = [(k.contiguous(), v.contiguous()) for k, v in mem]  # as `Transformer.init_state` keeps them
+                    key_bias = attention_bias(key_mask)  # (b, 1, 1, S)
+                    # a StepCache's keys and values (b, H, positions * slots, D/H), its mask (b, 1, K, positions * slots)
+                    keys, values = torch.zeros(2, b, H, L * K, D // H)
+                    self_bias = torch.zeros(b, 1, K, L * K)
                 for t in range(L):
                     k = 1 if t == 0 else K  # hypotheses per sentence (= cache slots) at this step
                     x = torch.zeros(b * k, D)  # (N, D)

@@ -5,10 +5,10 @@
 #
 #   scripts/distill.sh                    # teachers: the seed-1 models of scripts/train.sh (runs/study.json)
 #   scripts/distill.sh --beta 0.5 --temperature 2 --results results/distill_T2
+#   scripts/distill.sh --hard-teacher RUN_A --ls-teacher RUN_B -- --max-epochs 3
 #
 # Students trained alone are shared by every setting; distilled ones live in runs/distill/student_from_
 # alpha{A}_beta{B}_T{T}/, one per setting.
-#   scripts/distill.sh --hard-teacher RUN_A --ls-teacher RUN_B -- --max-epochs 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

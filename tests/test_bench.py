@@ -20,3 +20,9 @@ def test_bench_decode_runs_nmt_and_both_floors(tiny_run, toy_multi30k, tmp_path)
         assert (r["sentences"], r["target_tokens"]) == (20, 100)
         assert r["tokens_per_s"] > 0
     assert "kernels" in res.stdout.splitlines()[-2]  # the table's last row, before the summary line
+
+
+def test_bench_decode_rejects_an_unknown_system():
+    res = subprocess.run([sys.executable, str(SCRIPT), "--systems", "nmt,fast"], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "--systems: unknown fast" in res.stderr

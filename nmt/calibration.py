@@ -8,8 +8,12 @@ token-level evaluation, and temperature scaling.
   the top-1 probability of the next token given the reference prefix, correct when that token is the
   reference token. End-of-sentence positions are also reported on their own (Kumar & Sarawagi 2019).
 - Inference ECE (Wang et al. 2020, "On the Inference Calibration of NMT"): the probability of each
-  token the search emitted, correct when a minimum-edit-distance alignment of the hypothesis to the
-  reference matches it to an identical reference token.
+  token the search emitted, correct when an alignment of the hypothesis to the reference matches it to an
+  identical reference token: TER's alignment after block shifts (their released code uses tercom; here
+  sacrebleu's TER), or a minimum-edit-distance alignment with ties broken towards matches. The unit is the
+  SentencePiece piece; EOS positions can be excluded, as their scripts do.
+- Intervals: 95% bootstrap intervals over sentences (whole sentences resampled, fixed seed), from
+  per-sentence statistics (bins x 3 numbers a sentence, never N x V).
 - Temperature scaling (Guo et al. 2017, Sec. 4.2): one T > 0 per model, fitted on validation
   references by minimising the teacher-forced NLL of softmax(z / T).
 
@@ -18,7 +22,9 @@ All statistics stream batch by batch: memory holds M bins, never N x V.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -85,25 +91,50 @@ def expected_calibration_error(confidences, correct, n_bins: int = 15) -> float:
     return CalibrationStats(n_bins).update(confidences, correct).result()["ece"]
 
 
-def ece_signature(n_bins: int, mode: str, temperature: float, subset: str = "") -> str:
-    """How an ECE was computed, sacrebleu-style: e.g. ECE|bins:15|binning:uniform|level:token|forced|T:1.0."""
-    return "|".join(["ECE", f"bins:{n_bins}", "binning:uniform", "level:token", mode, f"T:{round(temperature, 4)}"]
-                    + ([f"tokens:{subset}"] if subset else []))
+@dataclass(frozen=True)
+class ECESignature:
+    """How an ECE was computed, in the style of sacrebleu's Signature:
+    ECE|bins:15|binning:uniform|level:token|forced|T:1.0|version:nmt-0.2.0. `str()` gives it with the
+    temperature; `without_temperature()` with a placeholder, for a table whose rows have their own T."""
+    n_bins: int
+    mode: str  # "forced" or "inference"
+    temperature: float
+    subset: str = ""  # e.g. "eos": only end-of-sentence positions
+    labels: str = ""  # inference: "ter" or "edit"
+    unit: str = ""  # inference: "piece"
+    eos: str = ""  # inference: "include" or "exclude"
+
+    def fields(self, temperature: str) -> list:
+        from nmt import __version__
+        extra = [f"labels:{self.labels}", f"unit:{self.unit}", f"eos:{self.eos}"] if self.mode == "inference" else []
+        return (["ECE", f"bins:{self.n_bins}", "binning:uniform", "level:token", self.mode] + extra
+                + [f"T:{temperature}"] + ([f"tokens:{self.subset}"] if self.subset else [])
+                + [f"version:nmt-{__version__}"])
+
+    def __str__(self) -> str:
+        return "|".join(self.fields(str(round(self.temperature, 4))))
+
+    def without_temperature(self) -> str:
+        return "|".join(self.fields("<row's T>"))
 
 
 # -- teacher-forced evaluation ---------------------------------------------------------------------
 
 @torch.no_grad()
-def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0, n_bins: int = 15) -> dict:
+def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0, n_bins: int = 15,
+                   per_sentence: bool = False) -> dict:
     """Teacher-forced metrics over `batches` of (src, tgt_in, tgt_out) at temperature T.
 
     Per token: smoothed loss (the training objective at `alpha`), NLL, top-1 accuracy, and the
-    reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone."""
+    reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone. With
+    `per_sentence`, also "per_sentence": {"nll": (n,), "tokens": (n,), "bins": (n, M, 3)} numpy arrays (one
+    row per sentence, in batch order) for `bootstrap_interval`."""
     was_training = model.training
     model.eval()
     every, eos = CalibrationStats(n_bins), CalibrationStats(n_bins)
     loss_sum = nll_sum = 0.0
     n_tok = n_correct = 0
+    rows = []
     for src, tgt_in, tgt_out in batches:
         keep = tgt_out != PAD  # (B, T)
         y = tgt_out[keep]  # (N,)
@@ -116,14 +147,59 @@ def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0,
         eos.update(conf[at_eos], correct[at_eos])
         loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
         n_tok, n_correct = n_tok + y.numel(), n_correct + int(correct.sum())
+        if per_sentence:
+            sent = keep.nonzero()[:, 0]  # (N,): the batch row of each kept position
+            token_nll = -lprobs.gather(1, y[:, None]).squeeze(1)
+            rows.append(sentence_rows(sent, keep.size(0), token_nll, conf, correct, n_bins))
     model.train(was_training)
     cal, cal_eos = every.result(), eos.result()
-    return {"temperature": temperature, "tokens": n_tok, "loss": loss_sum / n_tok, "nll": nll_sum / n_tok,
-            "ppl": math.exp(nll_sum / n_tok), "accuracy": n_correct / n_tok,
-            "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
-            "ece_eos": cal_eos["ece"], "calibration": cal, "calibration_eos": cal_eos,
-            "signature": ece_signature(n_bins, "forced", temperature),
-            "signature_eos": ece_signature(n_bins, "forced", temperature, subset="eos")}
+    sig = ECESignature(n_bins, "forced", temperature)
+    out = {"temperature": temperature, "tokens": n_tok, "loss": loss_sum / n_tok, "nll": nll_sum / n_tok,
+           "ppl": math.exp(nll_sum / n_tok), "accuracy": n_correct / n_tok,
+           "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
+           "ece_eos": cal_eos["ece"], "calibration": cal, "calibration_eos": cal_eos,
+           "signature": str(sig), "signature_template": sig.without_temperature(),
+           "signature_eos": str(ECESignature(n_bins, "forced", temperature, subset="eos"))}
+    if per_sentence:
+        out["per_sentence"] = {k: np.concatenate([r[k] for r in rows]) for k in ("nll", "tokens", "bins")}
+    return out
+
+
+def sentence_rows(sent, n_sent: int, token_nll, conf, correct, n_bins: int) -> dict:
+    """Per-sentence sums of a batch: sent (N,) the sentence of each token -> {"nll": (n,), "tokens": (n,),
+    "bins": (n, M, 3) count / confidence sum / correct sum per bin}."""
+    idx = sent * n_bins + bin_index(conf.double().cpu(), n_bins).to(sent.device)  # (N,): sentence-major bin
+    bins = torch.zeros(n_sent * n_bins, 3, dtype=torch.float64)
+    vals = torch.stack([torch.ones_like(conf, dtype=torch.float64), conf.double(), correct.double()], 1).cpu()
+    bins.index_add_(0, idx.cpu(), vals)
+    nll = torch.zeros(n_sent, dtype=torch.float64).index_add_(0, sent.cpu(), token_nll.double().cpu())
+    tokens = torch.bincount(sent.cpu(), minlength=n_sent)
+    return {"nll": nll.numpy(), "tokens": tokens.numpy(), "bins": bins.view(n_sent, n_bins, 3).numpy()}
+
+
+def ece_of_bins(bins: np.ndarray) -> np.ndarray:
+    """bins (..., M, 3) summed count / confidence / correct -> ECE (...): sum_m |correct_m - conf_m| / N."""
+    return np.abs(bins[..., 2] - bins[..., 1]).sum(-1) / np.maximum(bins[..., 0].sum(-1), 1)
+
+
+def bootstrap_interval(per: dict, key: str, n_bins: int = 15, n_samples: int = 1000, seed: int = 12345,
+                       level: float = 0.95) -> list:
+    """The `level` percentile interval of "ece" or "nll" over `n_samples` resamples of whole sentences
+    (with replacement, numpy seed `seed`), from the per-sentence sums of `teacher_forced(per_sentence=True)`
+    or `inference_calibration`. Each resample is a weight vector w (counts of each sentence), so a
+    statistic is w @ sums, never a copy of the data."""
+    n = len(per["tokens"])
+    if n == 0:
+        return [float("nan"), float("nan")]
+    w = np.random.RandomState(seed).multinomial(n, np.full(n, 1.0 / n), size=n_samples).astype(np.float64)  # (R, n)
+    if key == "nll":
+        values = (w @ per["nll"]) / np.maximum(w @ per["tokens"], 1)
+    elif key == "ece":
+        values = ece_of_bins((w @ per["bins"].reshape(n, -1)).reshape(n_samples, -1, 3))  # (R, n) x (n, M*3)
+    else:
+        raise ValueError(f"no bootstrap for {key!r} (expected nll or ece)")
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
 
 
 # -- temperature scaling ---------------------------------------------------------------------------
@@ -199,37 +275,100 @@ def fit_temperature(model, batches, t_min: float = 0.05, t_max: float = 20.0, to
 # -- inference calibration -------------------------------------------------------------------------
 
 def edit_alignment_matches(hyp, ref) -> list:
-    """For each hypothesis token, whether a minimum-edit-distance (Levenshtein) alignment of `hyp` to
-    `ref` matches it to an identical reference token. Ties prefer a match, then a substitution."""
+    """For each hypothesis token, whether a minimum-edit-distance (Levenshtein) alignment of `hyp` to `ref`
+    matches it to an identical reference token. Among the alignments of minimum distance, one with the most
+    matches is taken: [7, 8] against [8, 9] is delete 7, match 8, insert 9 (distance 2, one match), not two
+    substitutions (distance 2, no match)."""
     n, m = len(hyp), len(ref)
-    d = [[0] * (m + 1) for _ in range(n + 1)]  # d[i][j]: edit distance of hyp[:i] and ref[:j]
-    for i in range(n + 1):
-        d[i][0] = i
-    for j in range(m + 1):
-        d[0][j] = j
+    # d[i][j] = (edit distance, -matches) of hyp[:i] and ref[:j], compared as tuples
+    d = [[(i + j, 0) if i == 0 or j == 0 else None for j in range(m + 1)] for i in range(n + 1)]
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            d[i][j] = min(d[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]), d[i - 1][j] + 1, d[i][j - 1] + 1)
+            same = hyp[i - 1] == ref[j - 1]
+            diag = d[i - 1][j - 1]
+            d[i][j] = min((diag[0] + (not same), diag[1] - same), (d[i - 1][j][0] + 1, d[i - 1][j][1]),
+                          (d[i][j - 1][0] + 1, d[i][j - 1][1]))
     matched = [False] * n
     i, j = n, m
     while i > 0 and j > 0:
-        if d[i][j] == d[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]):
-            matched[i - 1] = hyp[i - 1] == ref[j - 1]
+        same = hyp[i - 1] == ref[j - 1]
+        diag = d[i - 1][j - 1]
+        if d[i][j] == (diag[0] + (not same), diag[1] - same):
+            matched[i - 1] = same
             i, j = i - 1, j - 1
-        elif d[i][j] == d[i - 1][j] + 1:
+        elif d[i][j] == (d[i - 1][j][0] + 1, d[i - 1][j][1]):
             i -= 1
         else:
             j -= 1
     return matched
 
 
-def inference_calibration(hyp_ids, hyp_confidences, ref_ids, n_bins: int = 15, temperature: float = 1.0) -> dict:
-    """Inference ECE (Wang et al. 2020) over emitted tokens (EOS included when emitted) and their
-    probabilities under the tempered model, correct when edit-aligned to an identical reference token."""
+class _Token(str):
+    """A token that compares as its text and remembers its position in the hypothesis through TER's shifts."""
+
+    def __new__(cls, text, position):
+        obj = super().__new__(cls, text)
+        obj.position = position
+        return obj
+
+
+def ter_alignment_matches(hyp, ref) -> list:
+    """For each hypothesis token, whether TER's alignment (Snover et al. 2006: greedy block shifts, then
+    edit distance; sacrebleu's implementation of tercom) matches it to an identical reference token.
+
+    sacrebleu's `_shift` moves blocks of the hypothesis while that lowers the edit distance, as
+    `translation_edit_rate` does; the tokens carry their original positions through the shifts, and the
+    final edit trace says which shifted positions are matches."""
+    from sacrebleu.metrics import lib_ter
+
+    if not hyp:
+        return []
+    if not ref:
+        return [False] * len(hyp)
+    words_h = [_Token(str(t), i) for i, t in enumerate(hyp)]
+    words_r = [str(t) for t in ref]
+    cached_ed = lib_ter.BeamEditDistance(words_r)
+    checked = 0
+    while True:
+        delta, shifted, checked = lib_ter._shift(words_h, words_r, cached_ed, checked)
+        if checked >= lib_ter._MAX_SHIFT_CANDIDATES or delta <= 0:
+            break
+        words_h = shifted
+    _, trace = cached_ed(words_h)
+    _, _, hyp_err = lib_ter.trace_to_alignment(lib_ter._flip_trace(trace))  # per shifted hypothesis position
+    matched = [False] * len(hyp)
+    for word, err in zip(words_h, hyp_err):
+        matched[word.position] = err == 0
+    return matched
+
+
+LABELLERS = {"ter": ter_alignment_matches, "edit": edit_alignment_matches}
+
+
+def inference_labels(hyp, ref, labeller: str = "ter") -> list:
+    """Whether each emitted token is correct, by `labeller` ("ter" or "edit")."""
+    return LABELLERS[labeller](hyp, ref)
+
+
+def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, temperature: float = 1.0,
+                          labeller: str = "ter", eos: str = "include", intervals: bool = True) -> dict:
+    """Inference ECE (Wang et al. 2020) over emitted tokens and their probabilities under the tempered model,
+    with `labels` (one list of booleans per hypothesis, from `inference_labels`). eos="exclude" leaves out
+    EOS positions. With `intervals`, a 95% bootstrap interval over sentences."""
     stats = CalibrationStats(n_bins)
-    for hyp, conf, ref in zip(hyp_ids, hyp_confidences, ref_ids):
-        if hyp:
-            stats.update(torch.tensor(conf, dtype=torch.float64), torch.tensor(edit_alignment_matches(hyp, ref)))
+    per = {"nll": [], "tokens": [], "bins": []}
+    for hyp, conf, lab in zip(hyp_ids, hyp_confidences, labels):
+        keep = [k for k, t in enumerate(hyp) if eos == "include" or t != EOS]
+        c = torch.tensor([conf[k] for k in keep], dtype=torch.float64)
+        ok = torch.tensor([bool(lab[k]) for k in keep], dtype=torch.bool)
+        stats.update(c, ok)
+        row = sentence_rows(torch.zeros(len(keep), dtype=torch.long), 1, torch.zeros(len(keep)), c, ok, n_bins)
+        for k in per:
+            per[k].append(row[k])
     res = stats.result()
-    return {"ece": res["ece"], "mce": res["mce"], "accuracy": res["accuracy"], "confidence": res["confidence"],
-            "tokens": res["n"], "calibration": res, "signature": ece_signature(n_bins, "inference", temperature)}
+    sig = ECESignature(n_bins, "inference", temperature, labels=labeller, unit="piece", eos=eos)
+    out = {"ece": res["ece"], "mce": res["mce"], "accuracy": res["accuracy"], "confidence": res["confidence"],
+           "tokens": res["n"], "calibration": res, "signature": str(sig), "signature_template": sig.without_temperature()}
+    if intervals and per["tokens"]:
+        out["ece_interval"] = bootstrap_interval({k: np.concatenate(v) for k, v in per.items()}, "ece", n_bins)
+    return out

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, loading with clear errors, tokenizer check, weight averaging.
+"""Checkpoints: atomic writes, loading with clear errors, tokenizer check, weight averaging, the run-directory lock.
 
 A checkpoint is a dict: "model" (state dict), "model_config" and "train_config" (dicts), "tokenizer_sha256",
 "step", "epoch", "valid" (metrics at that point); checkpoint_last.pt also holds what resuming needs
@@ -6,13 +6,14 @@ A checkpoint is a dict: "model" (state dict), "model_config" and "train_config" 
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
 
 import torch
 
-from nmt.config import ModelConfig
+from nmt.config import ModelConfig, UsageError
 from nmt.data import DataError, load_tokenizer
 from nmt.model import Transformer
 
@@ -94,3 +95,31 @@ def average(paths) -> dict:
     out["model"] = {k: v.to(ckpts[0]["model"][k].dtype) for k, v in avg.items()}
     out["averaged"] = [str(p) for p in paths]
     return out
+
+
+class RunLock:
+    """An exclusive OS lock (flock) on RUN_DIR/.lock, held while one process writes the run; released when
+    it exits, however it exits. A second process is refused with the holder's PID (a UsageError)."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / ".lock"
+        self.fd = None
+
+    def acquire(self) -> "RunLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UsageError(f"{self.path.parent}: another process (PID {holder}) is writing this run; wait for it "
+                             f"to end, or choose another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None

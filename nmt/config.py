@@ -1,20 +1,43 @@
-"""One typed config per phase: ModelConfig, TrainConfig, DecodeConfig.
+"""One typed config per phase: ModelConfig, TrainConfig, DecodeConfig; the presets; validation.
 
 Each field carries its help text, so the command-line flags are generated from the dataclasses
-(`add_arguments` / `from_arguments`) and the resolved configs are saved in every checkpoint:
-decoding needs only `--checkpoint`.
+(`add_arguments` / `from_arguments`). Every config checks itself when it is built (`__post_init__`), so
+a setting that cannot work is refused in one place, before anything is written, with the flag's name and
+the range it allows. The resolved configs are saved in every checkpoint: decoding needs only `--checkpoint`.
+
+Three lengths with three names: `max_train_len` (training pairs longer than this are filtered),
+`max_positions` (the model's longest sequence; evaluation truncates to it), and `max_len_a`/`max_len_b`
+(the search's longest hypothesis).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+
+class UsageError(ValueError):
+    """A flag or setting that cannot work: names the flag and what it allows. Commands exit 2 on it."""
 
 
 def _f(default: Any, help: str, **kw) -> Any:
     """A dataclass field with its command-line help text."""
     return field(default=default, metadata={"help": help, **kw})
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _require(ok: bool, name: str, allowed: str, value) -> None:
+    if not ok:
+        raise UsageError(f"{flag(name)} {value!r}: expected {allowed}")
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 @dataclass
@@ -28,7 +51,17 @@ class ModelConfig:
     dropout: float = _f(0.1, "dropout on embeddings and residual branches")
     activation_dropout: float = _f(0.0, "dropout on the feed-forward hidden layer (fairseq's default: 0)")
     attention_dropout: float = _f(0.0, "dropout on attention weights")
-    max_positions: int = _f(256, "longest source or target sequence (tokens, EOS included)")
+    max_positions: int = _f(256, "longest source or target sequence the model takes (tokens, EOS included); "
+                                 "evaluation truncates longer lines to it, with a warning")
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "max_positions"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and v >= 1, name, "a whole number >= 1", v)
+        _require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of --n-heads {self.n_heads}", self.d_model)
+        for name in ("dropout", "activation_dropout", "attention_dropout"):
+            v = getattr(self, name)
+            _require(_finite(v) and 0.0 <= v < 1.0, name, "a probability in [0, 1)", v)
 
 
 @dataclass
@@ -46,13 +79,16 @@ class TrainConfig:
     vocab_size: int = _f(8000, "joint SentencePiece vocabulary size (trained on the training split only)")
     tokenizer: Optional[str] = _f(None, "reuse this SentencePiece model (a .model file or a run directory) "
                                         "instead of training one")
-    max_len: int = _f(128, "training pairs with more tokens than this on either side are filtered (logged)")
+    max_train_len: int = _f(128, "training pairs with more tokens than this on either side are filtered (logged)")
     num_proc: int = _f(0, "processes for datasets.map when encoding (0: one per core for large corpora)")
     alpha: float = _f(0.0, "label smoothing alpha (Szegedy et al. 2016; Mueller et al. 2019): 0 = hard targets")
-    max_tokens: int = _f(4096, "token budget per batch: sentences x longest sequence <= max_tokens")
+    max_tokens: int = _f(4096, "token budget per batch and per process (under torchrun: per GPU, as in fairseq): "
+                               "sentences x longest sequence <= max_tokens")
     update_freq: int = _f(1, "gradient accumulation: batches per optimizer update")
     lr: float = _f(1e-3, "peak learning rate (reached after warm-up)")
-    warmup_steps: int = _f(1000, "linear warm-up updates, then inverse-square-root decay")
+    warmup_steps: int = _f(1000, "linear warm-up updates to --lr, then the --lr-schedule decay")
+    lr_schedule: str = _f("inverse_sqrt", "after warm-up: inverse_sqrt (lr * sqrt(warmup / step), Vaswani et al.) or "
+                                          "linear (to 0 at the last update of --max-epochs / --max-steps)")
     adam_beta1: float = _f(0.9, "Adam beta1")
     adam_beta2: float = _f(0.98, "Adam beta2")
     adam_eps: float = _f(1e-9, "Adam epsilon")
@@ -67,54 +103,146 @@ class TrainConfig:
     seed: int = _f(1, "random seed: initialisation, dropout, batch order")
     device: str = _f("auto", "auto, cpu or cuda")
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")
+    amp: str = _f("auto", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or none; auto: bf16 where "
+                          "the GPU supports it, else fp16; always none on the CPU")
     log_every: int = _f(50, "updates between training-loss lines in log.jsonl")
     fit_temperature: bool = _f(True, "fit the validation temperature of the final model when training ends")
     teacher: Optional[str] = _f(None, "distil from this checkpoint or run directory (its tokenizer is reused)")
     distill_beta: float = _f(0.5, "distillation: weight of the soft term, (1 - beta) CE + beta T^2 KL")
     distill_temperature: float = _f(1.0, "distillation: temperature of teacher and student in the soft term")
 
+    def __post_init__(self):
+        for name in ("vocab_size", "max_train_len", "max_tokens", "update_freq", "max_epochs", "log_every"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and v >= 1, name, "a whole number >= 1", v)
+        for name in ("max_steps", "patience", "average_last", "save_every_steps", "warmup_steps", "threads"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and v >= 0, name, "a whole number >= 0", v)
+        _require(_finite(self.lr) and self.lr > 0, "lr", "a positive finite learning rate", self.lr)
+        _require(_finite(self.alpha) and 0.0 <= self.alpha < 1.0, "alpha",
+                 "a number in [0, 1) (at 1 the target carries no information)", self.alpha)
+        for name in ("adam_beta1", "adam_beta2"):
+            v = getattr(self, name)
+            _require(_finite(v) and 0.0 <= v < 1.0, name, "a number in [0, 1)", v)
+        for name in ("adam_eps", "weight_decay", "clip_norm"):
+            v = getattr(self, name)
+            _require(_finite(v) and v >= 0, name, "a finite number >= 0", v)
+        _require(self.amp in ("auto", "bf16", "fp16", "none"), "amp", "auto, bf16, fp16 or none", self.amp)
+        _require(self.lr_schedule in ("inverse_sqrt", "linear"), "lr_schedule", "inverse_sqrt or linear",
+                 self.lr_schedule)
+        _require(_finite(self.distill_beta) and 0.0 <= self.distill_beta <= 1.0, "distill_beta", "a number in [0, 1]",
+                 self.distill_beta)
+        _require(_finite(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
+                 "a positive finite number", self.distill_temperature)
+        if self.teacher and self.alpha:
+            raise UsageError("--teacher with --alpha > 0: a distilled student trains without smoothing here")
+
 
 @dataclass
 class DecodeConfig:
-    beam: int = _f(4, "beam size (1: greedy)")
+    beam: int = _f(4, "beam size (1: greedy); at most the vocabulary size")
     length_penalty: float = _f(1.0, "beam scores are log p(y|x) / len(y)^length_penalty (len counts EOS)")
-    max_len_a: float = _f(1.5, "longest hypothesis: max_len_a * source_length + max_len_b tokens")
+    max_len_a: float = _f(1.5, "longest hypothesis: max_len_a * source_length + max_len_b tokens (EOS included)")
     max_len_b: int = _f(10, "see max_len_a")
-    min_len: int = _f(0, "EOS is not allowed before this many tokens (benchmarks force equal lengths with it)")
+    min_len: int = _f(0, "EOS is not allowed before this many tokens (the decoding benchmark forces equal "
+                         "lengths with it); must not exceed the longest hypothesis")
     temperature: str = _f("1.0", "divide logits by T before the log-softmax at every step; 'auto' uses the "
                                  "temperature fitted on the validation set (temperature.json)")
     batch_size: int = _f(64, "sentences decoded together")
     n_bins: int = _f(15, "equal-width confidence bins for ECE")
+    inference_bins: int = _f(15, "equal-width bins for inference ECE (Wang et al. 2020's scripts use 20)")
+    inference_eos: str = _f("include", "inference ECE: include or exclude EOS positions (Wang et al. exclude them)")
+    labels: str = _f("ter", "how emitted tokens are labelled correct for inference ECE: ter (TER alignment with "
+                            "shifts, as Wang et al. 2020) or edit (minimum edit distance, ties towards matches)")
     split: str = _f("test_2016_flickr", "corpus split to translate when no --input is given")
 
+    def __post_init__(self):
+        for name in ("beam", "batch_size", "n_bins", "inference_bins", "max_len_b"):
+            v = getattr(self, name)
+            lo = 0 if name == "max_len_b" else 1
+            _require(isinstance(v, int) and v >= lo, name, f"a whole number >= {lo}", v)
+        _require(isinstance(self.min_len, int) and self.min_len >= 0, "min_len", "a whole number >= 0", self.min_len)
+        _require(_finite(self.max_len_a) and self.max_len_a >= 0, "max_len_a", "a finite number >= 0", self.max_len_a)
+        _require(_finite(self.length_penalty), "length_penalty", "a finite number", self.length_penalty)
+        _require(self.inference_eos in ("include", "exclude"), "inference_eos", "include or exclude",
+                 self.inference_eos)
+        _require(self.labels in ("ter", "edit"), "labels", "ter or edit", self.labels)
+        parse_temperature(self.temperature)
 
-def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str = "", skip: tuple = ()) -> None:
+
+def parse_temperature(value) -> Optional[float]:
+    """'auto' -> None; else a positive finite T (a UsageError otherwise)."""
+    if str(value) == "auto":
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise UsageError(f"--temperature {value!r}: expected a positive number or 'auto'") from None
+    _require(math.isfinite(t) and t > 0, "temperature", "a positive finite number or 'auto'", value)
+    return t
+
+
+# Presets are data: the values `python -m nmt.train --preset NAME` starts from; flags override them.
+PRESETS = {
+    "cpu": dict(d_model=256, n_heads=4, encoder_layers=3, decoder_layers=3, d_ff=1024, dropout=0.1,
+                vocab_size=8000, max_tokens=2500, lr=2e-3, warmup_steps=400, lr_schedule="linear", max_epochs=6,
+                average_last=2),
+    "gpu": dict(d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6, d_ff=2048, dropout=0.3,
+                vocab_size=8000, max_tokens=8192, lr=7e-4, warmup_steps=1000, max_epochs=40, patience=5,
+                average_last=5),
+    "smoke": dict(d_model=64, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=128, dropout=0.1,
+                  vocab_size=1000, max_tokens=2000, lr=2e-3, warmup_steps=50, max_steps=100, max_epochs=1),
+}
+PRESET_NOTES = {
+    "cpu": "the study's recipe on 2 CPU cores (docs/results.md has its minutes and scores)",
+    "gpu": "a larger model for one GPU: its numbers are unmeasured until a GPU run exists",
+    "smoke": "a tiny model for a few updates: checks the pipeline in a minute; not a result",
+}
+
+
+def describe_presets() -> str:
+    lines = []
+    for name, values in PRESETS.items():
+        lines.append(f"  {name:6s} {PRESET_NOTES[name]}")
+        lines.append("         " + " ".join(f"{flag(k)} {v}" for k, v in values.items()))
+    return "\n".join(lines)
+
+
+# Older checkpoints saved these names; they load under the new ones.
+LEGACY_NAMES = {"max_len": "max_train_len"}
+
+
+def train_config_from(d: dict) -> TrainConfig:
+    """A TrainConfig from a saved dict (config.json or a checkpoint), older field names included."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {LEGACY_NAMES.get(k, k): v for k, v in d.items()}
+    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:
     """Add one --flag per field of the dataclass `cls` (defaults and help from the fields)."""
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + prefix + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
         if f.type in ("bool", bool):
-            group.add_argument(flag, dest=prefix + f.name, default=None,
+            group.add_argument(flag(f.name), dest=f.name, default=None,
                                action=argparse.BooleanOptionalAction, help=help_text)
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            group.add_argument(flag, dest=prefix + f.name, type=kind, default=None, help=help_text)
+            group.add_argument(flag(f.name), dest=f.name, type=kind, default=None, help=help_text)
 
 
-def from_arguments(cls, args: argparse.Namespace, base=None, prefix: str = ""):
-    """Build `cls` from parsed flags; flags left unset keep the value of `base` (or the default)."""
-    values = dataclasses.asdict(base) if base is not None else {}
-    for f in dataclasses.fields(cls):
-        v = getattr(args, prefix + f.name, None)
-        if v is not None:
-            values[f.name] = v
-    return cls(**values)
-
-
-def explicit_arguments(cls, args: argparse.Namespace, prefix: str = "") -> dict:
+def explicit_arguments(cls, args: argparse.Namespace) -> dict:
     """The fields of `cls` that were given on the command line."""
-    return {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
-            if getattr(args, prefix + f.name, None) is not None}
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+
+
+def from_arguments(cls, args: argparse.Namespace, base=None, preset: dict = None):
+    """Build `cls` from parsed flags over `preset` over `base` (or the defaults); validated on construction."""
+    values = dataclasses.asdict(base) if base is not None else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in (preset or {}).items() if k in names})
+    values.update(explicit_arguments(cls, args))
+    return cls(**values)

@@ -218,19 +218,19 @@ class DecoderLayer(nn.Module):
     def memory_kv(self, memory):  # memory (B, S, D) -> k, v (B, H, S, D/H)
         return tuple(split_heads(t, self.n_heads) for t in self.cross_kv(memory).chunk(2, dim=-1))
 
-    def forward(self, x, mem_k, mem_v, key_mask, cache: StepCache = None, index: int = 0):
-        """x (B, T, D): causal self-attention over all T positions; key_mask (B, 1, 1, S) bool, True at
-        real source tokens. With `cache` (step mode, see `StepCache`; this is its layer `index`): x (N, 1, D)
-        holds only the newest position of N = b * K rows, K hypotheses of each of b sentences, which attend
-        to their own cached prefixes and themselves; key_mask is then the additive `attention_bias` (b, 1,
-        1, S)."""
+    def forward(self, x, mem_k, mem_v, source_mask, cache: StepCache = None, index: int = 0):
+        """x (B, T, D): causal self-attention over all T positions; source_mask is `key_mask` (B, 1, 1, S),
+        bool, True at real source tokens. With `cache` (step mode, see `StepCache`; this is its layer
+        `index`): x (N, 1, D) holds only the newest position of N = b * K rows, K hypotheses of each of b
+        sentences, which attend to their own cached prefixes and themselves; source_mask is then `key_bias`,
+        the additive `attention_bias` (b, 1, 1, S)."""
         p = self.attn_p if self.training else 0.0
         if cache is None:
             q, k, v = (split_heads(t, self.n_heads) for t in self.self_qkv(self.norm1(x)).chunk(3, dim=-1))
             a = merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p))
             x = x + self.dropout(self.self_out(a))
             q = split_heads(self.cross_q(self.norm2(x)), self.n_heads)
-            a = merge_heads(F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=key_mask, dropout_p=p))
+            a = merge_heads(F.scaled_dot_product_attention(q, mem_k, mem_v, attn_mask=source_mask, dropout_p=p))
         else:
             # The K rows of a sentence are K query positions over that sentence's cache and memory, so
             # neither is copied per hypothesis.
@@ -240,7 +240,7 @@ class DecoderLayer(nn.Module):
             q, k, v = (heads(t) for t in self.self_qkv(self.norm1(x)).chunk(3, dim=-1))
             a = cache.attend(index, q, k, v, dropout_p=p)  # (b, H, K, D/H)
             x = x + self.dropout(self.self_out(a.transpose(1, 2).reshape(N, 1, D)))  # -> (b, K, H, D/H) -> (N, 1, D)
-            a = step_attention(heads(self.cross_q(self.norm2(x))), mem_k, mem_v, key_mask, dropout_p=p)
+            a = step_attention(heads(self.cross_q(self.norm2(x))), mem_k, mem_v, source_mask, dropout_p=p)
             a = a.transpose(1, 2).reshape(N, 1, D)  # (b, H, K, D/H) -> (b, K, H, D/H) -> (N, 1, D)
         x = x + self.dropout(self.cross_out(a))
         return x + self.dropout(self.ffn(self.norm3(x)))
@@ -306,22 +306,30 @@ class Transformer(nn.Module):
         return self.logits(hidden)
 
     # -- step-wise decoding ------------------------------------------------------------------
-    def init_state(self, src, beam: int = 1) -> DecoderState:
-        """Encode src (B, S); the state holds `beam` hypothesis rows per sentence (N = B * beam)."""
+    def encode_state(self, src) -> DecoderState:
+        """Encode src (B, S) for step-wise decoding: the encoder side of a state, with an empty cache. Several
+        searches of the same sources (greedy, beam, other temperatures) start from one `fresh_state` each."""
         memory, key_mask = self.encode(src)
         # contiguous (b, H, S, D/H): step_attention's matmuls then read them in place, not copy them every step
         mem_kv = [tuple(t.contiguous() for t in layer.memory_kv(memory)) for layer in self.decoder]
-        return DecoderState(key_bias=attention_bias(key_mask), mem_kv=mem_kv, cache=StepCache(len(self.decoder)),
+        return DecoderState(key_bias=attention_bias(key_mask), mem_kv=mem_kv, cache=StepCache(len(self.decoder)))
+
+    def fresh_state(self, encoded: DecoderState, beam: int = 1) -> DecoderState:
+        """A new search over the encoded sources: shared encoder side, empty cache, `beam` rows a sentence."""
+        return DecoderState(key_bias=encoded.key_bias, mem_kv=encoded.mem_kv, cache=StepCache(len(self.decoder)),
                             beam=beam)
 
-    def decode_step(self, tokens, state: DecoderState, return_hidden: bool = False):
+    def init_state(self, src, beam: int = 1) -> DecoderState:
+        """Encode src (B, S); the state holds `beam` hypothesis rows per sentence (N = B * beam)."""
+        return self.fresh_state(self.encode_state(src), beam)
+
+    def decode_step(self, tokens, state: DecoderState):
         """tokens (N,): the previous token of every row -> logits (N, V) for the next one."""
         x = self._embed(tokens[:, None], start=state.cache.t)  # (N,) -> (N, 1, D)
         state.cache.begin_step(state.key_bias.size(0), state.beam, x, self.cfg.n_heads)
         for i, (layer, (k, v)) in enumerate(zip(self.decoder, state.mem_kv)):
             x = layer(x, k, v, state.key_bias, cache=state.cache, index=i)
-        hidden = self.decoder_norm(x[:, 0])  # (N, 1, D) -> (N, D)
-        return (self.logits(hidden), hidden) if return_hidden else self.logits(hidden)
+        return self.logits(self.decoder_norm(x[:, 0]))  # (N, 1, D) -> (N, D) -> (N, V)
 
     @staticmethod
     def reorder_state(state: DecoderState, index, beam: int = None) -> DecoderState:

@@ -10,30 +10,38 @@ import json
 import statistics
 from pathlib import Path
 
-# (key in a row, column title, format)
-COLUMNS = [("alpha", "alpha", "{:g}"), ("temperature", "T", "{:.3f}"), ("val_nll", "val NLL", "{:.3f}"),
-           ("test_nll", "test NLL", "{:.3f}"), ("test_ppl", "test ppl", "{:.2f}"),
-           ("accuracy", "token acc", "{:.4f}"), ("ece_forced", "ECE (forced)", "{:.4f}"),
-           ("ece_inference", "ECE (inference)", "{:.4f}"), ("bleu_beam", "BLEU beam", "{:.2f}"),
-           ("bleu_greedy", "BLEU greedy", "{:.2f}"), ("chrf", "chrF", "{:.2f}")]
+# (key in a row, column title, format, interval kind): "ci" a [lo, hi] list, "pm" a 95% half-width
+COLUMNS = [("alpha", "alpha", "{:g}", None), ("temperature", "T", "{:.3f}", None),
+           ("val_nll", "val NLL", "{:.3f}", None), ("test_nll", "test NLL", "{:.3f}", "ci"),
+           ("test_ppl", "test ppl", "{:.2f}", None), ("accuracy", "token acc", "{:.4f}", None),
+           ("ece_forced", "ECE (forced)", "{:.4f}", "ci"), ("ece_inference", "ECE (inference)", "{:.4f}", "ci"),
+           ("bleu_beam", "BLEU beam", "{:.2f}", None), ("bleu_p", "p (BLEU)", "{:.3f}", None),
+           ("bleu_greedy", "BLEU greedy", "{:.2f}", None), ("chrf", "chrF", "{:.2f}", None),
+           ("chrf_p", "p (chrF)", "{:.3f}", None)]
+INTERVALS = {"test_nll": "test_nll_ci", "ece_forced": "ece_forced_ci", "ece_inference": "ece_inference_ci",
+             "bleu_beam": "bleu_ci", "chrf": "chrf_ci"}
 
 
 def aggregate(rows: list) -> list:
     """Group rows by (model, temperature kind), in order of first appearance, and reduce every numeric
-    column to mean, std (over seeds; None for one) and n."""
+    column to mean, std (over seeds; None for one) and n; intervals and p-values are kept per seed."""
     groups = {}
     for r in rows:
         groups.setdefault((r["group"], r["t_kind"]), []).append(r)
+    firsts = [key for key in groups if key[1] == "1"]
     out = []
-    for (group, kind), rs in sorted(groups.items(), key=lambda kv: list(groups).index((kv[0][0], "1")) * 2
+    for (group, kind), rs in sorted(groups.items(), key=lambda kv: firsts.index((kv[0][0], "1")) * 2
                                     + (kv[0][1] != "1")):
         agg = {"alpha": rs[0]["alpha"], "t_kind": kind, "n": len(rs), "label": rs[0]["label"],
                "seeds": [r["seed"] for r in rs]}
-        for key, _, _ in COLUMNS[1:]:
+        for key, _, _, _ in COLUMNS[1:]:
             vals = [r[key] for r in rs if r.get(key) is not None]
             if vals:
                 agg[key] = statistics.fmean(vals)
                 agg[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else None
+                agg[key + "_per_seed"] = vals
+        for key, ci in INTERVALS.items():
+            agg[ci + "_per_seed"] = [r.get(ci) for r in rs]
         out.append(agg)
     return out
 
@@ -41,47 +49,94 @@ def aggregate(rows: list) -> list:
 def _cell(row, key, fmt):
     if row.get(key) is None:
         return "-"
+    if key.endswith("_p"):  # p-values: one per seed
+        return "/".join(fmt.format(p) for p in row[key + "_per_seed"])
     text = fmt.format(row[key])
-    std = row.get(key + "_std")
-    return text + (" ± " + fmt.format(std) if std is not None else "")
+    if row["n"] > 1:
+        std = row.get(key + "_std")
+        return text if std is None else text + " ± " + fmt.format(std)
+    ci = (row.get(INTERVALS.get(key, "") + "_per_seed") or [None])[0]
+    if ci is None:
+        return text
+    if isinstance(ci, list):
+        return f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+    return f"{text} ± {fmt.format(ci)}"
+
+
+def table_cells(agg: list):
+    seeds = any(r["n"] > 1 for r in agg)
+    head = ["model"] + [title for _, title, _, _ in COLUMNS] + (["n"] if seeds else [])
+    body = [[r["label"]] + [_cell(r, k, f) for k, _, f, _ in COLUMNS] + ([str(r["n"])] if seeds else []) for r in agg]
+    return head, body
 
 
 def markdown_table(agg: list) -> str:
-    seeds = any(r["n"] > 1 for r in agg)
-    head = ["model"] + [title for _, title, _ in COLUMNS] + (["n"] if seeds else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in agg:
-        cells = [r["label"]] + [_cell(r, k, f) for k, _, f in COLUMNS] + ([str(r["n"])] if seeds else [])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    head, body = table_cells(agg)
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                     + ["| " + " | ".join(b) + " |" for b in body])
 
 
 def text_table(agg: list) -> str:
     """The same table for a terminal: aligned columns."""
-    seeds = any(r["n"] > 1 for r in agg)
-    head = ["model"] + [title for _, title, _ in COLUMNS] + (["n"] if seeds else [])
-    body = [[r["label"]] + [_cell(r, k, f) for k, _, f in COLUMNS] + ([str(r["n"])] if seeds else []) for r in agg]
+    head, body = table_cells(agg)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
 
 
-def write_comparison(rows: list, signatures: dict, out_dir, meta: dict) -> dict:
-    """results/comparison.md and .json; returns the aggregated rows."""
+def signatures_of(rows: list) -> dict:
+    sigs = {}
+    for r in rows:
+        sigs.update(r["signatures"])
+    return sigs
+
+
+def comparison_markdown(data: dict) -> str:
+    """comparison.md, from comparison.json's dict alone (`python -m nmt.study --from-results` rebuilds it)."""
+    meta, agg = data["meta"], data["aggregate"]
+    several = any(r["n"] > 1 for r in agg)
+    prov = meta["provenance"]
+    note = ("Cells are mean ± std over the n seeds; each seed's 95% intervals are in comparison.json."
+            if several else
+            "NLL and ECE: 95% bootstrap intervals over test sentences (1,000 resamples, seed 12345). BLEU and "
+            "chrF: ± the 95% interval of sacrebleu's paired bootstrap (1,000 resamples).")
+    sig = "\n".join(f"- {name}: `{s}`" for name, s in data["signatures"].items())
+    return (f"# Label smoothing vs temperature scaling\n\n"
+            f"Split {meta['split']}; beam {meta['beam']}; T fitted on validation. p: paired bootstrap against the "
+            f"hard-target row of the same seed (one value per seed).\n\n{markdown_table(agg)}\n\n{note}\n\n"
+            f"Signatures:\n{sig}\n\nMade by `{prov['command']}` at nmt {prov['nmt']} (commit "
+            f"{(prov['git_commit'] or 'unknown')[:10]}{' + local changes' if prov.get('git_dirty') else ''}), torch "
+            f"{prov['torch']}, sacrebleu {prov['sacrebleu']}, sentencepiece {prov['sentencepiece']}, on "
+            f"{prov['machine']['device']} with {prov['machine']['threads']} threads; {prov['wall_seconds']:.0f} s.\n")
+
+
+def write_comparison(rows: list, sweep: list, meta: dict, out_dir) -> dict:
+    """results/comparison.json (every number and how it was made) and comparison.md (from the JSON alone)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    agg = aggregate(rows)
-    sig = "\n".join(f"- {name}: `{s}`" for name, s in signatures.items())
-    md = (f"# Label smoothing vs temperature scaling\n\n{meta.get('description', '')}\n\n{markdown_table(agg)}\n\n"
-          f"Signatures:\n{sig}\n")
-    (out_dir / "comparison.md").write_text(md)
-    (out_dir / "comparison.json").write_text(json.dumps({"meta": meta, "signatures": signatures, "rows": rows,
-                                                         "aggregate": agg}, indent=2) + "\n")
-    return agg
+    data = {"meta": meta, "signatures": signatures_of(rows), "rows": rows, "aggregate": aggregate(rows),
+            "sweep": sweep}
+    write_text_atomic(out_dir / "comparison.json", json.dumps(data, indent=2) + "\n")
+    write_text_atomic(out_dir / "comparison.md", comparison_markdown(data))
+    return data
 
 
-def write_sweep(points: list, fitted: dict, out_dir) -> tuple:
+def study_summary(data: dict, out_dir) -> str:
+    """What the study prints: the table, the signatures, where the files went."""
+    return (text_table(data["aggregate"]) + "\n" + "\n".join(f"{k}: {v}" for k, v in data["signatures"].items())
+            + f"\n\nresults in {out_dir}/: comparison.md comparison.json reliability*.png hyps/ runs/"
+            + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else ""))
+
+
+def write_text_atomic(path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_sweep(points: list, fitted: dict, out_dir, beam: int = 4, split: str = "test") -> tuple:
     """points: dicts with label, alpha, seed, temperature, bleu, ece, nll. A CSV and a 3-panel PNG."""
     out_dir = Path(out_dir)
     path_csv, path_png = out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"
@@ -98,14 +153,14 @@ def write_sweep(points: list, fitted: dict, out_dir) -> tuple:
     for i, label in enumerate(labels):
         ps = sorted((p for p in points if p["label"] == label), key=lambda p: p["temperature"])
         color = f"C{i}"
-        for ax, key, title in zip(axes, ("bleu", "ece", "nll"), ("BLEU (beam 4)", "ECE (teacher-forced)", "NLL")):
+        for ax, key, title in zip(axes, ("bleu", "ece", "nll"), (f"BLEU (beam {beam})", "ECE (teacher-forced)", "NLL")):
             ax.plot([p["temperature"] for p in ps], [p[key] for p in ps], "o-", color=color, label=label, ms=3)
             if label in fitted:
                 ax.axvline(fitted[label], color=color, ls="--", lw=1)
             ax.set_title(title)
             ax.set_xlabel("temperature T")
     axes[0].legend(fontsize=8)
-    fig.suptitle("Temperature sweep on test (dashed: T fitted on validation)", fontsize=10)
+    fig.suptitle(f"Temperature sweep on {split} (dashed: T fitted on validation)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path_png, dpi=120)
     plt.close(fig)
@@ -138,18 +193,22 @@ def reliability_panel(ax_top, ax_bottom, cal: dict, title: str):
     ax_bottom.legend(fontsize=7)
 
 
-def write_reliability(panels: list, path) -> Path:
-    """panels: (title, calibration result) pairs, drawn side by side."""
+def write_reliability(panels: list, path, split: str = "test", ncols: int = 4) -> Path:
+    """panels: (title, calibration result) pairs, in a grid of at most `ncols` columns."""
+    import math
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     n = len(panels)
-    fig, axes = plt.subplots(2, n, figsize=(3.6 * n, 5.2), gridspec_kw={"height_ratios": [3, 1]}, squeeze=False)
+    cols, rows = min(n, ncols), math.ceil(n / ncols)
+    fig = plt.figure(figsize=(3.6 * cols, 5.2 * rows))
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
     for i, (title, cal) in enumerate(panels):
-        reliability_panel(axes[0][i], axes[1][i], cal, title)
-    fig.suptitle("Reliability on test (teacher-forced tokens)", fontsize=10)
+        r, c = divmod(i, cols)
+        reliability_panel(fig.add_subplot(grid[2 * r, c]), fig.add_subplot(grid[2 * r + 1, c]), cal, title)
+    fig.suptitle(f"Reliability on {split} (teacher-forced tokens)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
-

@@ -5,7 +5,9 @@ A decoder here is anything with
     decode_step(tokens (N,), state) -> logits (N, V)      (advances the state one position)
     reorder_state(state, index (N',), beam) -> state       (row i <- row index[i]; groups of `beam` rows,
                                                             the first search step goes from 1 row to K)
-`nmt.model.Transformer` is one; the tests use a toy decoder with fixed probabilities.
+`nmt.model.Transformer` is one; the tests use a toy decoder with fixed probabilities. `translate_many`
+also needs encode_state(src) -> encoded and fresh_state(encoded, beam) -> state, to encode each batch
+of sources once for several searches.
 
 Beam search follows fairseq's `SequenceGenerator`: each step ranks the K x V extensions of the K live
 hypotheses of a sentence and keeps the best 2K, so that EOS candidates never starve the live ones; EOS
@@ -20,13 +22,18 @@ step, then K), V vocabulary, N rows (b * k).
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from nmt.config import UsageError
 from nmt.model import BOS, EOS, PAD
+
+log = logging.getLogger("nmt.search")
 
 
 @dataclass
@@ -42,11 +49,18 @@ class Hypothesis:
         return self.tokens[:-1] if self.tokens and self.tokens[-1] == EOS else self.tokens
 
 
-def max_lengths(src: torch.Tensor, max_len_a: float, max_len_b: int, max_positions: int = None) -> torch.Tensor:
-    """Longest hypothesis per sentence, EOS included: floor(a * |x| + b), at least 1, at most max_positions."""
+def hypothesis_limits(src: torch.Tensor, max_len_a: float, max_len_b: int, max_positions: int = None,
+                      min_len: int = 0) -> torch.Tensor:
+    """Longest hypothesis per sentence, EOS included: floor(a * |x| + b), at least 1, at most max_positions.
+    A `min_len` that leaves a sentence no step at which EOS may come is refused (UsageError)."""
     n = (src != PAD).sum(1)
     lim = (max_len_a * n.double() + max_len_b).floor().long().clamp(min=1)
-    return lim.clamp(max=max_positions) if max_positions else lim
+    lim = lim.clamp(max=max_positions) if max_positions else lim
+    if min_len and int(lim.min()) - 1 < min_len:
+        raise UsageError(f"--min-len {min_len}: a source of {int(n[lim.argmin()])} tokens allows hypotheses of at "
+                         f"most {int(lim.min())} tokens (EOS included); expected --min-len below that "
+                         f"(raise --max-len-a/--max-len-b or lower --min-len)")
+    return lim
 
 
 def _step_logprobs(model, prev, state, temperature, forced, no_eos: bool = False):
@@ -101,12 +115,12 @@ def top_candidates(lp, scores, n: int, width: int = None):
 
 @torch.no_grad()
 def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0,
-           max_positions: int = None, min_len: int = 0) -> list:
-    """Arg-max decoding; finished sentences leave the batch. At least `min_len` tokens precede EOS
-    (unless the maximum length comes first)."""
+           max_positions: int = None, min_len: int = 0, state=None) -> list:
+    """Arg-max decoding; finished sentences leave the batch. At least `min_len` tokens precede EOS.
+    `state`: the sources already encoded (`model.fresh_state`), else they are encoded here."""
     B = src.size(0)
-    max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
-    state = model.init_state(src)
+    max_len = hypothesis_limits(src, max_len_a, max_len_b, max_positions, min_len)
+    state = model.init_state(src) if state is None else state
     live = torch.arange(B)  # original index of each row
     prev = torch.full((B,), BOS, dtype=torch.long, device=src.device)
     out = [Hypothesis(tokens=[]) for _ in range(B)]
@@ -133,13 +147,14 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
 
 @torch.no_grad()
 def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_a: float = 1.5,
-                max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None, min_len: int = 0) -> list:
+                max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None, min_len: int = 0,
+                state=None) -> list:
     """The best hypothesis of each sentence under beam search (see the module docstring); at least
-    `min_len` tokens precede EOS (unless the maximum length comes first)."""
+    `min_len` tokens precede EOS. `state`: the sources already encoded (`model.fresh_state`, beam 1)."""
     B, K, dev = src.size(0), beam, src.device
-    max_len = max_lengths(src, max_len_a, max_len_b, max_positions)
+    max_len = hypothesis_limits(src, max_len_a, max_len_b, max_positions, min_len)
     # The first step has one hypothesis per sentence (BOS): K copies of it would only repeat the work.
-    state = model.init_state(src, beam=1)
+    state = model.init_state(src, beam=1) if state is None else state
     sent = torch.arange(B)  # original index of each live sentence (b,)
     scores = torch.zeros(B, 1, device=dev)  # (b, k): k live hypotheses per sentence, 1 at the first step
     prev = torch.full((B,), BOS, dtype=torch.long, device=dev)
@@ -186,16 +201,47 @@ def beam_search(model, src, beam: int = 4, length_penalty: float = 1.0, max_len_
     return [max(f, key=lambda h: h.score) if f else Hypothesis(tokens=[EOS]) for f in finished]
 
 
-def translate(model, src_ids: list, beam: int = 4, batch_size: int = 64, length_penalty: float = 1.0,
-              max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None,
-              min_len: int = 0, progress=None) -> list:
-    """Search every source (lists of ids, EOS included) in batches of similar length; results in input
-    order. Beam 1 is greedy search. An empty source gives an empty hypothesis without running the model."""
+def search_bytes_per_sentence(model, beam: int, max_positions: int) -> int:
+    """An upper estimate of what beam search holds per sentence at its longest step: the K x V
+    log-probabilities and their copies in ranking (4 of them, float32), and the self-attention cache of
+    every decoder layer (keys and values, K slots over max_positions positions)."""
+    cfg = model.cfg
+    return 4 * (4 * beam * cfg.vocab_size + 2 * cfg.decoder_layers * beam * max_positions * cfg.d_model)
+
+
+def check_search_size(model, beam: int, batch_size: int, max_positions: int, memory_bytes: int = None) -> int:
+    """The batch size to search with: `batch_size`, lowered so that the estimate of
+    `search_bytes_per_sentence` stays within half of the machine's memory; a UsageError when the beam
+    exceeds the vocabulary or one sentence alone would not fit."""
+    V = model.cfg.vocab_size
+    if beam > V:
+        raise UsageError(f"--beam {beam}: expected at most the vocabulary size, {V}")
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    per = search_bytes_per_sentence(model, beam, max_positions or model.cfg.max_positions)
+    fit = (memory_bytes // 2) // per
+    if fit < 1:
+        raise UsageError(f"--beam {beam}: one sentence needs about {per / 2**30:.1f} GiB of search memory, more than "
+                         f"half of this machine's {memory_bytes / 2**30:.0f} GiB; expected a smaller beam")
+    if fit < batch_size:
+        log.warning("--beam %d: batch of %d sentences lowered to %d to fit in memory (about %.1f GiB each)",
+                    beam, batch_size, fit, per / 2**30)
+    return int(min(batch_size, fit))
+
+
+def translate_many(model, src_ids: list, jobs: list, batch_size: int = 64, length_penalty: float = 1.0,
+                   max_len_a: float = 1.5, max_len_b: int = 10, max_positions: int = None, min_len: int = 0,
+                   progress=None) -> dict:
+    """Search every source (lists of ids, EOS included) with every (beam, temperature) of `jobs`, in batches of
+    similar length; {job: hypotheses in input order}. Each batch is encoded once and every job starts a
+    fresh search from that encoding (the same numbers as encoding it per job: the same batch, the same
+    computation). Beam 1 is greedy search. An empty source gives an empty hypothesis without running the
+    model."""
     device = next(model.parameters()).device
-    out = [Hypothesis(tokens=[]) for _ in src_ids]
+    out = {job: [Hypothesis(tokens=[]) for _ in src_ids] for job in jobs}
+    batch_size = min(check_search_size(model, beam, batch_size, max_positions) for beam, _ in jobs)
     todo = sorted((i for i, s in enumerate(src_ids) if s and s != [EOS]), key=lambda i: len(src_ids[i]))
-    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, temperature=temperature, max_positions=max_positions,
-                  min_len=min_len)
+    limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, max_positions=max_positions, min_len=min_len)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
         S = max(len(src_ids[i]) for i in idx)
@@ -203,12 +249,25 @@ def translate(model, src_ids: list, beam: int = 4, batch_size: int = 64, length_
         for r, i in enumerate(idx):
             src[r, :len(src_ids[i])] = torch.tensor(src_ids[i])
         src = src.to(device)
-        if beam == 1:
-            hyps = greedy(model, src, **limits)
-        else:
-            hyps = beam_search(model, src, beam=beam, length_penalty=length_penalty, **limits)
-        for i, h in zip(idx, hyps):
-            out[i] = h
+        with torch.no_grad():
+            encoded = model.encode_state(src)
+        for beam, temperature in jobs:
+            state = model.fresh_state(encoded)
+            if beam == 1:
+                hyps = greedy(model, src, temperature=temperature, state=state, **limits)
+            else:
+                hyps = beam_search(model, src, beam=beam, length_penalty=length_penalty, temperature=temperature,
+                                   state=state, **limits)
+            for i, h in zip(idx, hyps):
+                out[beam, temperature][i] = h
         if progress is not None:
             progress.update(len(idx))
     return out
+
+
+def translate(model, src_ids: list, beam: int = 4, batch_size: int = 64, length_penalty: float = 1.0,
+              max_len_a: float = 1.5, max_len_b: int = 10, temperature: float = 1.0, max_positions: int = None,
+              min_len: int = 0, progress=None) -> list:
+    """`translate_many` with one (beam, temperature): the hypotheses in input order."""
+    return translate_many(model, src_ids, [(beam, temperature)], batch_size, length_penalty, max_len_a, max_len_b,
+                          max_positions, min_len, progress)[beam, temperature]

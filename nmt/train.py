@@ -1,11 +1,18 @@
 """python -m nmt.train: train one translation model with (or without) label smoothing.
 
-One flat loop: prepare data -> model -> for each epoch: updates, validation, checkpoints.
+  python -m nmt.train --preset cpu --alpha 0.1 --run-dir runs/cpu/alpha0.1_seed1
+  python -m nmt.train --preset cpu --run-dir runs/x --resume     # continue an interrupted run
+
+The loop reads top to bottom in `train`: prepare data -> model -> for each epoch: updates
+(`train_epoch`), validation and checkpoints (`end_epoch`) -> averaging and the temperature (`finish`).
 Under `torchrun --nproc_per_node N -m nmt.train ...` it runs DistributedDataParallel (NCCL on GPUs,
-gloo on CPU): every rank builds the same batches and takes every N-th sentence of each.
+gloo on CPU): every rank builds the same batches and takes every N-th sentence of each; --max-tokens
+counts per process.
 
 Run directory: config.json, spm.model, checkpoint_last.pt (resumable), checkpoint_best.pt (lowest
-validation NLL), checkpoint_avg.pt (with --average-last), log.jsonl, temperature.json, cache/.
+validation NLL), checkpoint_avg.pt (with --average-last), log.jsonl, temperature.json, cache/. One process
+writes a run at a time (a lock, RUN/.lock). Ctrl-C or SIGTERM finishes the current update, writes
+checkpoint_last.pt and exits 130 / 143; a run that holds no checkpoint yet starts again from scratch.
 """
 from __future__ import annotations
 
@@ -17,20 +24,23 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from nmt import checkpoint as ckpt_io
 from nmt.calibration import fit_temperature, teacher_forced
-from nmt.config import ModelConfig, TrainConfig, add_arguments, explicit_arguments, from_arguments
-from nmt.data import (DataError, check_parallel, collate, encode_pairs, epoch_batch_order, file_sha256,
-                      lengths, load_pairs, make_batches, split_files, train_tokenizer)
+from nmt.config import (PRESETS, ModelConfig, TrainConfig, UsageError, add_arguments, describe_presets,
+                        explicit_arguments, from_arguments, train_config_from)
+from nmt.data import (DataError, check_parallel, collate, encode_pairs, epoch_batch_order, file_sha256, lengths,
+                      load_pairs, make_batches, split_files, train_tokenizer)
+from nmt.evaluate import validation_batches
 from nmt.loss import distillation_loss, label_smoothed_nll_loss
 from nmt.model import PAD, Transformer, count_parameters
 from nmt.runtime import pick_device, seed_everything, setup_cpu
@@ -39,13 +49,33 @@ log = logging.getLogger("nmt.train")
 
 # Flags that may change when resuming; anything else must match the run's saved config.
 RESUMABLE = {"max_epochs", "max_steps", "patience", "device", "threads", "log_every", "save_every_steps",
-             "fit_temperature", "average_last"}
+             "fit_temperature", "average_last", "amp"}
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def inverse_sqrt(step: int, warmup: int) -> float:
     """LR factor: linear warm-up to 1 over `warmup` updates, then sqrt(warmup / step) (Vaswani et al. Sec. 5.3)."""
     step = step + 1
     return min(step / warmup, math.sqrt(warmup / step)) if warmup > 0 else 1.0 / math.sqrt(step)
+
+
+def linear_decay(step: int, warmup: int, total: int) -> float:
+    """LR factor: linear warm-up to 1 over `warmup` updates, then linearly down to 0 at update `total`
+    (the budgeted-training schedule of Li et al. 2020)."""
+    step = step + 1
+    if step <= warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(total - warmup, 1))
+
+
+def lr_factor(tcfg: TrainConfig, updates_per_epoch: int):
+    """The schedule of `tcfg` as a function of the update number (for LambdaLR)."""
+    if tcfg.lr_schedule == "linear":
+        total = tcfg.max_steps or updates_per_epoch * tcfg.max_epochs
+        if tcfg.max_steps:
+            total = min(total, updates_per_epoch * tcfg.max_epochs)
+        return lambda s: linear_decay(s, tcfg.warmup_steps, total)
+    return lambda s: inverse_sqrt(s, tcfg.warmup_steps)
 
 
 class JsonLog:
@@ -62,54 +92,52 @@ class JsonLog:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m nmt.train", description=__doc__,
+                                epilog="presets (flags given on the command line override them):\n" + describe_presets(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from these settings (listed below)")
     add_arguments(p, TrainConfig)
     add_arguments(p, ModelConfig, skip=("vocab_size",))
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from checkpoint_last.pt")
     return p.parse_args(argv)
 
 
-def resolve_configs(args):
-    """(TrainConfig, ModelConfig, resuming). A new run refuses a run directory that already holds one."""
-    run_dir = Path(args.run_dir or TrainConfig.run_dir)
-    saved = run_dir / "config.json"
-    if args.resume:
-        if not (run_dir / "checkpoint_last.pt").is_file() or not saved.is_file():
-            raise DataError(f"{run_dir}: nothing to resume (no config.json / checkpoint_last.pt)")
+def resolve_configs(args, run_dir: Path):
+    """(TrainConfig, ModelConfig, resuming). A run with a checkpoint continues only with --resume; a directory
+    whose run wrote no checkpoint yet starts again from scratch."""
+    saved, last = run_dir / "config.json", run_dir / "checkpoint_last.pt"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: a file, not a directory")
+    if last.is_file() and not args.resume:
+        raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
+    if args.resume and last.is_file():
+        if not saved.is_file():
+            raise DataError(f"{saved}: missing; the run in {run_dir} cannot be resumed")
         old = json.loads(saved.read_text())
-        tcfg, mcfg = TrainConfig(**old["train"]), ModelConfig(**old["model"])
-        changed = {k: v for k, v in {**explicit_arguments(TrainConfig, args),
-                                     **explicit_arguments(ModelConfig, args)}.items()
-                   if k != "run_dir" and getattr(tcfg if hasattr(tcfg, k) else mcfg, k) != v}
+        tcfg, mcfg = train_config_from(old["train"]), ModelConfig(**old["model"])
+        given = {**explicit_arguments(TrainConfig, args), **explicit_arguments(ModelConfig, args)}
+        changed = [k for k, v in given.items() if k != "run_dir" and getattr(tcfg if hasattr(tcfg, k) else mcfg, k) != v]
         bad = sorted(set(changed) - RESUMABLE)
         if bad:
-            raise DataError(f"--resume keeps the run's config; these flags differ from {saved}: {', '.join(bad)}")
+            raise UsageError(f"--resume keeps the run's config; these flags differ from {saved}: "
+                             f"{', '.join('--' + b.replace('_', '-') for b in bad)}")
         return from_arguments(TrainConfig, args, tcfg), mcfg, True
-    if saved.exists() or (run_dir / "checkpoint_last.pt").exists():
-        raise DataError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
-    tcfg, mcfg = from_arguments(TrainConfig, args), from_arguments(ModelConfig, args)
+    if args.resume and not saved.is_file():
+        raise UsageError(f"{run_dir}: nothing to resume (no config.json / checkpoint_last.pt)")
+    if saved.is_file():
+        log.info("%s holds no checkpoint yet: starting the run again from scratch", run_dir)
+    preset = PRESETS.get(args.preset, {})
+    tcfg, mcfg = from_arguments(TrainConfig, args, preset=preset), from_arguments(ModelConfig, args, preset=preset)
     check_configs(tcfg, mcfg)
     return tcfg, mcfg, False
 
 
 def check_configs(tcfg: TrainConfig, mcfg: ModelConfig) -> None:
-    """Settings that cannot work, refused before anything is written."""
-    if tcfg.max_len > mcfg.max_positions:
-        raise DataError(f"--max-len {tcfg.max_len} exceeds --max-positions {mcfg.max_positions}")
-    if mcfg.d_model % mcfg.n_heads:
-        raise DataError(f"--d-model {mcfg.d_model} is not a multiple of --n-heads {mcfg.n_heads}")
-    if not 0.0 <= tcfg.alpha <= 1.0:
-        raise DataError(f"--alpha must lie in [0, 1], not {tcfg.alpha}")
+    """Settings of two configs that cannot work together, refused before anything is written (each
+    config checks its own fields when it is built)."""
+    if tcfg.max_train_len > mcfg.max_positions:
+        raise UsageError(f"--max-train-len {tcfg.max_train_len}: expected at most --max-positions {mcfg.max_positions}")
     if tcfg.tokenizer or tcfg.teacher:
         reused_tokenizer(tcfg)  # exists?
-    if tcfg.teacher:
-        if tcfg.alpha:
-            raise DataError("--teacher and --alpha > 0 together: a distilled student trains without smoothing here")
-        if not (0.0 <= tcfg.distill_beta <= 1.0 and tcfg.distill_temperature > 0):
-            raise DataError("--distill-beta must lie in [0, 1] and --distill-temperature be positive")
-    for name in ("max_tokens", "update_freq", "max_epochs", "vocab_size", "max_len"):
-        if getattr(tcfg, name) < 1:
-            raise DataError(f"--{name.replace('_', '-')} must be at least 1")
 
 
 def init_distributed(device_name: str):
@@ -127,15 +155,8 @@ def init_distributed(device_name: str):
 
 
 def prepare_data(tcfg: TrainConfig, run_dir: Path, rank: int, world: int, jlog: JsonLog):
-    """Validate corpora (before anything is written), train or check the tokenizer, encode and filter.
-    Returns (train dataset, val dataset, tokenizer sha256, vocabulary size)."""
-    if not tcfg.hub or tcfg.train_src:
-        for split in ("train", "val"):
-            check_parallel(*split_files(tcfg, split))
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if world > 1:
-        dist.barrier()
+    """Train or check the tokenizer, encode and filter (the corpora were validated before anything was
+    written). Returns (train dataset, val dataset, tokenizer sha256, vocabulary size)."""
     cache = run_dir / "cache"
     spm_path = run_dir / "spm.model"
     out = {}
@@ -151,7 +172,7 @@ def prepare_data(tcfg: TrainConfig, run_dir: Path, rank: int, world: int, jlog: 
                          len(raw["train"]))
                 train_tokenizer(raw["train"], tcfg.vocab_size, spm_path, seed=tcfg.seed)
             for split, ds in raw.items():
-                ds, dropped = encode_pairs(ds, spm_path, tcfg.max_len, tcfg.num_proc)
+                ds, dropped = encode_pairs(ds, spm_path, tcfg.max_train_len, tcfg.num_proc)
                 out[split] = ds
                 msg = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items())) or "none"
                 log.info("%s: %d pairs kept; filtered: %s", split, len(ds), msg)
@@ -162,6 +183,9 @@ def prepare_data(tcfg: TrainConfig, run_dir: Path, rank: int, world: int, jlog: 
             dist.barrier()
     import sentencepiece as spm
     vocab = spm.SentencePieceProcessor(model_file=str(spm_path)).get_piece_size()
+    if vocab < tcfg.vocab_size and rank == 0:
+        log.warning("the tokenizer has %d pieces, fewer than --vocab-size %d: the training text supports no more",
+                    vocab, tcfg.vocab_size)
     return out["train"], out["val"], file_sha256(spm_path), vocab
 
 
@@ -188,7 +212,7 @@ def loss_on_batch(net, src, tgt_in, tgt_out, alpha: float, teacher=None, beta: f
     by batch. The output projections run only at non-padding positions; losses are taken in float32."""
     keep = tgt_out != PAD  # (B, T)
     logits = net(src, tgt_in, keep=keep)  # (N, V)
-    lprobs = F.log_softmax(logits.float(), dim=-1)
+    lprobs = torch.log_softmax(logits.float(), dim=-1)
     if teacher is None:
         return label_smoothed_nll_loss(lprobs, tgt_out[keep], alpha, PAD)
     with torch.no_grad():
@@ -222,42 +246,71 @@ def set_rng_state(state, device):
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    run_dir = Path(args.run_dir or TrainConfig.run_dir)
-    fresh = not run_dir.exists()
-    try:
-        tcfg, mcfg, resuming = resolve_configs(args)
-        return train(tcfg, mcfg, resuming)
-    except (DataError, ckpt_io.CheckpointError) as e:
-        if fresh and run_dir.exists() and os.environ.get("RANK", "0") == "0":
-            shutil.rmtree(run_dir)  # a run directory this call created and could not fill: leave nothing behind
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def mixed_precision(amp: str, device):
+    """(autocast context, gradient scaler or None): bf16, or fp16 with a scaler, on CUDA; nothing on the CPU."""
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext(), None
+    bf16 = amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported())
+    dtype = torch.bfloat16 if bf16 else torch.float16
+    return torch.autocast("cuda", dtype=dtype), (None if bf16 else torch.amp.GradScaler("cuda"))
 
 
-def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool) -> int:
-    rank, world, device = init_distributed(tcfg.device)
-    setup_cpu(tcfg.threads)
-    seed_everything(tcfg.seed)
+@dataclass
+class Progress:
+    """Where the run is: what checkpoint_last.pt saves besides weights and optimizer."""
+    step: int = 0
+    epoch: int = 1
+    batch_pos: int = 0
+    best_nll: float = float("inf")
+    bad_epochs: int = 0
+    epoch_checkpoints: list = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything the loop works with, built once by `build`."""
+    tcfg: TrainConfig
+    mcfg: ModelConfig
+    run_dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    jlog: JsonLog
+    train_ds: object
+    val_ds: object
+    tgt_len: object  # (n,) target lengths of the training pairs
+    batches: list
+    val_batches: list
+    tok_hash: str
+    model: Transformer
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: object
+    autocast: object
+    scaler: object
+    teacher: object
+    progress: Progress
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def build(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, rank: int, world: int, device) -> Run:
+    """Data, model, optimizer, schedule and (when resuming) the saved progress."""
     run_dir = Path(tcfg.run_dir)
-    is_main = rank == 0
-    jlog = JsonLog(run_dir / "log.jsonl", enabled=is_main)
-    if resuming:
-        jlog("resume")
+    jlog = JsonLog(run_dir / "log.jsonl", enabled=rank == 0)
+    jlog("resume" if resuming else "start_run")
     train_ds, val_ds, tok_hash, vocab = prepare_data(tcfg, run_dir, rank, world, jlog)
     if resuming and json.loads((run_dir / "config.json").read_text()).get("tokenizer_sha256") != tok_hash:
         raise DataError(f"{run_dir / 'spm.model'} differs from the tokenizer this run was trained with")
     mcfg = dataclasses.replace(mcfg, vocab_size=vocab)
-    if is_main:
+    if rank == 0:
         ckpt_io.write_json_atomic({"train": dataclasses.asdict(tcfg), "model": dataclasses.asdict(mcfg),
                                    "tokenizer_sha256": tok_hash}, run_dir / "config.json")
-
     src_len, tgt_len = lengths(train_ds)
     batches = make_batches(src_len, tgt_len, tcfg.max_tokens, tcfg.seed, min_sentences=world)
     val_batches = make_batches(*lengths(val_ds), tcfg.max_tokens, tcfg.seed)
-
     seed_everything(tcfg.seed)  # the initial weights depend on the seed alone
     model = Transformer(mcfg).to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -268,148 +321,262 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool) -> int:
             raise DataError(f"{tcfg.teacher}: the teacher's tokenizer differs from this run's")
         teacher.requires_grad_(False)
         log.info("distilling from %s (beta %g, T %g)", t_ckpt["path"], tcfg.distill_beta, tcfg.distill_temperature)
-    # fused: one kernel for the whole update (13 ms instead of 35 ms a step for 7.6M parameters on 2 cores)
+    # fused: one kernel for the whole update (docs/design.md)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2),
                             eps=tcfg.adam_eps, weight_decay=tcfg.weight_decay, fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: inverse_sqrt(s, tcfg.warmup_steps))
-    step, epoch, batch_pos, best_nll, bad_epochs, epoch_ckpts = 0, 1, 0, float("inf"), 0, []
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tcfg, math.ceil(len(batches) / tcfg.update_freq)))
+    autocast, scaler = mixed_precision(tcfg.amp, device)
+    progress = Progress()
     if resuming:
         last = ckpt_io.load(run_dir / "checkpoint_last.pt")
         model.load_state_dict(last["model"])
         opt.load_state_dict(last["optimizer"])
         sched.load_state_dict(last["scheduler"])
+        if scaler is not None and last.get("scaler"):
+            scaler.load_state_dict(last["scaler"])
         set_rng_state(last["rng"], device)
-        step, epoch, batch_pos = last["step"], last["epoch"], last["batch_pos"]
-        best_nll, bad_epochs, epoch_ckpts = last["best_nll"], last["bad_epochs"], last["epoch_checkpoints"]
-        log.info("resuming at epoch %d, update %d", epoch, step)
-    if is_main:
+        progress = Progress(last["step"], last["epoch"], last["batch_pos"], last["best_nll"], last["bad_epochs"],
+                            last["epoch_checkpoints"])
+        log.info("resuming at epoch %d, update %d", progress.epoch, progress.step)
+    if rank == 0:
         log.info("model: %.2fM parameters, %d batches an epoch (max_tokens=%d x update_freq=%d), device %s, "
                  "%d rank(s)", count_parameters(model) / 1e6, len(batches), tcfg.max_tokens, tcfg.update_freq,
                  device, world)
-        jlog("start", parameters=count_parameters(model), batches=len(batches), world=world, step=step)
+        jlog("start", parameters=count_parameters(model), batches=len(batches), world=world, step=progress.step)
+    return Run(tcfg, mcfg, run_dir, rank, world, device, jlog, train_ds, val_ds, tgt_len, batches, val_batches,
+               tok_hash, model, net, opt, sched, autocast, scaler, teacher, progress)
 
-    def snapshot(valid=None, full=False):
-        c = {"version": ckpt_io.VERSION, "model": model.state_dict(), "model_config": dataclasses.asdict(mcfg),
-             "train_config": dataclasses.asdict(tcfg), "tokenizer_sha256": tok_hash, "step": step,
-             "epoch": epoch, "valid": valid}
-        if full:
-            c.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=rng_state(device),
-                     batch_pos=batch_pos, best_nll=best_nll, bad_epochs=bad_epochs, epoch_checkpoints=epoch_ckpts)
-        return c
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    done = step >= tcfg.max_steps > 0 or epoch > tcfg.max_epochs
-    t_start = time.time()
-    while not done:
-        order = epoch_batch_order(len(batches), tcfg.seed, epoch)
-        n_updates = math.ceil(len(order) / tcfg.update_freq)
-        bar = tqdm(total=n_updates, initial=batch_pos // tcfg.update_freq, desc=f"epoch {epoch}",
-                   disable=not is_main, dynamic_ncols=True, leave=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 30)  # log files get a line every 30 s
-        run_loss = run_nll = run_tok = 0.0
-        t_log = time.time()
-        model.train()
-        while batch_pos < len(order):
-            group = [batches[i] for i in order[batch_pos:batch_pos + tcfg.update_freq]]
-            n_tokens = int(sum(tgt_len[idx].sum() for idx in group))  # target tokens of the update, all ranks
-            for j, (src, tgt_in, tgt_out) in enumerate(batches_of(train_ds, group, device, (rank, world))):
-                sync = j == len(group) - 1 or world == 1
-                ctx = net.no_sync() if not sync else contextlib.nullcontext()
-                with ctx:
-                    with autocast:
-                        loss, nll = loss_on_batch(net, src, tgt_in, tgt_out, tcfg.alpha, teacher,
-                                                  tcfg.distill_beta, tcfg.distill_temperature)
-                    # Sum over the update's tokens / their number; x world undoes DDP's mean over ranks.
-                    (loss * (world / n_tokens)).backward()
-                run_loss, run_nll = run_loss + loss.item(), run_nll + nll.item()
-            run_tok += n_tokens / world
-            if tcfg.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            batch_pos += len(group)
-            bar.update(1)
-            if step % tcfg.log_every == 0 or batch_pos >= len(order):
-                el = time.time() - t_log
-                stats = {"loss": run_loss / run_tok, "nll": run_nll / run_tok, "lr": sched.get_last_lr()[0],
-                         "tok_s": run_tok * world / max(el, 1e-9)}
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{stats['tok_s']:.0f}")
-                jlog("train", step=step, epoch=epoch, **stats)
-                run_loss = run_nll = run_tok = 0.0
-                t_log = time.time()
-            if tcfg.save_every_steps and step % tcfg.save_every_steps == 0 and is_main:
-                ckpt_io.save_atomic(snapshot(full=True), run_dir / "checkpoint_last.pt")
-                jlog("checkpoint", step=step, epoch=epoch, batch_pos=batch_pos)
-            if step >= tcfg.max_steps > 0:
-                break
-        bar.close()
-        epoch_done = batch_pos >= len(order)
-        # End of an epoch (or of the step budget): validate, keep the best, maybe stop early.
-        stop = torch.zeros(1)
-        if is_main:
-            valid = validate(model, val_ds, val_batches, tcfg, device)
-            improved = valid["nll"] < best_nll
-            best_nll, bad_epochs = (valid["nll"], 0) if improved else (best_nll, bad_epochs + 1)
-            log.info("epoch %d update %d: valid loss %.4f nll %.4f ppl %.2f acc %.4f ece %.4f%s", epoch, step,
-                     valid["loss"], valid["nll"], valid["ppl"], valid["accuracy"], valid["ece"],
-                     " (best)" if improved else "")
-            jlog("valid", epoch=epoch, step=step, best=improved, elapsed_s=round(time.time() - t_start, 1), **valid)
-            if improved:
-                ckpt_io.save_atomic(snapshot(valid), run_dir / "checkpoint_best.pt")
-            if tcfg.average_last > 1 and epoch_done:
-                path = run_dir / f"checkpoint_epoch{epoch}.pt"
-                ckpt_io.save_atomic(snapshot(valid), path)
-                epoch_ckpts = (epoch_ckpts + [path.name])[-tcfg.average_last:]
-                for old in run_dir.glob("checkpoint_epoch*.pt"):
-                    if old.name not in epoch_ckpts:
-                        old.unlink()
-            if tcfg.patience and bad_epochs >= tcfg.patience:
-                log.info("early stop: no better validation NLL for %d epochs", bad_epochs)
-                stop[0] = 1
-        if world > 1:
-            dist.broadcast(stop, src=0)
-        if epoch_done:
-            epoch, batch_pos = epoch + 1, 0
-        done = bool(stop[0]) or epoch > tcfg.max_epochs or step >= tcfg.max_steps > 0
-        if is_main:
-            ckpt_io.save_atomic(snapshot(full=True), run_dir / "checkpoint_last.pt")
-            jlog("checkpoint", step=step, epoch=epoch, batch_pos=batch_pos)
-    if is_main:
-        finish(model, val_ds, val_batches, tcfg, run_dir, device, jlog, epoch_ckpts, t_start)
+def snapshot(r: Run, valid=None, full: bool = False) -> dict:
+    """A checkpoint of the run now; `full` adds what resuming needs."""
+    p = r.progress
+    c = {"version": ckpt_io.VERSION, "model": r.model.state_dict(), "model_config": dataclasses.asdict(r.mcfg),
+         "train_config": dataclasses.asdict(r.tcfg), "tokenizer_sha256": r.tok_hash, "step": p.step,
+         "epoch": p.epoch, "valid": valid}
+    if full:
+        c.update(optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(), rng=rng_state(r.device),
+                 batch_pos=p.batch_pos, best_nll=p.best_nll, bad_epochs=p.bad_epochs,
+                 epoch_checkpoints=list(p.epoch_checkpoints), scaler=r.scaler.state_dict() if r.scaler else None)
+    return c
+
+
+def update(r: Run, group: list) -> tuple:
+    """One optimizer update over the index batches of `group` (gradient accumulation): (loss sum, nll sum,
+    target tokens of all ranks)."""
+    tcfg, world = r.tcfg, r.world
+    n_tokens = int(sum(r.tgt_len[idx].sum() for idx in group))  # target tokens of the update, all ranks
+    loss_sum = nll_sum = 0.0
+    for j, (src, tgt_in, tgt_out) in enumerate(batches_of(r.train_ds, group, r.device, (r.rank, world))):
+        sync = j == len(group) - 1 or world == 1
+        with (r.net.no_sync() if not sync else contextlib.nullcontext()):
+            with r.autocast:
+                loss, nll = loss_on_batch(r.net, src, tgt_in, tgt_out, tcfg.alpha, r.teacher, tcfg.distill_beta,
+                                          tcfg.distill_temperature)
+            # Sum over the update's tokens / their number; x world undoes DDP's mean over ranks.
+            scaled = loss * (world / n_tokens)
+            (r.scaler.scale(scaled) if r.scaler else scaled).backward()
+        loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
+    if r.scaler:
+        r.scaler.unscale_(r.opt)
+    if tcfg.clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(r.model.parameters(), tcfg.clip_norm)
+    if r.scaler:
+        r.scaler.step(r.opt)
+        r.scaler.update()
+    else:
+        r.opt.step()
+    r.sched.step()
+    r.opt.zero_grad(set_to_none=True)
+    return loss_sum, nll_sum, n_tokens
+
+
+def train_epoch(r: Run, stop: dict) -> None:
+    """The updates of the current epoch from where it stands, until its end, the step budget, or a signal
+    (`stop["signal"]`, set by the handler and checked after each update)."""
+    tcfg, p = r.tcfg, r.progress
+    order = epoch_batch_order(len(r.batches), tcfg.seed, p.epoch)
+    bar = tqdm(total=math.ceil(len(order) / tcfg.update_freq), initial=p.batch_pos // tcfg.update_freq,
+               desc=f"epoch {p.epoch}", disable=not r.is_main, dynamic_ncols=True, leave=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)  # log files get a line every 30 s
+    run_loss = run_nll = run_tok = 0.0
+    t_log = time.time()
+    r.model.train()
+    while p.batch_pos < len(order):
+        group = [r.batches[i] for i in order[p.batch_pos:p.batch_pos + tcfg.update_freq]]
+        loss, nll, n_tokens = update(r, group)
+        run_loss, run_nll, run_tok = run_loss + loss, run_nll + nll, run_tok + n_tokens / r.world
+        p.step += 1
+        p.batch_pos += len(group)
+        bar.update(1)
+        if p.step % tcfg.log_every == 0 or p.batch_pos >= len(order):
+            el = time.time() - t_log
+            stats = {"loss": run_loss / run_tok, "nll": run_nll / run_tok, "lr": r.sched.get_last_lr()[0],
+                     "tok_s": run_tok * r.world / max(el, 1e-9)}
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}", tok_s=f"{stats['tok_s']:.0f}")
+            r.jlog("train", step=p.step, epoch=p.epoch, **stats)
+            run_loss = run_nll = run_tok = 0.0
+            t_log = time.time()
+        if tcfg.save_every_steps and p.step % tcfg.save_every_steps == 0 and r.is_main:
+            save_last(r)
+        if p.step >= tcfg.max_steps > 0 or stop["signal"] is not None:
+            break
+    bar.close()
+
+
+def save_last(r: Run) -> None:
+    ckpt_io.save_atomic(snapshot(r, full=True), r.run_dir / "checkpoint_last.pt")
+    r.jlog("checkpoint", step=r.progress.step, epoch=r.progress.epoch, batch_pos=r.progress.batch_pos)
+
+
+def end_epoch(r: Run, t_start: float) -> bool:
+    """At the end of an epoch (or of the step budget): validate, keep the best checkpoint and the epoch
+    checkpoints to average, decide on early stopping (rank 0, broadcast to all). True: stop training."""
+    tcfg, p = r.tcfg, r.progress
+    epoch_done = p.batch_pos >= len(r.batches)
+    stop = torch.zeros(1, device=r.device)  # a collective's tensors live on the training device (NCCL: the GPU)
+    if r.is_main:
+        valid = validate(r.model, r.val_ds, r.val_batches, tcfg, r.device)
+        improved = valid["nll"] < p.best_nll
+        p.best_nll, p.bad_epochs = (valid["nll"], 0) if improved else (p.best_nll, p.bad_epochs + 1)
+        log.info("epoch %d update %d: valid loss %.4f nll %.4f ppl %.2f acc %.4f ece %.4f%s", p.epoch, p.step,
+                 valid["loss"], valid["nll"], valid["ppl"], valid["accuracy"], valid["ece"], " (best)" if improved else "")
+        r.jlog("valid", epoch=p.epoch, step=p.step, best=improved, elapsed_s=round(time.time() - t_start, 1), **valid)
+        if improved:
+            ckpt_io.save_atomic(snapshot(r, valid), r.run_dir / "checkpoint_best.pt")
+        if tcfg.average_last > 1 and epoch_done:
+            path = r.run_dir / f"checkpoint_epoch{p.epoch}.pt"
+            ckpt_io.save_atomic(snapshot(r, valid), path)
+            p.epoch_checkpoints = (p.epoch_checkpoints + [path.name])[-tcfg.average_last:]
+            for old in r.run_dir.glob("checkpoint_epoch*.pt"):
+                if old.name not in p.epoch_checkpoints:
+                    old.unlink()
+        if tcfg.patience and p.bad_epochs >= tcfg.patience:
+            log.info("early stop: no better validation NLL for %d epochs", p.bad_epochs)
+            stop[0] = 1
+    if r.world > 1:
+        dist.broadcast(stop, src=0)
+    if epoch_done:
+        p.epoch, p.batch_pos = p.epoch + 1, 0
+    return bool(stop[0]) or p.epoch > tcfg.max_epochs or p.step >= tcfg.max_steps > 0
+
+
+def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool) -> int:
+    rank, world, device = init_distributed(tcfg.device)
+    setup_cpu(tcfg.threads)
+    seed_everything(tcfg.seed)
+    r = build(tcfg, mcfg, resuming, rank, world, device)
+    stop = {"signal": None}
+    previous = {s: signal.signal(s, lambda num, frame: stop.update(signal=num)) for s in SIGNAL_EXIT}
+    try:
+        t_start = time.time()
+        done = r.progress.step >= tcfg.max_steps > 0 or r.progress.epoch > tcfg.max_epochs
+        while not done:
+            train_epoch(r, stop)
+            if stop["signal"] is not None:
+                return interrupted(r, stop["signal"])
+            done = end_epoch(r, t_start)
+            if r.is_main:
+                save_last(r)
+        if r.is_main:
+            finish(r, t_start)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return 0
 
 
-def finish(model, val_ds, val_batches, tcfg, run_dir, device, jlog, epoch_ckpts, t_start):
-    """Average the last checkpoints, fit the temperature of the final model, say where everything went."""
+def interrupted(r: Run, signum: int) -> int:
+    """After a signal: the update in progress finished; save where the run stands and say how to go on."""
+    if r.is_main:
+        save_last(r)
+        r.jlog("interrupted", step=r.progress.step, signal=signal.Signals(signum).name)
+    print(f"\ninterrupted at update {r.progress.step} ({signal.Signals(signum).name}); checkpoint_last.pt is saved. "
+          f"Resume with: python -m nmt.train --run-dir {r.run_dir} --resume", file=sys.stderr, flush=True)
+    return SIGNAL_EXIT[signum]
+
+
+def finish(r: Run, t_start: float) -> None:
+    """Average the last checkpoints, fit the temperature of the final model on the validation set
+    (`evaluate.validation_batches`, the set decoding uses too), say where everything went."""
+    tcfg, run_dir, model = r.tcfg, r.run_dir, r.model
     final = run_dir / "checkpoint_best.pt"
-    if tcfg.average_last > 1 and len(epoch_ckpts) > 1:
-        avg = ckpt_io.average([run_dir / n for n in epoch_ckpts])
+    names = r.progress.epoch_checkpoints
+    if tcfg.average_last > 1 and len(names) > 1:
+        avg = ckpt_io.average([run_dir / n for n in names])
         model.load_state_dict(avg["model"])
-        avg["valid"] = validate(model, val_ds, val_batches, tcfg, device)
+        avg["valid"] = validate(model, r.val_ds, r.val_batches, tcfg, r.device)
         ckpt_io.save_atomic(avg, run_dir / "checkpoint_avg.pt")
-        log.info("average of %s: valid nll %.4f ppl %.2f", ", ".join(epoch_ckpts), avg["valid"]["nll"],
-                 avg["valid"]["ppl"])
-        jlog("average", checkpoints=epoch_ckpts, **avg["valid"])
+        log.info("average of %s: valid nll %.4f ppl %.2f", ", ".join(names), avg["valid"]["nll"], avg["valid"]["ppl"])
+        r.jlog("average", checkpoints=names, **avg["valid"])
         final = run_dir / "checkpoint_avg.pt"
     if tcfg.fit_temperature:
+        from nmt.data import load_tokenizer
         model.load_state_dict(ckpt_io.load(final)["model"])
-        fit = fit_temperature(model, batches_of(val_ds, val_batches, device))
+        sp = load_tokenizer(run_dir / "spm.model")
+        fit = fit_temperature(model, validation_batches(tcfg, sp, model.cfg.max_positions, r.device))
         ckpt_io.write_json_atomic({final.name: fit}, run_dir / "temperature.json")  # {checkpoint: fit}
         log.info("fitted temperature T = %.4f on validation (NLL %.4f at T=1, %.4f at T)", fit["temperature"],
                  fit["nll_t1"], fit["nll"])
-        jlog("temperature", **fit)
+        r.jlog("temperature", **fit)
     minutes = (time.time() - t_start) / 60
-    jlog("done", minutes=round(minutes, 2), final=final.name)
+    r.jlog("done", minutes=round(minutes, 2), final=final.name)
     print(f"\ntrained in {minutes:.1f} min. Outputs in {run_dir}/:\n"
           f"  config.json  spm.model  log.jsonl  checkpoint_last.pt  checkpoint_best.pt"
           + ("  checkpoint_avg.pt" if final.name == "checkpoint_avg.pt" else "")
           + ("  temperature.json" if tcfg.fit_temperature else "")
           + f"\n  decode with: python -m nmt.decode --checkpoint {run_dir} --beam 4", flush=True)
+
+
+def start(args) -> int:
+    """Validate everything that can be validated before writing, lock the run directory, then train.
+    A fresh run that fails removes only the directory it created itself, and only while holding the lock."""
+    run_dir = Path(args.run_dir or TrainConfig.run_dir)
+    created = not run_dir.exists()
+    tcfg, mcfg, resuming = resolve_configs(args, run_dir)
+    if not tcfg.hub or tcfg.train_src:
+        for split in ("train", "val"):
+            check_parallel(*split_files(tcfg, split))
+    rank = int(os.environ.get("RANK", "0"))
+    lock = None
+    try:
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = ckpt_io.RunLock(run_dir).acquire()
+            for tmp in run_dir.glob(".*.tmp*"):  # left by a process killed while writing
+                tmp.unlink()
+            if not resuming:
+                for stale in ("checkpoint_best.pt", "checkpoint_avg.pt", "temperature.json"):
+                    (run_dir / stale).unlink(missing_ok=True)
+                for stale in run_dir.glob("checkpoint_epoch*.pt"):
+                    stale.unlink()
+        return train(tcfg, mcfg, resuming)
+    except (DataError, ckpt_io.CheckpointError, UsageError):
+        if created and lock is not None and run_dir.exists():
+            shutil.rmtree(run_dir)  # a run directory this call created and could not fill: leave nothing behind
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return start(parse_args(argv))
+    except (DataError, ckpt_io.CheckpointError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before the loop's handler was in place: nothing to save yet
+        print("\ninterrupted before the first checkpoint; starting the same command again starts the run anew",
+              file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, read-only run directory, ...: the last good checkpoint is intact
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ from pathlib import Path
 import torch
 
 from nmt import checkpoint as ckpt_io
-from nmt.config import TrainConfig
+from nmt.comparison import model_label, read_manifest
+from nmt.config import train_config_from
 from nmt.data import DataError, read_text_pairs
+from nmt.evaluate import eval_batches
 from nmt.model import PAD
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
@@ -156,31 +158,31 @@ def logit_differences(model, batches, a: int, b: int, n_positions: int, passes: 
 def models_of(args) -> list:
     if args.checkpoint:
         return list(args.checkpoint)
-    manifest = Path(args.runs) / "study.json"
-    if not manifest.is_file():
-        raise DataError(f"{manifest} not found: run scripts/train.sh, or pass --checkpoint")
-    runs = json.loads(manifest.read_text())["runs"]
     first = {}
-    for r in runs:  # one model per alpha: the first seed
-        first.setdefault(r["alpha"], r["dir"])
-    return list(first.values())
+    for path in read_manifest(args.runs):  # one model per alpha: the first seed
+        tc = ckpt_io.load(path)["train_config"]
+        first.setdefault(tc["alpha"], (tc["seed"], path))
+        first[tc["alpha"]] = min(first[tc["alpha"]], (tc["seed"], path))
+    return [path for _, path in first.values()]
 
 
 def draw(panels, tokens_text, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    rows = sorted({p["model"] for p in panels}, key=[p["model"] for p in panels].index)
-    cols = sorted({p["split"] for p in panels}, key=[p["split"] for p in panels].index)
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.2 * len(cols), 4 * len(rows)), squeeze=False)
+    # One row per split, one column per model; a row shares its axis limits, so cluster sizes compare.
+    rows = sorted({p["split"] for p in panels}, key=[p["split"] for p in panels].index)
+    cols = sorted({p["model"] for p in panels}, key=[p["model"] for p in panels].index)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.2 * len(cols), 4 * len(rows)), squeeze=False,
+                             sharex="row", sharey="row")
     for p in panels:
-        ax = axes[rows.index(p["model"])][cols.index(p["split"])]
+        ax = axes[rows.index(p["split"])][cols.index(p["model"])]
         for k, (tok, pts) in enumerate(p["points"].items()):
             ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, color=f"C{k}", label=tokens_text[tok])
         g = p["geometry"]
         ax.set_title(f"{p['model']} ({p['split']})\nradius/distance {g['mean_radius_over_distance']:.3f}, "
                      f"distance CV {g['distance_cv']:.3f}", fontsize=9)
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
         ax.legend(fontsize=8, markerscale=3)
     fig.suptitle("Penultimate layer projected on the plane of three output templates", fontsize=10)
     fig.tight_layout()
@@ -211,9 +213,6 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    from nmt.decode import eval_batches
-    from nmt.study import model_label
-
     setup_cpu()
     device = pick_device(args.device)
     out = Path(args.results)
@@ -223,7 +222,7 @@ def run(args) -> int:
     panels, report = [], {"models": []}
     for path in paths:
         model, ckpt, sp = ckpt_io.load_model(path, device)
-        tcfg = TrainConfig(**ckpt["train_config"])
+        tcfg = train_config_from(ckpt["train_config"])
         label = model_label(tcfg.alpha)
         val_src, val_ref = read_text_pairs(tcfg, "val")
         tr_src, tr_ref = read_text_pairs(tcfg, "train")

@@ -3,8 +3,11 @@ import math
 import pytest
 import torch
 
-from nmt.calibration import (CalibrationStats, bin_index, ece_signature, edit_alignment_matches,
-                             expected_calibration_error, fit_temperature, inference_calibration, teacher_forced)
+import numpy as np
+
+from nmt.calibration import (CalibrationStats, ECESignature, bin_index, bootstrap_interval, edit_alignment_matches,
+                             expected_calibration_error, fit_temperature, inference_calibration, inference_labels,
+                             teacher_forced, ter_alignment_matches)
 from nmt.config import ModelConfig
 from nmt.model import BOS, EOS, PAD, Transformer
 
@@ -83,34 +86,103 @@ def test_bad_inputs_are_refused():
 
 
 def test_signature():
-    assert ece_signature(15, "forced", 1.0) == "ECE|bins:15|binning:uniform|level:token|forced|T:1.0"
-    assert ece_signature(10, "inference", 1.13, "eos").endswith("inference|T:1.13|tokens:eos")
+    from nmt import __version__
+    sig = ECESignature(15, "forced", 1.0)
+    assert str(sig) == f"ECE|bins:15|binning:uniform|level:token|forced|T:1.0|version:nmt-{__version__}"
+    inf = ECESignature(20, "inference", 1.13, labels="ter", unit="piece", eos="exclude")
+    assert "|inference|labels:ter|unit:piece|eos:exclude|T:1.13|" in str(inf)
+    assert "|T:<row's T>|" in inf.without_temperature()
+    assert str(ECESignature(10, "forced", 1.0, subset="eos")).endswith(f"T:1.0|tokens:eos|version:nmt-{__version__}")
 
 
-@pytest.mark.parametrize("hyp, ref, matched", [
+# (hypothesis, reference, matched): checked by hand.
+EDIT_CASES = [
     ("abc", "abc", [1, 1, 1]),
     ("abxc", "abc", [1, 1, 0, 1]),  # one insertion
     ("ac", "abc", [1, 1]),  # one deletion
     ("axc", "abc", [1, 0, 1]),  # one substitution
     ("cba", "abc", [0, 1, 0]),  # distance 2: only b can be matched
-    ("", "abc", []),
-    ("aa", "a", [1, 0]),  # ties prefer the match at the end: the second a is matched ... or the first one
-])
+    ("78", "89", [0, 1]),  # distance 2 either way: delete 7, match 8, insert 9 beats two substitutions
+    ("ab", "ba", [1, 0]),  # swapped words: distance 2, one of them matched
+    ("abcd", "cdab", [1, 1, 0, 0]),  # a moved block: edit distance matches only one side of it
+    ("", "abc", []),  # empty hypothesis
+    ("ab", "", [0, 0]),  # empty reference
+]
+
+
+@pytest.mark.parametrize("hyp, ref, matched", EDIT_CASES)
 def test_edit_alignment_matches(hyp, ref, matched):
-    got = edit_alignment_matches(list(hyp), list(ref))
-    if hyp == "aa":
-        assert sorted(got) == [False, True]  # exactly one of the two is matched
-    else:
-        assert got == [bool(x) for x in matched]
+    assert edit_alignment_matches(list(hyp), list(ref)) == [bool(x) for x in matched]
+
+
+def test_edit_alignment_repeated_tokens():
+    # a a against a: one match, distance 1 either way; which a is matched does not matter
+    assert sorted(edit_alignment_matches(list("aa"), list("a"))) == [False, True]
+
+
+# TER (Snover et al. 2006) shifts blocks before the edit distance: each case worked out by hand.
+TER_CASES = [
+    ("abc", "abc", [1, 1, 1]),
+    ("axc", "abc", [1, 0, 1]),
+    ("78", "89", [0, 1]),  # no shift helps: the same labels as the edit distance
+    ("ab", "ba", [1, 1]),  # a one-word shift of b before a: both match
+    ("abcd", "cdab", [1, 1, 1, 1]),  # the block cd moves to the front: everything matches
+    ("aab", "aba", [1, 1, 1]),  # repeated tokens: a shift of the second a to the end
+    ("", "abc", []),
+    ("ab", "", [0, 0]),
+]
+
+
+@pytest.mark.parametrize("hyp, ref, matched", TER_CASES)
+def test_ter_alignment_matches(hyp, ref, matched):
+    assert ter_alignment_matches(list(hyp), list(ref)) == [bool(x) for x in matched]
+    assert inference_labels(list(hyp), list(ref), "ter") == [bool(x) for x in matched]
+
+
+def test_ter_labels_agree_with_sacrebleu_ter_counts():
+    """The number of unmatched hypothesis tokens never exceeds TER's edits minus its shifts' savings:
+    on sentences where no shift happens, non-matches = substitutions + insertions <= TER edits."""
+    from sacrebleu.metrics.lib_ter import translation_edit_rate
+    for hyp, ref in (("a b x c", "a b c"), ("x y", "a b c"), ("a b c d", "c d a b")):
+        h, r = hyp.split(), ref.split()
+        edits, _ = translation_edit_rate(h, r)
+        assert len(h) - sum(ter_alignment_matches(h, r)) <= edits
 
 
 def test_inference_calibration_by_hand():
     # hyp a b x (probs .9 .8 .6) against ref a b c: a, b matched, x not.
     # M = 10: bins (0.8, 0.9] -> 0.9 (right); (0.7, 0.8] -> 0.8 (right); (0.5, 0.6] -> 0.6 (wrong)
     # ECE = (0.1 + 0.2 + 0.6) / 3 = 0.3
-    res = inference_calibration([[1, 2, 3]], [[0.9, 0.8, 0.6]], [[1, 2, 4]], n_bins=10)
+    hyp, ref = [5, 6, 7], [5, 6, 8]
+    labels = [inference_labels(hyp, ref, "edit")]
+    res = inference_calibration([hyp], [[0.9, 0.8, 0.6]], labels, n_bins=10, labeller="edit")
     assert res["ece"] == pytest.approx(0.3, abs=1e-9)
     assert res["tokens"] == 3 and res["accuracy"] == pytest.approx(2 / 3)
+    assert "labels:edit|unit:piece|eos:include" in res["signature"]
+
+
+def test_inference_calibration_can_leave_out_eos():
+    # hyp a EOS (probs .9 .5), both matched; without EOS only a: ECE = |1 - 0.9| = 0.1
+    hyp, ref = [5, EOS], [5, EOS]
+    labels = [inference_labels(hyp, ref, "ter")]
+    with_eos = inference_calibration([hyp], [[0.9, 0.5]], labels, n_bins=10)
+    without = inference_calibration([hyp], [[0.9, 0.5]], labels, n_bins=10, eos="exclude")
+    assert with_eos["tokens"] == 2 and with_eos["ece"] == pytest.approx((0.1 + 0.5) / 2)
+    assert without["tokens"] == 1 and without["ece"] == pytest.approx(0.1)
+
+
+def test_bootstrap_interval_by_hand():
+    # Two sentences with identical statistics: every resample gives the same NLL and ECE.
+    per = {"nll": np.array([2.0, 2.0]), "tokens": np.array([1, 1]),
+           "bins": np.array([[[1, 0.9, 1]], [[1, 0.9, 1]]], dtype=float)}
+    assert bootstrap_interval(per, "nll", n_bins=1) == pytest.approx([2.0, 2.0])
+    assert bootstrap_interval(per, "ece", n_bins=1) == pytest.approx([0.1, 0.1])
+    # Different sentences: the interval lies between the extremes and contains the full-sample value.
+    per = {"nll": np.array([1.0, 3.0, 2.0, 6.0]), "tokens": np.array([1, 1, 1, 2]),
+           "bins": np.zeros((4, 1, 3))}
+    lo, hi = bootstrap_interval(per, "nll", n_bins=1)
+    assert 1.0 <= lo < 12 / 5 < hi <= 3.0
+    assert bootstrap_interval(per, "nll", n_bins=1) == [lo, hi]  # fixed seed: the same interval again
 
 
 def tiny_setup(seed=0, sample_t=1.5):
@@ -167,3 +239,37 @@ def test_teacher_forced_figures_by_hand_on_one_batch():
     split = [(src[:2], tgt_in[:2], out[:2]), (src[2:], tgt_in[2:], out[2:])]
     res2 = teacher_forced(m, split, temperature=1.0)
     assert res2["ece"] == pytest.approx(res["ece"], abs=1e-9) and res2["nll"] == pytest.approx(res["nll"], rel=1e-6)
+
+
+def test_teacher_forced_against_a_plain_loop_over_positions():
+    """NLL, accuracy and ECE by a plain Python loop, one position at a time with a full softmax, binned by
+    hand as ECE's definition says: the streaming, batched evaluation must give the same numbers."""
+    m, batches = tiny_setup(seed=3)
+    n_bins = 5
+    nll = correct = count = 0
+    bins = [[0, 0.0, 0] for _ in range(n_bins)]  # count, confidence sum, correct sum
+    for src, tgt_in, out in batches:
+        with torch.no_grad():
+            logits = m(src, tgt_in)  # (B, T, V)
+        for b in range(out.size(0)):
+            for t in range(out.size(1)):
+                y = int(out[b, t])
+                if y == PAD:
+                    continue
+                p = torch.softmax(logits[b, t].double(), -1)
+                conf, pred = float(p.max()), int(p.argmax())
+                nll -= math.log(float(p[y]))
+                correct += pred == y
+                count += 1
+                k = min(max(math.ceil(conf * n_bins) - 1, 0), n_bins - 1)  # bin (k/M, (k+1)/M]
+                bins[k][0] += 1
+                bins[k][1] += conf
+                bins[k][2] += pred == y
+    ece = sum(abs(c_sum - conf_sum) for n, conf_sum, c_sum in bins if n) / count
+    res = teacher_forced(m, batches, n_bins=n_bins)
+    assert res["tokens"] == count
+    assert res["nll"] == pytest.approx(nll / count, rel=1e-5)
+    assert res["accuracy"] == pytest.approx(correct / count)
+    assert res["ece"] == pytest.approx(ece, abs=1e-5)
+    per = teacher_forced(m, batches, n_bins=n_bins, per_sentence=True)["per_sentence"]
+    assert per["tokens"].sum() == count and per["nll"].sum() / count == pytest.approx(nll / count, rel=1e-5)

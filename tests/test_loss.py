@@ -26,8 +26,11 @@ def test_hand_computed(target, alpha, loss, nll):
     assert got_nll.item() == pytest.approx(nll, abs=1e-6)
 
 
-def test_smooth_constant():
-    assert SMOOTH == pytest.approx(3.7297014, abs=1e-6)
+@pytest.mark.parametrize("target", [1, 2, 3])
+def test_alpha_one_is_the_uniform_term_whatever_the_target(target):
+    """At alpha = 1 the target is uniform over the V - 1 non-padding classes: SMOOTH / 3 for every target."""
+    got, _ = label_smoothed_nll_loss(torch.tensor([P]).log(), torch.tensor([target]), 1.0, PAD)
+    assert got.item() == pytest.approx(SMOOTH / 3, abs=1e-6)
 
 
 def dense_reference(lprobs, target, alpha, pad):

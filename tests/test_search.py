@@ -5,7 +5,7 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.model import BOS, EOS, PAD, Transformer
-from nmt.search import beam_search, block_width, greedy, max_lengths, top_candidates, translate
+from nmt.search import beam_search, block_width, greedy, hypothesis_limits, top_candidates, translate
 
 A, B = 4, 5  # the toy's two words; V = 6 (pad, unk, bos, eos, a, b)
 V = 6
@@ -139,10 +139,10 @@ def test_empty_sources_give_empty_hypotheses_in_place():
     assert all(out[i].tokens and out[i].tokens[-1] == EOS for i in (0, 2, 4))
 
 
-def test_max_lengths_and_position_limit():
+def test_hypothesis_limits_and_position_limit():
     src = torch.tensor([[5, 6, EOS, PAD], [5, 6, 7, EOS]])
-    assert max_lengths(src, 1.5, 2).tolist() == [6, 8]  # floor(1.5 * 3 + 2), floor(1.5 * 4 + 2)
-    assert max_lengths(src, 1.5, 2, max_positions=7).tolist() == [6, 7]
+    assert hypothesis_limits(src, 1.5, 2).tolist() == [6, 8]  # floor(1.5 * 3 + 2), floor(1.5 * 4 + 2)
+    assert hypothesis_limits(src, 1.5, 2, max_positions=7).tolist() == [6, 7]
     m = tiny_model()
     h = beam_search(m, torch.tensor([random_sources(1)[0]]), beam=2, max_len_a=0, max_len_b=3)[0]
     assert len(h.tokens) <= 3 and h.tokens[-1] == EOS

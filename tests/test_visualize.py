@@ -77,5 +77,5 @@ def test_distilled_student_uses_its_teachers_tokenizer(tiny_run, toy_corpus, tmp
     cfg = json.loads((student / "config.json").read_text())
     assert cfg["train"]["teacher"] == str(tiny_run) and cfg["model"]["d_model"] == 16
     assert train(toy_train_args(toy_corpus, tmp_path / "bad", "--teacher", str(tiny_run), "--alpha", "0.1")) == 2
-    assert "--teacher and --alpha" in capsys.readouterr().err
+    assert "--teacher with --alpha" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -1,0 +1,199 @@
+"""Evaluating one model on one set of sentences: text to ids, search, BLEU / chrF, teacher-forced and
+inference calibration, the validation temperature. The library behind `python -m nmt.decode`,
+`python -m nmt.study` and `nmt.Translator`.
+
+One rule turns text into ids everywhere (`data.encode_lines`: EOS appended, an empty line stays empty), and
+evaluation truncates a line longer than the model's `max_positions` with a warning naming file and line
+(`encode_for_model`). One set fits the temperature, in training and at decoding: the validation split's
+non-empty pairs, so encoded (`validation_batches`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nmt import checkpoint as ckpt_io
+from nmt.calibration import (bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
+                             teacher_forced)
+from nmt.config import DecodeConfig, parse_temperature, train_config_from
+from nmt.data import collate, encode_lines, make_batches, read_text_pairs
+from nmt.model import EOS
+from nmt.search import translate_many
+
+log = logging.getLogger("nmt.evaluate")
+
+
+def encode_for_model(sp, lines, max_positions: int, name: str = "input", warn: bool = True) -> list:
+    """Ids with EOS (`data.encode_lines`); a line longer than the model's positions is truncated to them,
+    with a warning naming it. An empty line stays empty."""
+    ids = encode_lines(sp, lines)
+    for i, x in enumerate(ids):
+        if len(x) > max_positions:
+            if warn:
+                log.warning("%s:%d: %d tokens, truncated to the model's %d positions", name, i + 1, len(x),
+                            max_positions)
+            ids[i] = x[:max_positions - 1] + [EOS]
+    return ids
+
+
+def eval_batches(sp, src_lines, ref_lines, max_positions: int, device, max_tokens: int = 4096, names=("source",
+                                                                                                   "reference")):
+    """Teacher-forcing batches (src, tgt_in, tgt_out) of the pairs of an evaluation set whose sides are both
+    non-empty, in input order within length-sorted batches (for NLL / ECE / fitting the temperature)."""
+    src = encode_for_model(sp, src_lines, max_positions, names[0])
+    ref = encode_for_model(sp, ref_lines, max_positions, names[1])
+    keep = [i for i, (s, r) in enumerate(zip(src, ref)) if s and r]
+    src_len, tgt_len = [len(src[i]) for i in keep], [len(ref[i]) for i in keep]
+    if not keep:
+        return []
+    budget = max(max_tokens, max(src_len + tgt_len))
+    return [collate({"src_ids": [src[keep[j]] for j in idx], "tgt_ids": [ref[keep[j]] for j in idx]}, device)
+            for idx in make_batches(src_len, tgt_len, budget, seed=0)]
+
+
+def validation_batches(tcfg, sp, max_positions: int, device) -> list:
+    """The one validation set that fits T: the val split's non-empty pairs, truncated to the model."""
+    src, ref = read_text_pairs(tcfg, "val")
+    return eval_batches(sp, src, ref, max_positions, device, names=("val source", "val reference"))
+
+
+def fitted_temperature(model, ckpt: dict, sp, device, batches=None) -> dict:
+    """The fit of T on the validation set for this checkpoint, read from the run's temperature.json
+    ({checkpoint name: fit}); fitted on `validation_batches` (or `batches`) and stored when missing."""
+    import json
+    path = Path(ckpt["path"])
+    store = path.parent / "temperature.json"
+    fits = json.loads(store.read_text()) if store.is_file() else {}
+    if path.name not in fits:
+        log.info("no fitted temperature for %s: fitting it on the validation set", path.name)
+        if batches is None:
+            batches = validation_batches(train_config_from(ckpt["train_config"]), sp, model.cfg.max_positions, device)
+        fits[path.name] = fit_temperature(model, batches)
+        ckpt_io.write_json_atomic(fits, store)
+    return fits[path.name]
+
+
+def resolve_temperature(value, model, ckpt, sp, device) -> float:
+    """--temperature: a number, or 'auto' for the validation-fitted T of this checkpoint."""
+    t = parse_temperature(value)
+    return t if t is not None else float(fitted_temperature(model, ckpt, sp, device)["temperature"])
+
+
+def search(model, src_ids, dcfg: DecodeConfig, temperatures, beams=None, progress=None):
+    """{(beam, T): hypotheses} for every beam in `beams` (default: dcfg.beam) and temperature, each source
+    encoded once for all of them (`search.translate_many`). Greedy (beam 1) is searched at T = 1 only: the
+    arg-max does not depend on T."""
+    beams = beams or [dcfg.beam]
+    jobs = [(b, t) for b in beams for t in (temperatures if b > 1 else [1.0])]
+    return translate_many(model, src_ids, jobs, batch_size=dcfg.batch_size, length_penalty=dcfg.length_penalty,
+                          max_len_a=dcfg.max_len_a, max_len_b=dcfg.max_len_b, max_positions=model.cfg.max_positions,
+                          min_len=dcfg.min_len, progress=progress)
+
+
+def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: float) -> dict:
+    """BLEU / chrF of detokenized `texts` and the inference calibration of `hyps` against references."""
+    import sacrebleu
+    bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+    b, c = bleu.corpus_score(texts, [ref_lines]), chrf.corpus_score(texts, [ref_lines])
+    labels = [inference_labels(h.tokens, r, dcfg.labels) for h, r in zip(hyps, ref_ids)]
+    inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels,
+                                n_bins=dcfg.inference_bins, temperature=temperature, labeller=dcfg.labels,
+                                eos=dcfg.inference_eos)
+    return {"bleu": b.score, "bleu_signature": str(bleu.get_signature()), "chrf": c.score,
+            "chrf_signature": str(chrf.get_signature()), "length_ratio": b.sys_len / max(b.ref_len, 1),
+            "bleu_detail": str(b), "inference": inf, "labels": labels}
+
+
+def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: DecodeConfig, device, name: str,
+                   intervals: bool = False) -> dict:
+    """Teacher-forced NLL / accuracy / ECE at T; with `intervals`, 95% bootstrap intervals over sentences."""
+    batches = eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device, names=(name, name + " ref"))
+    if not batches:
+        return None
+    res = teacher_forced(model, batches, temperature=temperature, n_bins=dcfg.n_bins, per_sentence=intervals)
+    if intervals:
+        per = res.pop("per_sentence")
+        res["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
+    return res
+
+
+def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperature: float, device,
+             name: str = "input", intervals: bool = False) -> dict:
+    """Translate `src_lines`; with references, add BLEU / chrF / teacher-forced and inference calibration.
+
+    Returns {"hypotheses": [str], "hyps": [Hypothesis], "metrics": {...}}. Metrics that are not defined
+    (no reference, or no non-empty pair) are None."""
+    src_ids = encode_for_model(sp, src_lines, model.cfg.max_positions, name)
+    bar = tqdm(total=len(src_ids), desc=f"beam {dcfg.beam}" if dcfg.beam > 1 else "greedy", unit="sent",
+               file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+    t0 = time.perf_counter()
+    hyps = search(model, src_ids, dcfg, [temperature], progress=bar)[(dcfg.beam, temperature if dcfg.beam > 1 else 1.0)]
+    seconds = time.perf_counter() - t0
+    bar.close()
+    texts = [sp.decode(h.ids) for h in hyps]
+    n_tok = sum(len(h.tokens) for h in hyps)
+    m = {"checkpoint": ckpt["path"], "data": name, "sentences": len(src_lines), "beam": dcfg.beam,
+         "temperature": temperature, "decode": dataclasses.asdict(dcfg), "alpha": ckpt["train_config"]["alpha"],
+         "speed": {"seconds": seconds, "sentences_per_s": len(src_lines) / max(seconds, 1e-9),
+                   "tokens_per_s": n_tok / max(seconds, 1e-9), "target_tokens": n_tok,
+                   "threads": torch.get_num_threads(), "device": str(device)}}
+    if ref_lines is not None:
+        m.update(metrics_against(model, sp, hyps, texts, src_lines, ref_lines, dcfg, temperature, device, name,
+                                 intervals))
+    return {"hypotheses": texts, "hyps": hyps, "metrics": m}
+
+
+def metrics_against(model, sp, hyps, texts, src_lines, ref_lines, dcfg, temperature, device, name, intervals=False):
+    """The reference-based metrics of one search output; None where not defined (empty input or references)."""
+    ref_ids = encode_lines(sp, ref_lines)
+    if not any(ref_ids) or not any(h.tokens for h in hyps):
+        log.warning("%s: no non-empty hypothesis/reference: BLEU, chrF and ECE are not defined", name)
+        return {"bleu": None, "chrf": None, "forced": None, "inference": None}
+    out = score(hyps, texts, ref_lines, ref_ids, dcfg, temperature)
+    out["forced"] = forced_metrics(model, sp, src_lines, ref_lines, temperature, dcfg, device, name, intervals)
+    return out
+
+
+def format_metrics(m: dict) -> str:
+    """A readable table of one evaluation."""
+    sp = m["speed"]
+    lines = [f"checkpoint  {m['checkpoint']}",
+             f"data        {m['data']} ({m['sentences']} sentences), beam {m['beam']}, T = {m['temperature']:.4g}, "
+             f"alpha = {m['alpha']}",
+             f"speed       {sp['sentences_per_s']:.1f} sentences/s, {sp['tokens_per_s']:.0f} target tokens/s "
+             f"({sp['device']}, {sp['threads']} threads, batch {m['decode']['batch_size']})"]
+    if m.get("bleu") is not None:
+        f, inf = m["forced"], m["inference"]
+        lines += [f"BLEU        {m['bleu']:6.2f}   {m['bleu_signature']}",
+                  f"chrF        {m['chrf']:6.2f}   {m['chrf_signature']}",
+                  f"len ratio   {m['length_ratio']:6.3f}   hypothesis / reference"]
+        if f is not None:
+            lines += [f"NLL         {f['nll']:6.3f}   ppl {f['ppl']:.2f}, token accuracy {f['accuracy']:.4f} "
+                      f"(teacher-forced, {f['tokens']} tokens)",
+                      f"ECE         {f['ece']:6.4f}   {f['signature']}  (MCE {f['mce']:.4f})",
+                      f"ECE EOS     {f['ece_eos']:6.4f}   {f['signature_eos']}"]
+        lines.append(f"ECE infer.  {inf['ece']:6.4f}   {inf['signature']}  ({inf['tokens']} emitted tokens, "
+                     f"accuracy {inf['accuracy']:.4f})")
+    elif "bleu" in m:
+        lines.append("metrics     not defined: no non-empty hypothesis or reference")
+    return "\n".join(lines)
+
+
+def token_records(sp, hyps, labels=None) -> list:
+    """One dict per sentence for the per-token JSONL: the pieces (EOS as </s>), each piece's probability, the
+    sentence's log-probability and score, and the inference-ECE labels used (when there were references)."""
+    out = []
+    for i, h in enumerate(hyps):
+        rec = {"line": i + 1, "pieces": [sp.id_to_piece(t) for t in h.tokens], "ids": h.tokens,
+               "token_probs": h.token_probs, "logprob": h.logprob, "score": h.score}
+        if labels is not None:
+            rec["correct"] = labels[i]
+        out.append(rec)
+    return out
+

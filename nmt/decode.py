@@ -26,9 +26,10 @@ from nmt import checkpoint as ckpt_io
 from nmt.comparison import parse_grid, read_manifest, run_study
 from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments, train_config_from
 from nmt.data import DataError, read_text, read_text_pairs
-from nmt.evaluate import evaluate, format_metrics, resolve_temperature, token_records
+from nmt.evaluate import evaluate, format_metrics, token_records
 from nmt.report import study_summary, write_text_atomic
 from nmt.runtime import pick_device, setup_cpu
+from nmt.translator import Translator
 
 log = logging.getLogger("nmt.decode")
 
@@ -125,8 +126,9 @@ def source_and_references(args, dcfg: DecodeConfig, ckpt):
 
 
 def decode_one(args, dcfg: DecodeConfig, device) -> int:
-    model, ckpt, sp = ckpt_io.load_model(args.checkpoint[0], device, spm_path=args.spm)
-    temperature = resolve_temperature(dcfg.temperature, model, ckpt, sp, device)
+    t = Translator.load(args.checkpoint[0], str(device), spm_path=args.spm)
+    model, ckpt, sp = t.model, t.ckpt, t.sp
+    temperature = t.temperature(dcfg.temperature)
     src, ref, name = source_and_references(args, dcfg, ckpt)
     paths = output_paths(args, ckpt, name, dcfg, temperature)
     res = evaluate(model, ckpt, sp, src, ref, dcfg, temperature, device, name=name)

@@ -105,8 +105,6 @@ def resolve_configs(args, run_dir: Path):
     """(TrainConfig, ModelConfig, resuming). A run with a checkpoint continues only with --resume; a directory
     whose run wrote no checkpoint yet starts again from scratch."""
     saved, last = run_dir / "config.json", run_dir / "checkpoint_last.pt"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--run-dir {run_dir}: a file, not a directory")
     if last.is_file() and not args.resume:
         raise UsageError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --run-dir")
     if args.resume and last.is_file():
@@ -531,27 +529,29 @@ def finish(r: Run, t_start: float) -> None:
 
 
 def start(args) -> int:
-    """Validate everything that can be validated before writing, lock the run directory, then train.
-    A fresh run that fails removes only the directory it created itself, and only while holding the lock."""
+    """Lock the run directory, validate everything that can be validated before writing, then train. A fresh
+    run that fails removes only the directory it created itself, and only while holding its lock."""
     run_dir = Path(args.run_dir or TrainConfig.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir}: a file, not a directory")
     created = not run_dir.exists()
-    tcfg, mcfg, resuming = resolve_configs(args, run_dir)
-    if not tcfg.hub or tcfg.train_src:
-        for split in ("train", "val"):
-            check_parallel(*split_files(tcfg, split))
     rank = int(os.environ.get("RANK", "0"))
     lock = None
     try:
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             lock = ckpt_io.RunLock(run_dir).acquire()
+        tcfg, mcfg, resuming = resolve_configs(args, run_dir)
+        if not tcfg.hub or tcfg.train_src:
+            for split in ("train", "val"):
+                check_parallel(*split_files(tcfg, split))
+        if rank == 0:
             for tmp in run_dir.glob(".*.tmp*"):  # left by a process killed while writing
                 tmp.unlink()
-            if not resuming:
-                for stale in ("checkpoint_best.pt", "checkpoint_avg.pt", "temperature.json"):
+            if not resuming:  # what an earlier attempt without a checkpoint may have left
+                for stale in ["checkpoint_best.pt", "checkpoint_avg.pt", "temperature.json", "spm.model", "spm.tmp",
+                              *(p.name for p in run_dir.glob("checkpoint_epoch*.pt"))]:
                     (run_dir / stale).unlink(missing_ok=True)
-                for stale in run_dir.glob("checkpoint_epoch*.pt"):
-                    stale.unlink()
         return train(tcfg, mcfg, resuming)
     except (DataError, ckpt_io.CheckpointError, UsageError):
         if created and lock is not None and run_dir.exists():

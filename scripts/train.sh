@@ -7,7 +7,8 @@
 #   scripts/train.sh --alpha-sweep         # alpha 0, 0.05, 0.1, 0.2, 0.3
 #   scripts/train.sh -- --max-epochs 2     # extra flags for every python -m nmt.train
 #
-# Finished runs are skipped and interrupted ones resumed, so the job can simply be started again.
+# Finished runs are skipped and interrupted ones resumed, so the job can simply be started again. Set-up
+# (scripts/setup.sh: .venv, PyTorch, nmt, the corpus) runs first unless PYTHON names an interpreter to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,11 @@ done
 [[ "$SEEDS" =~ ^[1-9][0-9]*$ ]] || { echo "scripts/train.sh: --seeds needs a positive integer, not '$SEEDS'" >&2; exit 2; }
 case "$PRESET" in cpu|gpu|smoke) ;; *) echo "scripts/train.sh: unknown preset $PRESET (cpu, gpu, smoke)" >&2; exit 2 ;; esac
 
-PY=${PYTHON:-python}
+if [[ -n "${PYTHON:-}" ]]; then  # an environment of your own: use it as it is
+  PY=$PYTHON
+else
+  source scripts/setup.sh --corpus
+fi
 dirs=()
 for seed in $(seq 1 "$SEEDS"); do
   for alpha in $ALPHAS; do

@@ -8,7 +8,9 @@ import time
 import pytest
 import torch
 
-from conftest import toy_train_args, write_lines
+from conftest import TINY_MODEL, toy_train_args, write_lines
+
+TINY_D_FF = TINY_MODEL[TINY_MODEL.index("--d-ff") + 1]
 from nmt.train import inverse_sqrt, main
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -37,13 +39,18 @@ def test_bad_corpus_is_a_clear_error_and_leaves_no_run_dir(tmp_path, capsys):
     assert not run_dir.exists()
 
 
+def files_of(run_dir):
+    """The run's files and their modification times (the lock file aside: taking the lock writes a PID)."""
+    return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock"}
+
+
 def test_an_existing_run_is_never_overwritten(tiny_run, toy_corpus, capsys):
-    before = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir()}
+    before = files_of(tiny_run)
     assert main(toy_train_args(toy_corpus, tiny_run, "--max-epochs", "1")) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(toy_train_args(toy_corpus, tiny_run, "--resume", "--alpha", "0.3")) == 2
     assert "--resume keeps the run's config" in capsys.readouterr().err
-    assert {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir()} == before
+    assert files_of(tiny_run) == before
 
 
 def test_tiny_run_outputs(tiny_run):
@@ -136,3 +143,161 @@ def test_gradient_accumulation_makes_fewer_larger_updates(toy_corpus, tmp_path):
                                    "--no-fit-temperature")) == 0
     steps = [torch.load(d / "checkpoint_last.pt", weights_only=False)["step"] for d in (one, two)]
     assert steps[1] == (steps[0] + 1) // 2  # ceil(batches / 2) updates
+
+
+# -- settings that cannot work, runs that failed early, one writer per run -------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "0"], "--lr 0.0: expected a positive finite learning rate"),
+    (["--lr", "-1e-3"], "--lr -0.001: expected a positive finite learning rate"),
+    (["--dropout", "1.5"], "--dropout 1.5: expected a probability in [0, 1)"),
+    (["--alpha", "1.0"], "--alpha 1.0: expected a number in [0, 1)"),
+    (["--n-heads", "0"], "--n-heads 0: expected a whole number >= 1"),
+    (["--d-model", "30", "--n-heads", "4"], "--d-model 30: expected a multiple of --n-heads 4"),
+    (["--max-train-len", "300"], "--max-train-len 300: expected at most --max-positions"),
+    (["--lr-schedule", "cosine"], "--lr-schedule 'cosine': expected inverse_sqrt or linear"),
+])
+def test_settings_that_cannot_work_are_refused_before_anything_is_written(flags, message, toy_corpus, tmp_path,
+                                                                          capsys):
+    run_dir = tmp_path / "run"
+    assert main(toy_train_args(toy_corpus, run_dir) + flags) == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_a_run_dir_that_is_a_file_is_refused(toy_corpus, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    assert main(toy_train_args(toy_corpus, f)) == 2
+    assert "a file, not a directory" in capsys.readouterr().err and f.read_text() == "keep me"
+
+
+def test_a_run_without_a_checkpoint_starts_again_from_scratch(toy_corpus, tmp_path, caplog):
+    """A run killed before its first checkpoint leaves config.json and maybe a temporary checkpoint: a
+    fresh start and --resume both train it from scratch, and the temporary file is removed."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    (run_dir / ".checkpoint_last.pt.tmp12345").write_bytes(b"half a checkpoint")
+    (run_dir / "spm.tmp").write_bytes(b"half a tokenizer")
+    assert main(toy_train_args(toy_corpus, run_dir, "--max-epochs", "1", "--no-fit-temperature")) == 0
+    assert "holds no checkpoint yet: starting the run again from scratch" in caplog.text
+    assert not (run_dir / ".checkpoint_last.pt.tmp12345").exists() and not (run_dir / "spm.tmp").exists()
+    assert (run_dir / "checkpoint_last.pt").is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    assert main(toy_train_args(toy_corpus, other, "--max-epochs", "1", "--no-fit-temperature", "--resume")) == 0
+
+
+def test_sigint_in_epoch_1_saves_and_resumes(toy_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["--max-epochs", "300", "--no-fit-temperature"]
+    proc = subprocess.Popen([sys.executable, "-m", "nmt.train", *toy_train_args(toy_corpus, run_dir, *common)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    log = run_dir / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and '"train"' in log.read_text()):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at update" in err and "--resume" in err and "Traceback" not in err
+    last = torch.load(run_dir / "checkpoint_last.pt", weights_only=False)
+    assert last["step"] >= 1 and '"interrupted"' in log.read_text()
+    res = run(toy_train_args(toy_corpus, run_dir, "--max-epochs", "2", "--no-fit-temperature", "--resume"),
+              timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_sigterm_exits_143(toy_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nmt.train", *toy_train_args(toy_corpus, run_dir, "--max-epochs",
+                                                                               "300")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    log = run_dir / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and '"train"' in log.read_text()):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and (run_dir / "checkpoint_last.pt").is_file(), err[-2000:]
+
+
+def test_kill_during_the_first_checkpoint_write_leaves_a_run_that_starts_again(toy_corpus, tmp_path):
+    """SIGKILL while checkpoint_last.pt is first being written (torch.save made slow on purpose): what is
+    left restarts with the same command, and the half-written temporary file is cleared."""
+    run_dir = tmp_path / "run"
+    slow = ("import time, torch, runpy, sys; save = torch.save\n"
+            "def slow(*a, **k):\n    time.sleep(30); return save(*a, **k)\n"
+            "torch.save = slow\nsys.argv = ['nmt.train'] + sys.argv[1:]\n"
+            "runpy.run_module('nmt.train', run_name='__main__')\n")
+    args = toy_train_args(toy_corpus, run_dir, "--max-epochs", "1", "--no-fit-temperature")
+    proc = subprocess.Popen([sys.executable, "-c", slow, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(run_dir.glob(".checkpoint_*.tmp*")):
+        time.sleep(0.01)
+    assert list(run_dir.glob(".checkpoint_*.tmp*")), "no checkpoint write was caught"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "checkpoint_last.pt").exists()
+    res = run(args, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert not list(run_dir.glob(".*.tmp*")) and (run_dir / "checkpoint_last.pt").is_file()
+
+
+def test_two_trainings_in_one_run_dir_one_is_refused(toy_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    args = toy_train_args(toy_corpus, run_dir, "--max-epochs", "300", "--no-fit-temperature")
+    first = subprocess.Popen([sys.executable, "-m", "nmt.train", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / ".lock").exists():
+            time.sleep(0.01)
+        for extra in ([], ["--resume"]):
+            second = run(args + extra, timeout=120)
+            assert second.returncode == 2, second.stderr[-2000:]
+            assert f"another process (PID {first.pid}) is writing this run" in second.stderr
+        assert run_dir.is_dir()  # the refused process removed nothing
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    assert first.returncode == 143
+
+
+def test_collectives_get_tensors_on_the_training_device(monkeypatch):
+    """Under NCCL every tensor of a collective must live on the GPU. Rank 1 of 2 at an epoch's end, on the
+    'meta' device standing in for the GPU: the early-stop flag it broadcasts must be on that device."""
+    from types import SimpleNamespace
+
+    from nmt import train as train_mod
+    from nmt.config import TrainConfig
+    seen = []
+    monkeypatch.setattr(train_mod.dist, "broadcast", lambda tensor, src: seen.append(tensor.device))
+    r = SimpleNamespace(tcfg=TrainConfig(max_epochs=5), progress=train_mod.Progress(step=3, batch_pos=2),
+                        batches=[0, 1], device=torch.device("meta"), is_main=False, world=2)
+    assert train_mod.end_epoch(r, 0.0) is False
+    assert seen == [torch.device("meta")] and r.progress.epoch == 2
+
+
+def test_a_corrupt_gzip_is_a_clear_error(tmp_path, capsys):
+    import gzip
+    good = gzip.compress(b"a dog runs\n" * 200)
+    bad = good[:20] + bytes(b ^ 0xFF for b in good[20:60]) + good[60:]  # a broken deflate stream
+    for name in ("train.en.gz", "train.de.gz", "val.en.gz", "val.de.gz"):
+        (tmp_path / name).write_bytes(bad if name == "train.en.gz" else good)
+    assert main(["--run-dir", str(tmp_path / "run"), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "train.en.gz: cannot read" in err and not (tmp_path / "run").exists()
+
+
+def test_presets_are_data_and_flags_override_them(toy_corpus, tmp_path):
+    from nmt.config import PRESETS
+    run_dir = tmp_path / "run"
+    assert main(["--preset", "smoke", *toy_train_args(toy_corpus, run_dir, "--max-steps", "3", "--d-model", "48")]) == 0
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["model"]["d_model"] == 48  # the flag
+    assert cfg["model"]["d_ff"] == int(TINY_D_FF) != PRESETS["smoke"]["d_ff"]  # toy_train_args' own flag
+    assert cfg["model"]["encoder_layers"] == PRESETS["smoke"]["encoder_layers"]  # the preset

@@ -60,17 +60,31 @@ def size_of(mc: dict) -> str:
     return f"d{mc['d_model']} {mc['encoder_layers']}+{mc['decoder_layers']}L"
 
 
-def read_manifest(runs) -> list:
-    """The run directories of RUNS/study.json (written by scripts/train.sh)."""
+def manifest_entries(runs) -> list:
+    """[{"dir", "alpha", "seed"}] of RUNS/study.json (written by `write_manifest`, for scripts/train.sh)."""
     manifest = Path(runs) / "study.json"
     if not manifest.is_file():
         raise DataError(f"no study to compare: {manifest} not found. Run scripts/train.sh first, or pass "
                         f"--checkpoint once (one model) or several times (a comparison)")
     try:
-        return [str(r["dir"]) for r in json.loads(manifest.read_text())["runs"]]
+        entries = json.loads(manifest.read_text())["runs"]
+        return [{"dir": str(r["dir"]), "alpha": float(r["alpha"]), "seed": int(r["seed"])} for r in entries]
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{manifest}: not a study manifest ({type(e).__name__}: {e}); expected "
-                        f'{{"runs": [{{"dir": ...}}, ...]}}') from None
+                        f'{{"runs": [{{"dir": ..., "alpha": ..., "seed": ...}}, ...]}}') from None
+
+
+def read_manifest(runs) -> list:
+    """The run directories of RUNS/study.json."""
+    return [r["dir"] for r in manifest_entries(runs)]
+
+
+def lookup_run(runs, alpha: float, seed: int) -> str:
+    """The run directory of RUNS/study.json with this alpha and seed."""
+    for r in manifest_entries(runs):
+        if r["alpha"] == alpha and r["seed"] == seed:
+            return r["dir"]
+    raise DataError(f"{Path(runs) / 'study.json'} lists no run with alpha {alpha:g} and seed {seed}")
 
 
 def write_manifest(runs, run_dirs) -> Path:

@@ -330,20 +330,22 @@ def epoch_batch_order(n_batches: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.RandomState((seed * 1_000_003 + epoch) % 2**32).permutation(n_batches)
 
 
+def pad_ids(seqs, device="cpu") -> torch.Tensor:
+    """Lists of ids -> (B, L) int64 tensor, each row PAD-filled after its ids (L: the longest)."""
+    a = np.full((len(seqs), max(map(len, seqs))), PAD, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        a[i, :len(s)] = s
+    return torch.from_numpy(a).to(device)
+
+
 def collate(rows, device="cpu"):
     """{"src_ids", "tgt_ids"} lists -> src (B, S), tgt_in (B, T) = BOS y..., tgt_out (B, T) = y... EOS."""
-    src, tgt = rows["src_ids"], rows["tgt_ids"]
-    B, S, T = len(src), max(map(len, src)), max(map(len, tgt))
-    src_a = np.full((B, S), PAD, dtype=np.int64)
-    out_a = np.full((B, T), PAD, dtype=np.int64)
-    for i, (s, t) in enumerate(zip(src, tgt)):
-        src_a[i, :len(s)] = s
-        out_a[i, :len(t)] = t
-    in_a = np.full((B, T), PAD, dtype=np.int64)
-    in_a[:, 0] = BOS
-    in_a[:, 1:] = out_a[:, :-1]
-    in_a[:, 1:][out_a[:, 1:] == PAD] = PAD  # tgt_in is padded where tgt_out is
-    return tuple(torch.from_numpy(a).to(device) for a in (src_a, in_a, out_a))
+    src, out = pad_ids(rows["src_ids"]), pad_ids(rows["tgt_ids"])
+    tgt_in = torch.full_like(out, PAD)
+    tgt_in[:, 0] = BOS
+    tgt_in[:, 1:] = out[:, :-1]
+    tgt_in[:, 1:][out[:, 1:] == PAD] = PAD  # tgt_in is padded where tgt_out is
+    return src.to(device), tgt_in.to(device), out.to(device)
 
 
 # -- fetching Multi30k -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
   python -m nmt.decode --checkpoint RUN_DIR --beam 4            # the corpus's test split, with metrics
   python -m nmt.decode --checkpoint RUN_DIR --input src.txt --references ref.txt --output hyp.txt
   echo "A dog runs." | python -m nmt.decode --checkpoint RUN_DIR --input -     # a filter: stdout = hypotheses
+  python -m nmt.decode --engine ctranslate2 --checkpoint EXPORTED  # a model written by python -m nmt.export
   python -m nmt.decode --beam 4                                   # no checkpoint: the study's comparison
                                                                   # (python -m nmt.study; after scripts/train.sh)
 
@@ -16,24 +17,28 @@ cannot be (checked before translating).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
+from nmt import ct2
 from nmt.comparison import parse_grid, read_manifest, run_study
 from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments, train_config_from
 from nmt.data import DataError, read_text, read_text_pairs
-from nmt.evaluate import evaluate, format_metrics, token_records
+from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metrics, token_records
 from nmt.report import study_summary, write_text_atomic
 from nmt.runtime import pick_device, setup_cpu
 from nmt.translator import Translator
 
 log = logging.getLogger("nmt.decode")
 
-ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "temperature")
+ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "temperature", "engine")
+NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len")  # CTranslate2 gives no per-token probabilities
 STUDY = ("results", "runs", "sweep")
 
 
@@ -50,6 +55,9 @@ def parse_args(argv=None):
     p.add_argument("--per-token", action="store_true", default=None,
                    help="one model: also write OUTPUT.tokens.jsonl (pieces, probabilities, score, labels)")
     p.add_argument("--spm", help="one model: tokenizer to use instead of the run directory's spm.model")
+    p.add_argument("--engine", choices=["nmt", "ctranslate2"], help="one model: nmt's search (default), or a "
+                                                                    "CTranslate2 model from python -m nmt.export "
+                                                                    "(BLEU / chrF only)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     p.add_argument("--results", help="study: where tables and figures go (default: results)")
@@ -138,16 +146,54 @@ def decode_one(args, dcfg: DecodeConfig, device) -> int:
         sys.stdout.flush()
         print(format_metrics(res["metrics"]), file=sys.stderr)
         return 0
+    records = token_records(sp, res["hyps"], res["metrics"].get("labels")) if paths["tokens"] else None
+    return write_outputs(paths, text, {k: v for k, v in res["metrics"].items() if k != "labels"}, records)
+
+
+def write_outputs(paths: dict, text: str, metrics: dict, records=None) -> int:
+    """Hypotheses, metrics and (with --per-token) the per-token records, each written atomically."""
     write_text_atomic(paths["hyps"], text)
-    metrics = {k: v for k, v in res["metrics"].items() if k != "labels"}
     write_text_atomic(paths["metrics"], json.dumps(metrics, indent=2) + "\n")
-    if paths["tokens"] is not None:
-        records = token_records(sp, res["hyps"], res["metrics"].get("labels"))
+    if records is not None:
         write_text_atomic(paths["tokens"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    print(format_metrics(res["metrics"]))
+    print(format_metrics(metrics))
     print(f"hypotheses  {paths['hyps']}\nmetrics     {paths['metrics']}"
           + (f"\ntokens      {paths['tokens']}" if paths["tokens"] else ""))
     return 0
+
+
+def decode_ctranslate2(args, dcfg: DecodeConfig) -> int:
+    """--engine ctranslate2: the exported model's beam search, BLEU and chrF (no per-token probabilities)."""
+    bad = [n for n in NOT_WITH_CT2 if getattr(args, n) not in (None, 0)]
+    if bad:
+        raise UsageError(f"{', '.join('--' + n.replace('_', '-') for n in bad)}: not available with --engine "
+                         f"ctranslate2")
+    translator, sp, meta = ct2.load(args.checkpoint[0], args.threads)
+    ckpt = {"path": str(Path(args.checkpoint[0]) / "model.bin"), "train_config": meta["train_config"]}
+    src, ref, name = source_and_references(args, dcfg, ckpt)
+    paths = output_paths(args, ckpt, name, dcfg, 1.0)
+    max_positions = meta["model_config"]["max_positions"]
+    t0 = time.perf_counter()
+    hyps = ct2.translate(translator, sp, encode_for_model(sp, src, max_positions, name), dcfg.beam,
+                         dcfg.length_penalty, dcfg.max_len_a, dcfg.max_len_b, max_positions, dcfg.batch_size)
+    seconds = time.perf_counter() - t0
+    texts = [sp.decode(h) for h in hyps]
+    n_tok = sum(len(h) + 1 for h in hyps if h)
+    m = {"checkpoint": ckpt["path"], "engine": "ctranslate2", "data": name, "sentences": len(src), "beam": dcfg.beam,
+         "temperature": 1.0, "decode": dataclasses.asdict(dcfg), "alpha": meta["train_config"]["alpha"],
+         "speed": {"seconds": seconds, "sentences_per_s": len(src) / max(seconds, 1e-9),
+                   "tokens_per_s": n_tok / max(seconds, 1e-9), "target_tokens": n_tok, "threads": args.threads,
+                   "device": "cpu"}}
+    if ref is not None:
+        defined = any(ref) and any(texts)
+        m.update(corpus_scores(texts, ref) if defined else {"bleu": None, "chrf": None})
+        m.update(forced=None, inference=None)
+    text = "".join(h + "\n" for h in texts)
+    if paths["hyps"] is None:
+        sys.stdout.write(text)
+        print(format_metrics(m), file=sys.stderr)
+        return 0
+    return write_outputs(paths, text, m)
 
 
 def study(args, dcfg: DecodeConfig, device, argv) -> int:
@@ -168,6 +214,8 @@ def main(argv=None) -> int:
         dcfg = from_arguments(DecodeConfig, args)
         setup_cpu(args.threads)
         device = pick_device(args.device)
+        if one and args.engine == "ctranslate2":
+            return decode_ctranslate2(args, dcfg)
         return decode_one(args, dcfg, device) if one else study(args, dcfg, device, argv)
     except (DataError, ckpt_io.CheckpointError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)

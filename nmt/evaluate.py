@@ -96,18 +96,23 @@ def search(model, src_ids, dcfg: DecodeConfig, temperatures, beams=None, progres
                           min_len=dcfg.min_len, progress=progress)
 
 
-def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: float) -> dict:
-    """BLEU / chrF of detokenized `texts` and the inference calibration of `hyps` against references."""
+def corpus_scores(texts, ref_lines) -> dict:
+    """sacrebleu's BLEU and chrF of detokenized `texts`, with their signatures and the length ratio."""
     import sacrebleu
     bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
     b, c = bleu.corpus_score(texts, [ref_lines]), chrf.corpus_score(texts, [ref_lines])
+    return {"bleu": b.score, "bleu_signature": str(bleu.get_signature()), "chrf": c.score,
+            "chrf_signature": str(chrf.get_signature()), "length_ratio": b.sys_len / max(b.ref_len, 1),
+            "bleu_detail": str(b)}
+
+
+def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: float) -> dict:
+    """`corpus_scores` and the inference calibration of `hyps` against references."""
     labels = [inference_labels(h.tokens, r, dcfg.labels) for h, r in zip(hyps, ref_ids)]
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels,
                                 n_bins=dcfg.inference_bins, temperature=temperature, labeller=dcfg.labels,
                                 eos=dcfg.inference_eos)
-    return {"bleu": b.score, "bleu_signature": str(bleu.get_signature()), "chrf": c.score,
-            "chrf_signature": str(chrf.get_signature()), "length_ratio": b.sys_len / max(b.ref_len, 1),
-            "bleu_detail": str(b), "inference": inf, "labels": labels}
+    return {**corpus_scores(texts, ref_lines), "inference": inf, "labels": labels}
 
 
 def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: DecodeConfig, device, name: str,
@@ -178,8 +183,9 @@ def format_metrics(m: dict) -> str:
                       f"(teacher-forced, {f['tokens']} tokens)",
                       f"ECE         {f['ece']:6.4f}   {f['signature']}  (MCE {f['mce']:.4f})",
                       f"ECE EOS     {f['ece_eos']:6.4f}   {f['signature_eos']}"]
-        lines.append(f"ECE infer.  {inf['ece']:6.4f}   {inf['signature']}  ({inf['tokens']} emitted tokens, "
-                     f"accuracy {inf['accuracy']:.4f})")
+        if inf is not None:
+            lines.append(f"ECE infer.  {inf['ece']:6.4f}   {inf['signature']}  ({inf['tokens']} emitted tokens, "
+                         f"accuracy {inf['accuracy']:.4f})")
     elif "bleu" in m:
         lines.append("metrics     not defined: no non-empty hypothesis or reference")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from nmt.config import UsageError
+from nmt.data import pad_ids
 from nmt.model import BOS, EOS, PAD
 
 log = logging.getLogger("nmt.search")
@@ -244,11 +245,7 @@ def translate_many(model, src_ids: list, jobs: list, batch_size: int = 64, lengt
     limits = dict(max_len_a=max_len_a, max_len_b=max_len_b, max_positions=max_positions, min_len=min_len)
     for start in range(0, len(todo), batch_size):
         idx = todo[start:start + batch_size]
-        S = max(len(src_ids[i]) for i in idx)
-        src = torch.full((len(idx), S), PAD, dtype=torch.long)
-        for r, i in enumerate(idx):
-            src[r, :len(src_ids[i])] = torch.tensor(src_ids[i])
-        src = src.to(device)
+        src = pad_ids([src_ids[i] for i in idx], device)  # (b, S)
         with torch.no_grad():
             encoded = model.encode_state(src)
         for beam, temperature in jobs:

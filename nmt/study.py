@@ -16,7 +16,7 @@ import logging
 import sys
 
 from nmt import checkpoint as ckpt_io
-from nmt.comparison import parse_grid, read_manifest, rebuild, run_study, write_manifest
+from nmt.comparison import lookup_run, parse_grid, read_manifest, rebuild, run_study, write_manifest
 from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments
 from nmt.data import DataError
 from nmt.report import study_summary
@@ -35,6 +35,9 @@ def parse_args(argv=None):
                                                          "and nothing else")
     p.add_argument("--record", nargs="+", metavar="RUN_DIR", help="write RUNS/study.json listing these trained "
                                                                  "runs (what scripts/train.sh does) and nothing else")
+    p.add_argument("--lookup", nargs=2, type=float, metavar=("ALPHA", "SEED"), help="print the run directory of "
+                                                                                   "RUNS/study.json with this alpha "
+                                                                                   "and seed, and nothing else")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     add_arguments(p, DecodeConfig, skip=("temperature",))
@@ -48,6 +51,9 @@ def main(argv=None) -> int:
         args = parse_args(argv)
         if args.from_results:
             sys.stdout.write(rebuild(args.from_results))
+            return 0
+        if args.lookup:
+            print(lookup_run(args.runs, args.lookup[0], int(args.lookup[1])))
             return 0
         if args.record:
             print(f"study manifest: {write_manifest(args.runs, args.record)}")

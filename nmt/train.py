@@ -95,6 +95,9 @@ def parse_args(argv=None):
                                 epilog="presets (flags given on the command line override them):\n" + describe_presets(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from these settings (listed below)")
+    p.add_argument("--data-from", metavar="RUN_DIR", help="read the corpus settings (--data-dir, --hub, the "
+                                                         "--train/--valid files, the languages) from this run's "
+                                                         "config.json, e.g. a teacher's; flags given here win")
     add_arguments(p, TrainConfig)
     add_arguments(p, ModelConfig, skip=("vocab_size",))
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from checkpoint_last.pt")
@@ -123,10 +126,24 @@ def resolve_configs(args, run_dir: Path):
         raise UsageError(f"{run_dir}: nothing to resume (no config.json / checkpoint_last.pt)")
     if saved.is_file():
         log.info("%s holds no checkpoint yet: starting the run again from scratch", run_dir)
-    preset = PRESETS.get(args.preset, {})
+    preset = {**PRESETS.get(args.preset, {}), **corpus_settings_of(args.data_from)}
     tcfg, mcfg = from_arguments(TrainConfig, args, preset=preset), from_arguments(ModelConfig, args, preset=preset)
     check_configs(tcfg, mcfg)
     return tcfg, mcfg, False
+
+
+CORPUS_FIELDS = ("data_dir", "hub", "train_src", "train_tgt", "valid_src", "valid_tgt", "src_lang", "tgt_lang")
+
+
+def corpus_settings_of(run_dir) -> dict:
+    """--data-from: the corpus fields of another run's config.json ({} without one)."""
+    if not run_dir:
+        return {}
+    cfg = Path(run_dir) / "config.json"
+    if not cfg.is_file():
+        raise UsageError(f"--data-from {run_dir}: no config.json there (expected a run directory)")
+    train = json.loads(cfg.read_text())["train"]
+    return {k: train[k] for k in CORPUS_FIELDS if train.get(k) is not None}
 
 
 def check_configs(tcfg: TrainConfig, mcfg: ModelConfig) -> None:

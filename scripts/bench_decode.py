@@ -11,7 +11,7 @@ towards whichever system runs first.
 
 Same sources, batches (sorted by length), beam, threads and output lengths: every system runs exactly
 --length decoder steps per sentence (EOS barred before the last), so the work per sentence is equal and
-the weights (random unless --checkpoint) do not matter. Goal (issue 3): at least 2x generate and no
+the weights (random unless --checkpoint) do not matter. Goal: at least 2x generate and no
 slower than CTranslate2 fp32.
 
 Two more lines bound what nmt's search could reach:
@@ -40,8 +40,8 @@ import bench_common  # noqa: E402
 
 from nmt.checkpoint import load_model  # noqa: E402
 from nmt.config import ModelConfig, TrainConfig  # noqa: E402
-from nmt.data import read_text_pairs  # noqa: E402
-from nmt.model import EOS, PAD, Transformer, attention_bias, step_attention  # noqa: E402
+from nmt.data import encode_lines, pad_ids, read_text_pairs  # noqa: E402
+from nmt.model import PAD, Transformer, attention_bias, step_attention  # noqa: E402
 from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
 
@@ -117,14 +117,8 @@ def measure(args, name: str) -> dict:
         model = Transformer(cfg).eval()
     src_lines, _ = read_text_pairs(TrainConfig(data_dir=args.data_dir), "test_2016_flickr")
     src_lines = src_lines[:args.limit] if args.limit else src_lines
-    ids = sorted((x + [EOS] for x in sp.encode(src_lines)), key=len)
-    batches = []
-    for i in range(0, len(ids), args.batch_size):
-        chunk = ids[i:i + args.batch_size]
-        src = torch.full((len(chunk), max(map(len, chunk))), PAD, dtype=torch.long)
-        for r, x in enumerate(chunk):
-            src[r, :len(x)] = torch.tensor(x)
-        batches.append(src)
+    ids = sorted((x for x in encode_lines(sp, src_lines) if x), key=len)
+    batches = [pad_ids(ids[i:i + args.batch_size]) for i in range(0, len(ids), args.batch_size)]
     L, K = args.length, args.beam
     marian = bench_common.marian_model(cfg).eval() if name in ("generate", "ctranslate2") else None
 

@@ -1,7 +1,7 @@
 """Benchmark: label_smoothed_nll_loss against F.cross_entropy(label_smoothing=alpha, ignore_index=pad).
 
 Forward + backward from the same logits (log-softmax included on our side), alternating the two so
-that machine noise hits both; median of the repeats. Goal (issue 2): ours within 10% of cross_entropy.
+that machine noise hits both; median of the repeats. Goal: ours within 10% of cross_entropy.
 
     python scripts/bench_loss.py [--rows 4096] [--vocab 8000] [--repeats 30] [--json out.json]
 """

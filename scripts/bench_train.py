@@ -8,7 +8,7 @@ clipping, same threads. Each system runs in its own process, so that its peak
 resident memory (CPU) or peak allocated memory (CUDA) is its own. MarianMT is built from a config, no
 download, and measured twice: under nmt's allocator settings (nmt.runtime.setup_cpu, as nmt runs) and in a
 default process (as a user of transformers runs it); its loss is F.cross_entropy(label_smoothing=0.1,
-ignore_index=pad) on its full logits, the usual way to train it. Goal (issue 2): ours at least 1.3x
+ignore_index=pad) on its full logits, the usual way to train it. Goal: ours at least 1.3x
 MarianMT's tokens/s.
 """
 import argparse

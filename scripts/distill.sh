@@ -38,18 +38,8 @@ while [[ $# -gt 0 ]]; do
 done
 PY=${PYTHON:-python}
 
-if [[ -z "$HARD" || -z "$LS" ]]; then
-  [[ -f "$RUNS/study.json" ]] || { echo "scripts/distill.sh: no $RUNS/study.json: run scripts/train.sh or pass --hard-teacher and --ls-teacher" >&2; exit 2; }
-  read -r HARD_D LS_D < <("$PY" - "$RUNS/study.json" "$LS_ALPHA" <<'PYEOF'
-import json, sys
-runs = json.load(open(sys.argv[1]))["runs"]
-pick = lambda a: next((r["dir"] for r in runs if float(r["alpha"]) == a and int(r["seed"]) == 1), "")
-print(pick(0.0) or "-", pick(float(sys.argv[2])) or "-")
-PYEOF
-)
-  HARD=${HARD:-$HARD_D} LS=${LS:-$LS_D}
-  [[ "$HARD" != "-" && "$LS" != "-" ]] || { echo "scripts/distill.sh: $RUNS/study.json lacks an alpha=0 or alpha=$LS_ALPHA seed-1 run" >&2; exit 2; }
-fi
+HARD=${HARD:-$("$PY" -m nmt.study --runs "$RUNS" --lookup 0 1)}
+LS=${LS:-$("$PY" -m nmt.study --runs "$RUNS" --lookup "$LS_ALPHA" 1)}
 
 case "$PRESET" in
   cpu) ARGS=(--d-model 128 --n-heads 4 --encoder-layers 2 --decoder-layers 2 --d-ff 512 --dropout 0.1
@@ -59,16 +49,8 @@ case "$PRESET" in
   *) echo "scripts/distill.sh: unknown preset $PRESET (cpu, smoke)" >&2; exit 2 ;;
 esac
 
-# The students read the teachers' corpus: pass the same data flags the teachers were trained with.
-DATA=($("$PY" - "$HARD" <<'PYEOF'
-import sys
-from nmt.checkpoint import load
-tc = load(sys.argv[1])["train_config"]
-flags = {"data_dir": "--data-dir", "hub": "--hub", "train_src": "--train-src", "train_tgt": "--train-tgt",
-         "valid_src": "--valid-src", "valid_tgt": "--valid-tgt", "src_lang": "--src-lang", "tgt_lang": "--tgt-lang"}
-print(" ".join(f"{flag} {tc[k]}" for k, flag in flags.items() if tc.get(k)))
-PYEOF
-))
+# The students read the teachers' corpus: --data-from takes the hard-target teacher's corpus settings.
+DATA=(--data-from "$HARD")
 
 train_one() {  # name, then nmt.train flags
   local dir="$RUNS/distill/$1"; shift
@@ -94,6 +76,6 @@ STUDENTS=("$RUNS/distill/student_alone_alpha0" "$RUNS/distill/student_alone_alph
 
 ckpts=()
 for d in "$HARD" "$LS" "${STUDENTS[@]}"; do ckpts+=(--checkpoint "$d"); done
-echo "== evaluating teachers and students: python -m nmt.decode --beam 4 ${ckpts[*]} --results $RESULTS --sweep none"
-"$PY" -m nmt.decode --beam 4 "${ckpts[@]}" --results "$RESULTS" --sweep none
+echo "== evaluating teachers and students: python -m nmt.study --beam 4 ${ckpts[*]} --results $RESULTS --sweep none"
+"$PY" -m nmt.study --beam 4 "${ckpts[@]}" --results "$RESULTS" --sweep none
 echo "== done. Students in $RUNS/distill/, table in $RESULTS/comparison.md"

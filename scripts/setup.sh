@@ -26,7 +26,7 @@ fi
 stamp=$(sha256sum pyproject.toml | cut -c1-16)
 if [[ "$(cat .venv/.nmt-installed 2>/dev/null)" != "$stamp" ]]; then
   echo "== setup: installing nmt and its dependencies"
-  "$PY" -m pip install -q -e ".[test]"
+  "$PY" -m pip install -q -e ".[test,export]"
   echo "$stamp" > .venv/.nmt-installed
 fi
 if [[ "${1:-}" == "--corpus" ]] && ! "$PY" -c "from nmt.data import find_data_dir; find_data_dir()" 2>/dev/null; then

@@ -34,6 +34,8 @@ def save_atomic(obj, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, read-only folder, ...: say which file; `path` itself is untouched
+        raise OSError(e.errno, f"cannot write ({e.strerror or e})", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

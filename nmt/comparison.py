@@ -307,14 +307,15 @@ def run_study(paths, dcfg, grid: list, out_dir, device, argv=()) -> dict:
     return data
 
 
-def rebuild(results_dir) -> str:
-    """comparison.md remade from comparison.json alone (what `python -m nmt.study --from-results` prints)."""
+def rebuild(results_dir, headline: bool = False) -> str:
+    """comparison.md (or, with `headline`, the README's table and claims) remade from comparison.json alone:
+    what `python -m nmt.study --from-results` prints."""
     path = Path(results_dir) / "comparison.json"
     if not path.is_file():
         raise DataError(f"{path}: not found (expected the comparison.json of a study)")
     try:
         data = json.loads(path.read_text())
-        return report.comparison_markdown(data)
+        return report.headline(data) if headline else report.comparison_markdown(data)
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: not a comparison.json of this version ({type(e).__name__}: {e})") from None
 

@@ -157,7 +157,7 @@ class StepCache:
 
 class Dropout(nn.Module):
     """Inverted dropout (Srivastava et al. 2014). On CPU the keep mask compares 16-bit uniform integers
-    with round(p * 2^16): torch's CPU bernoulli_ costs ~17 ns an element, this ~7 (p exact to 2^-16,
+    with round(p * 2^16), cheaper than torch's CPU bernoulli_ (docs/design.md; p exact to 2^-16,
     same generator, so torch.manual_seed and the saved RNG state still reproduce it)."""
 
     def __init__(self, p: float):

@@ -111,6 +111,82 @@ def comparison_markdown(data: dict) -> str:
             f"{prov['machine']['device']} with {prov['machine']['threads']} threads; {prov['wall_seconds']:.0f} s.\n")
 
 
+HEADLINE = [("val_nll", "val NLL", "{:.3f}"), ("test_nll", "test NLL", "{:.3f}"), ("ece_forced", "ECE (forced)", "{:.4f}"),
+            ("ece_inference", "ECE (inference)", "{:.4f}"), ("bleu_beam", "BLEU beam", "{:.2f}"),
+            ("bleu_greedy", "BLEU greedy", "{:.2f}"), ("chrf", "chrF", "{:.2f}")]
+
+
+def headline(data: dict) -> str:
+    """The README's table (mean ± std over seeds, n) and the paper's four claims, from comparison.json alone."""
+    agg = data["aggregate"]
+    head = ["model", "T"] + [t for _, t, _ in HEADLINE] + ["n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in agg:
+        t = "fitted" if r["t_kind"] == "fit" else "1"
+        cells = [r["label"], t] + [_mean_std(r, k, f) for k, _, f in HEADLINE] + [str(r["n"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + claims(data)
+
+
+def _mean_std(row, key, fmt):
+    std = row.get(key + "_std")
+    return fmt.format(row[key]) + ("" if std is None else " ± " + fmt.format(std))
+
+
+def _per_seed(rows, label, key) -> dict:
+    return {r["seed"]: r[key] for r in rows if r["label"] == label}
+
+
+def claims(data: dict, ls_label: str = "label smoothing α=0.1") -> str:
+    """Mueller et al.'s claims for translation, each said to hold or not with the numbers behind it. Seeds are
+    paired (same seed, same data order); 'about equal' means the mean paired difference lies within two
+    standard errors of 0 (with one seed: the bootstrap intervals overlap)."""
+    import math
+    rows = data["rows"]
+    hard, hard_t, ls = "hard targets", "hard targets + T", ls_label
+    if not {hard, hard_t, ls} <= {r["label"] for r in rows}:
+        return "(the claims need the hard-target and the label-smoothed model)"
+
+    def diffs(a, b, key):
+        x, y = _per_seed(rows, a, key), _per_seed(rows, b, key)
+        return [x[s] - y[s] for s in sorted(set(x) & set(y))]
+
+    def stat(label, key, fmt):
+        v = list(_per_seed(rows, label, key).values())
+        m = statistics.fmean(v)
+        return fmt.format(m) + (" ± " + fmt.format(statistics.stdev(v)) if len(v) > 1 else "")
+
+    def ordered(a, b, key, fmt, name, lower: bool):
+        """Claim: a's `key` is lower (or higher) than b's."""
+        d = [x if lower else -x for x in diffs(a, b, key)]
+        wins = sum(x < 0 for x in d)
+        verdict = "holds" if wins == len(d) else ("holds on average" if statistics.fmean(d) < 0 else "does not hold")
+        return (f"- {name}: **{verdict}**: {stat(a, key, fmt)} against {stat(b, key, fmt)} "
+                f"({wins} of {len(d)} seeds)")
+
+    def about_equal(a, b, key, fmt, name):
+        d = diffs(a, b, key)
+        m = statistics.fmean(d)
+        if len(d) > 1:
+            se = statistics.stdev(d) / math.sqrt(len(d))
+            ok = abs(m) <= 2 * se
+            why = f"mean difference {m:+.4f}, two standard errors {2 * se:.4f}"
+        else:
+            ia, ib = (next(r[key + "_ci"] for r in rows if r["label"] == x) for x in (a, b))
+            ok = ia[0] <= ib[1] and ib[0] <= ia[1]
+            why = f"difference {m:+.4f}; 95% intervals {'overlap' if ok else 'do not overlap'}"
+        return (f"- {name}: **{'holds' if ok else 'does not hold'}**: {stat(a, key, fmt)} against "
+                f"{stat(b, key, fmt)} ({why})")
+
+    return "\n".join([
+        ordered(ls, hard, "ece_forced", "{:.4f}", "ECE(LS) < ECE(hard)", lower=True),
+        about_equal(hard_t, ls, "ece_forced", "{:.4f}", "ECE(hard + T) ≈ ECE(LS)"),
+        ordered(ls, hard, "bleu_beam", "{:.2f}", "BLEU beam (LS) > BLEU beam (hard)", lower=False),
+        ordered(ls, hard_t, "bleu_beam", "{:.2f}", "BLEU beam (LS) > BLEU beam (hard + T)", lower=False),
+        ordered(hard, ls, "test_nll", "{:.3f}", "NLL(hard) < NLL(LS)", lower=True),
+    ]) + "\n"
+
+
 def write_comparison(rows: list, sweep: list, meta: dict, out_dir) -> dict:
     """results/comparison.json (every number and how it was made) and comparison.md (from the JSON alone)."""
     out_dir = Path(out_dir)

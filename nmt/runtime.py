@@ -23,13 +23,10 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_cpu(threads: int = 0) -> None:
-    """Threads, and keep freed memory in the process.
-
-    glibc serves every allocation above 32 MB with a fresh mmap and unmaps it on free, so each
-    (B x T x V) logits-sized tensor of every step pays its page faults again: measured here, a
-    log-softmax over 4096 x 8000 floats took 81 ms that way and 27 ms with mmap off (M_MMAP_MAX = 0)
-    and a 2 GB trim threshold, and a training step ran 1.5x faster. The memory stays with the process
-    (its peak), which a training or decoding run reuses every step anyway."""
+    """Threads, and keep freed memory in the process: glibc serves every allocation above 32 MB with a fresh
+    mmap and unmaps it on free, so each (B x T x V) logits-sized tensor of every step would pay its page
+    faults again. mmap off (M_MMAP_MAX = 0) and a 2 GB trim threshold keep that memory in the process (its
+    peak), which a training or decoding run reuses every step anyway. docs/design.md has the timings."""
     if threads > 0:
         torch.set_num_threads(threads)
     try:

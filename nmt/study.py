@@ -4,6 +4,7 @@
   python -m nmt.study --runs runs --results results --sweep 0.7:1.6:0.1 --beam 4
   python -m nmt.study --checkpoint A --checkpoint B  # any models
   python -m nmt.study --from-results results         # comparison.md again, from comparison.json alone
+  python -m nmt.study --from-results results --headline   # the README's table and the paper's claims
 
 Writes to --results: comparison.md/.json (every number with its interval, signature and provenance),
 temperature_sweep.csv/.png, reliability*.png, hyps/, runs/ (each run's config, log and temperature).
@@ -33,6 +34,8 @@ def parse_args(argv=None):
                                                           "skip (default: %(default)s)")
     p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json "
                                                          "and nothing else")
+    p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and the "
+                                                           "paper's claims instead of comparison.md")
     p.add_argument("--record", nargs="+", metavar="RUN_DIR", help="write RUNS/study.json listing these trained "
                                                                  "runs (what scripts/train.sh does) and nothing else")
     p.add_argument("--lookup", nargs=2, type=float, metavar=("ALPHA", "SEED"), help="print the run directory of "
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
     try:
         args = parse_args(argv)
         if args.from_results:
-            sys.stdout.write(rebuild(args.from_results))
+            sys.stdout.write(rebuild(args.from_results, args.headline))
             return 0
         if args.lookup:
             print(lookup_run(args.runs, args.lookup[0], int(args.lookup[1])))

@@ -301,3 +301,19 @@ def test_presets_are_data_and_flags_override_them(toy_corpus, tmp_path):
     assert cfg["model"]["d_model"] == 48  # the flag
     assert cfg["model"]["d_ff"] == int(TINY_D_FF) != PRESETS["smoke"]["d_ff"]  # toy_train_args' own flag
     assert cfg["model"]["encoder_layers"] == PRESETS["smoke"]["encoder_layers"]  # the preset
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint(toy_corpus, tmp_path, monkeypatch, capsys):
+    import errno
+    run_dir = tmp_path / "run"
+    args = toy_train_args(toy_corpus, run_dir, "--no-fit-temperature")
+    assert main(args + ["--max-epochs", "1"]) == 0
+    good = (run_dir / "checkpoint_last.pt").read_bytes()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full)
+    assert main(args + ["--max-epochs", "2", "--resume"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "No space left on device" in err[-1] and str(run_dir) in err[-1]
+    assert (run_dir / "checkpoint_last.pt").read_bytes() == good and not list(run_dir.glob(".*.tmp*"))

@@ -159,7 +159,8 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
     temps = list(dict.fromkeys([1.0, t_fit] + (grid if m["first_seed"] else [])))
     src_ids = encode_for_model(sp, src, model.cfg.max_positions, dcfg.split)
     t0 = time.perf_counter()
-    found = search(model, src_ids, dcfg, temps, beams=[1, dcfg.beam])
+    # greedy once (its arg-max does not depend on T; only its BLEU is reported), the beam at every T
+    found = search(model, src_ids, dcfg, [(1, 1.0)] + [(dcfg.beam, t) for t in temps])
     seconds = time.perf_counter() - t0
     ref_ids = encode_lines(sp, ref)
     texts = {job: [sp.decode(h.ids) for h in hyps] for job, hyps in found.items()}

@@ -85,12 +85,9 @@ def resolve_temperature(value, model, ckpt, sp, device) -> float:
     return t if t is not None else float(fitted_temperature(model, ckpt, sp, device)["temperature"])
 
 
-def search(model, src_ids, dcfg: DecodeConfig, temperatures, beams=None, progress=None):
-    """{(beam, T): hypotheses} for every beam in `beams` (default: dcfg.beam) and temperature, each source
-    encoded once for all of them (`search.translate_many`). Greedy (beam 1) is searched at T = 1 only: the
-    arg-max does not depend on T."""
-    beams = beams or [dcfg.beam]
-    jobs = [(b, t) for b in beams for t in (temperatures if b > 1 else [1.0])]
+def search(model, src_ids, dcfg: DecodeConfig, jobs, progress=None):
+    """{(beam, T): hypotheses} for every (beam, T) of `jobs`, each source encoded once for all of them
+    (`search.translate_many`); dcfg gives the length penalty, limits and batch size."""
     return translate_many(model, src_ids, jobs, batch_size=dcfg.batch_size, length_penalty=dcfg.length_penalty,
                           max_len_a=dcfg.max_len_a, max_len_b=dcfg.max_len_b, max_positions=model.cfg.max_positions,
                           min_len=dcfg.min_len, progress=progress)
@@ -138,7 +135,8 @@ def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperat
     bar = tqdm(total=len(src_ids), desc=f"beam {dcfg.beam}" if dcfg.beam > 1 else "greedy", unit="sent",
                file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
     t0 = time.perf_counter()
-    hyps = search(model, src_ids, dcfg, [temperature], progress=bar)[(dcfg.beam, temperature if dcfg.beam > 1 else 1.0)]
+    job = (dcfg.beam, temperature)
+    hyps = search(model, src_ids, dcfg, [job], progress=bar)[job]
     seconds = time.perf_counter() - t0
     bar.close()
     texts = [sp.decode(h.ids) for h in hyps]

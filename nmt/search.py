@@ -239,6 +239,7 @@ def translate_many(model, src_ids: list, jobs: list, batch_size: int = 64, lengt
     computation). Beam 1 is greedy search. An empty source gives an empty hypothesis without running the
     model."""
     device = next(model.parameters()).device
+    jobs = list(dict.fromkeys(jobs))
     out = {job: [Hypothesis(tokens=[]) for _ in src_ids] for job in jobs}
     batch_size = min(check_search_size(model, beam, batch_size, max_positions) for beam, _ in jobs)
     todo = sorted((i for i, s in enumerate(src_ids) if s and s != [EOS]), key=lambda i: len(src_ids[i]))

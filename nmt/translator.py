@@ -54,7 +54,7 @@ class Translator:
         dcfg = DecodeConfig(beam=beam, temperature=str(temperature), **decode)
         t = self.temperature(dcfg.temperature)
         src_ids = encode_for_model(self.sp, list(texts), self.model.cfg.max_positions)
-        hyps = search(self.model, src_ids, dcfg, [t])[beam, t if beam > 1 else 1.0]
+        hyps = search(self.model, src_ids, dcfg, [(beam, t)])[beam, t]
         return [Translation(self.sp.decode(h.ids), [self.sp.id_to_piece(i) for i in h.tokens], h.token_probs,
                             h.logprob, h.score) for h in hyps]
 

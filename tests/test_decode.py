@@ -230,3 +230,22 @@ def test_empty_input_with_references_reports_metrics_as_not_defined(tiny_run, tm
         assert out.read_text() == content
         m = json.loads((tmp_path / "e.out.metrics.json").read_text())
         assert m["bleu"] is None and m["forced"] is None
+
+
+def test_greedy_probabilities_are_at_the_temperature_asked_for(tiny_run, toy_corpus, tmp_path):
+    """--beam 1 --temperature 2: the same tokens as at T = 1, their probabilities under softmax(z / 2)."""
+    import torch
+
+    from nmt.checkpoint import load_model
+    from nmt.data import encode_lines, read_text
+    from nmt.search import greedy
+    probs = {}
+    for t in ("1", "2"):
+        out = tmp_path / f"t{t}.txt"
+        assert main(["--checkpoint", str(tiny_run), "--input", str(toy_corpus / "test.en"), "--output", str(out),
+                     "--beam", "1", "--temperature", t, "--per-token"]) == 0
+        probs[t] = [json.loads(x)["token_probs"] for x in (tmp_path / f"t{t}.txt.tokens.jsonl").read_text().splitlines()]
+    model, _, sp = load_model(tiny_run)
+    first = encode_lines(sp, read_text(toy_corpus / "test.en"))[0]
+    h, = greedy(model, torch.tensor([first]), temperature=2.0)
+    assert probs["2"][0] == pytest.approx(h.token_probs, abs=1e-6) and probs["2"][0] != probs["1"][0]

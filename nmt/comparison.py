@@ -36,7 +36,7 @@ from nmt import report
 from nmt.calibration import teacher_forced
 from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, encode_lines, read_text_pairs, split_files
-from nmt.evaluate import (encode_for_model, eval_batches, fitted_temperature, forced_metrics, score, search,
+from nmt.evaluate import (corpus_scores, encode_for_model, fitted_temperature, forced_metrics, score, search,
                           validation_batches)
 
 log = logging.getLogger("nmt.comparison")
@@ -164,7 +164,7 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
     seconds = time.perf_counter() - t0
     ref_ids = encode_lines(sp, ref)
     texts = {job: [sp.decode(h.ids) for h in hyps] for job, hyps in found.items()}
-    greedy_bleu = score(found[1, 1.0], texts[1, 1.0], ref, ref_ids, dcfg, 1.0)["bleu"]
+    greedy_bleu = corpus_scores(texts[1, 1.0], ref)["bleu"]
     out = {"rows": [], "sweep": [], "panels": {}, "hyps": {}}
     for kind, t in (("1", 1.0), ("fit", t_fit)):
         job = (dcfg.beam, t)
@@ -190,9 +190,8 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
                  greedy_bleu, f["ece"], inf["ece"], f["nll"])
     if m["first_seed"]:
         for t in grid:
-            import sacrebleu
             f = forced_metrics(model, sp, src, ref, t, dcfg, device, dcfg.split)
-            bleu = sacrebleu.metrics.BLEU().corpus_score(texts[dcfg.beam, t], [ref]).score
+            bleu = corpus_scores(texts[dcfg.beam, t], ref)["bleu"]
             out["sweep"].append({"label": m["label"], "alpha": m["alpha"], "seed": m["seed"], "temperature": t,
                                  "bleu": bleu, "ece": f["ece"], "nll": f["nll"]})
             log.info("  sweep T=%.2f BLEU %.2f ECE %.4f NLL %.3f", t, bleu, f["ece"], f["nll"])

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import TINY_MODEL, toy_pairs
+from conftest import TINY_MODEL
 from nmt.decode import main
 
 PY = sys.executable

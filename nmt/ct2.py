@@ -129,8 +129,9 @@ def translate(translator, sp, src_ids: list, beam: int = 4, length_penalty: floa
             groups.setdefault(limit, []).append(i)
     for limit, idx in groups.items():
         tokens = [[sp.id_to_piece(t) for t in src_ids[i]] for i in idx]
+        # CTranslate2's limit counts the pieces before EOS; nmt's counts EOS too
         res = translator.translate_batch(tokens, beam_size=beam, length_penalty=length_penalty,
-                                         max_decoding_length=limit, max_batch_size=batch_size)
+                                         max_decoding_length=limit - 1, max_batch_size=batch_size)
         for i, r in zip(idx, res):
             out[i] = [sp.piece_to_id(p) for p in r.hypotheses[0]]
     return out

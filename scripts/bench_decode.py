@@ -1,6 +1,8 @@
 """Benchmark: beam-4 decoding of test_2016_flickr, in sentences/s and target tokens/s, side by side:
 nmt's beam search, Hugging Face transformers' generate(num_beams=4) on a MarianMT of the same size (built
-from a config, no download), and CTranslate2 running that MarianMT converted (float32).
+from a config, no download), CTranslate2 running that MarianMT converted (float32), and CTranslate2 running
+nmt's own weights as `python -m nmt.export` writes them (`ct2-export`: float32; `ct2-export-int8`, for
+reference; both need --checkpoint).
 
     python scripts/bench_decode.py [--checkpoint RUN] [--length 24] [--batch-size 64] [--json out.json]
 
@@ -46,7 +48,8 @@ from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
 
 
-SYSTEMS = ("nmt", "generate", "ctranslate2", "matmuls", "kernels")
+SYSTEMS = ("nmt", "generate", "ctranslate2", "matmuls", "kernels", "ct2-export", "ct2-export-int8")
+DEFAULT_SYSTEMS = "nmt,generate,ctranslate2,matmuls,kernels"
 
 
 def parse_args(argv=None):
@@ -59,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="alternate the systems this many times; best round kept")
-    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--systems", default=DEFAULT_SYSTEMS, help=f"comma-separated, of {', '.join(SYSTEMS)} "
+                                                              f"(default: %(default)s)")
     p.add_argument("--limit", type=int, default=0, help="only the first N sentences (a quick check)")
     p.add_argument("--json")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure this one system once, print JSON
@@ -67,6 +71,8 @@ def parse_args(argv=None):
     unknown = [s for s in args.systems.split(",") if s not in SYSTEMS]
     if unknown:
         p.error(f"--systems: unknown {', '.join(unknown)} (expected a comma-separated list of {', '.join(SYSTEMS)})")
+    if not args.checkpoint and any(s.startswith("ct2-export") for s in args.systems.split(",")):
+        p.error("--systems ct2-export, ct2-export-int8: need --checkpoint (the weights to export)")
     return args
 
 
@@ -175,6 +181,13 @@ def measure(args, name: str) -> dict:
     translator = None
     if name == "ctranslate2":
         translator = bench_common.ctranslate2_model(marian, sp, tempfile.mkdtemp(prefix="nmt-ct2-"), args.threads)
+    elif name in ("ct2-export", "ct2-export-int8"):  # nmt's own weights, written by nmt.ct2.export
+        import ctranslate2
+
+        from nmt import ct2
+        out = Path(tempfile.mkdtemp(prefix="nmt-export-")) / "model"
+        ct2.export(args.checkpoint, out, quantization="int8" if name.endswith("int8") else None)
+        translator = ctranslate2.Translator(str(out), device="cpu", intra_threads=args.threads)
     pieces = {id(src): [[sp.id_to_piece(int(t)) for t in row if t != PAD] for row in src] for src in batches}
 
     def run_ctranslate2(batches):
@@ -185,7 +198,8 @@ def measure(args, name: str) -> dict:
             n += sum(len(r.hypotheses[0]) for r in res)
         return n
 
-    runners = {"nmt": run_nmt, "generate": run_generate, "ctranslate2": run_ctranslate2, "matmuls": run_floor,
+    runners = {"nmt": run_nmt, "generate": run_generate, "ctranslate2": run_ctranslate2, "ct2-export": run_ctranslate2,
+               "ct2-export-int8": run_ctranslate2, "matmuls": run_floor,
                "kernels": lambda batches: run_floor(batches, kernels=True)}
     runners[name](batches[-1:])  # warm-up, untimed: one-off set-up of the libraries and the allocator
     t0 = time.perf_counter()

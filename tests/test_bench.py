@@ -1,5 +1,5 @@
-"""scripts/bench_decode.py end to end on the tiny run: the systems that need no extra packages (generate and
-CTranslate2 need the `bench` extra, which CI does not install)."""
+"""scripts/bench_decode.py end to end on the tiny run: the systems that need no `bench` extra (generate and
+the converted MarianMT need transformers), CTranslate2 on nmt's exported weights among them."""
 import json
 import subprocess
 import sys
@@ -11,15 +11,16 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_decode.py"
 def test_bench_decode_runs_nmt_and_both_floors(tiny_run, toy_multi30k, tmp_path):
     out = tmp_path / "decode.json"
     res = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(tiny_run), "--data-dir", str(toy_multi30k),
-                          "--systems", "nmt,matmuls,kernels", "--rounds", "1", "--length", "5", "--batch-size", "8",
+                          "--systems", "nmt,matmuls,kernels,ct2-export", "--rounds", "1", "--length", "5",
+                          "--batch-size", "8",
                           "--json", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     results = json.loads(out.read_text())["results"]
-    assert sorted(results) == ["kernels", "matmuls", "nmt"]
+    assert sorted(results) == ["ct2-export", "kernels", "matmuls", "nmt"]
     for r in results.values():  # the 20 toy test sentences, exactly 5 decoder steps each
         assert (r["sentences"], r["target_tokens"]) == (20, 100)
         assert r["tokens_per_s"] > 0
-    assert "kernels" in res.stdout.splitlines()[-2]  # the table's last row, before the summary line
+    assert "ct2-export" in res.stdout.splitlines()[-2]  # the table's last row, before the summary line
 
 
 def test_bench_decode_rejects_an_unknown_system():

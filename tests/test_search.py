@@ -189,3 +189,18 @@ def test_top_candidates_equal_topk_over_the_whole_table(b, k, V, n, width):
 @pytest.mark.parametrize("V, width", [(8000, 200), (32000, 256), (6, 0), (37, 0), (40, 40)])
 def test_block_width(V, width):
     assert block_width(V) == width
+
+
+def test_search_memory_estimate_lowers_the_batch_or_refuses():
+    from nmt.config import UsageError
+    from nmt.search import check_search_size, search_bytes_per_sentence
+    m = Transformer(ModelConfig(vocab_size=100, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=32,
+                                max_positions=20))
+    per = search_bytes_per_sentence(m, 4, 20)
+    assert per == 4 * (4 * 4 * 100 + 2 * 2 * 4 * 20 * 16)  # by hand: K x V log-probabilities x 4, the caches
+    assert check_search_size(m, 4, 64, 20, memory_bytes=2 * per * 10) == 10  # half the memory holds 10
+    assert check_search_size(m, 4, 8, 20, memory_bytes=2 * per * 10) == 8
+    with pytest.raises(UsageError, match="one sentence needs"):
+        check_search_size(m, 4, 64, 20, memory_bytes=per)
+    with pytest.raises(UsageError, match="at most the vocabulary size, 100"):
+        check_search_size(m, 101, 1, 20, memory_bytes=10**12)

@@ -123,45 +123,59 @@ class ECESignature:
 @torch.no_grad()
 def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0, n_bins: int = 15,
                    per_sentence: bool = False) -> dict:
-    """Teacher-forced metrics over `batches` of (src, tgt_in, tgt_out) at temperature T.
+    """Teacher-forced metrics over `batches` of (src, tgt_in, tgt_out) at temperature T (`teacher_forced_at`
+    with one temperature)."""
+    return teacher_forced_at(model, batches, [temperature], alpha, n_bins, per_sentence)[temperature]
+
+
+@torch.no_grad()
+def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: int = 15,
+                      per_sentence: bool = False) -> dict:
+    """{T: metrics} for every temperature, from one forward pass per batch (the logits do not depend on T;
+    each T takes log_softmax(z / T) of them).
 
     Per token: smoothed loss (the training objective at `alpha`), NLL, top-1 accuracy, and the
     reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone. With
-    `per_sentence`, also "per_sentence": {"nll": (n,), "tokens": (n,), "bins": (n, M, 3)} numpy arrays (one
-    row per sentence, in batch order) for `bootstrap_interval`."""
+    `per_sentence` (True, or the temperatures that need it), also "per_sentence": {"nll": (n,), "tokens":
+    (n,), "bins": (n, M, 3)} numpy arrays (one row per sentence, in batch order) for `bootstrap_interval`."""
+    per_sentence = set(temperatures) if per_sentence is True else set(per_sentence or ())
     was_training = model.training
     model.eval()
-    every, eos = CalibrationStats(n_bins), CalibrationStats(n_bins)
-    loss_sum = nll_sum = 0.0
-    n_tok = n_correct = 0
-    rows = []
+    acc = {t: {"every": CalibrationStats(n_bins), "eos": CalibrationStats(n_bins), "loss": 0.0, "nll": 0.0,
+               "correct": 0, "rows": []} for t in temperatures}
+    n_tok = 0
     for src, tgt_in, tgt_out in batches:
         keep = tgt_out != PAD  # (B, T)
         y = tgt_out[keep]  # (N,)
-        lprobs = F.log_softmax(model(src, tgt_in, keep=keep).float() / temperature, dim=-1)  # (N, V)
-        loss, nll = label_smoothed_nll_loss(lprobs, y, alpha, PAD)
-        top_lp, pred = lprobs.max(dim=-1)
-        conf, correct = top_lp.exp(), pred == y
-        every.update(conf, correct)
         at_eos = y == EOS
-        eos.update(conf[at_eos], correct[at_eos])
-        loss_sum, nll_sum = loss_sum + loss.item(), nll_sum + nll.item()
-        n_tok, n_correct = n_tok + y.numel(), n_correct + int(correct.sum())
-        if per_sentence:
-            sent = keep.nonzero()[:, 0]  # (N,): the batch row of each kept position
-            token_nll = -lprobs.gather(1, y[:, None]).squeeze(1)
-            rows.append(sentence_rows(sent, keep.size(0), token_nll, conf, correct, n_bins))
+        logits = model(src, tgt_in, keep=keep).float()  # (N, V)
+        n_tok += y.numel()
+        for t, a in acc.items():
+            lprobs = F.log_softmax(logits / t, dim=-1)  # (N, V)
+            loss, nll = label_smoothed_nll_loss(lprobs, y, alpha, PAD)
+            top_lp, pred = lprobs.max(dim=-1)
+            conf, correct = top_lp.exp(), pred == y
+            a["every"].update(conf, correct)
+            a["eos"].update(conf[at_eos], correct[at_eos])
+            a["loss"], a["nll"], a["correct"] = a["loss"] + loss.item(), a["nll"] + nll.item(), a["correct"] + int(
+                correct.sum())
+            if t in per_sentence:
+                sent = keep.nonzero()[:, 0]  # (N,): the batch row of each kept position
+                token_nll = -lprobs.gather(1, y[:, None]).squeeze(1)
+                a["rows"].append(sentence_rows(sent, keep.size(0), token_nll, conf, correct, n_bins))
     model.train(was_training)
-    cal, cal_eos = every.result(), eos.result()
-    sig = ECESignature(n_bins, "forced", temperature)
-    out = {"temperature": temperature, "tokens": n_tok, "loss": loss_sum / n_tok, "nll": nll_sum / n_tok,
-           "ppl": math.exp(nll_sum / n_tok), "accuracy": n_correct / n_tok,
-           "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
-           "ece_eos": cal_eos["ece"], "calibration": cal, "calibration_eos": cal_eos,
-           "signature": str(sig), "signature_template": sig.without_temperature(),
-           "signature_eos": str(ECESignature(n_bins, "forced", temperature, subset="eos"))}
-    if per_sentence:
-        out["per_sentence"] = {k: np.concatenate([r[k] for r in rows]) for k in ("nll", "tokens", "bins")}
+    out = {}
+    for t, a in acc.items():
+        cal, cal_eos = a["every"].result(), a["eos"].result()
+        sig = ECESignature(n_bins, "forced", t)
+        out[t] = {"temperature": t, "tokens": n_tok, "loss": a["loss"] / n_tok, "nll": a["nll"] / n_tok,
+                  "ppl": math.exp(a["nll"] / n_tok), "accuracy": a["correct"] / n_tok,
+                  "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
+                  "ece_eos": cal_eos["ece"], "calibration": cal, "calibration_eos": cal_eos,
+                  "signature": str(sig), "signature_template": sig.without_temperature(),
+                  "signature_eos": str(ECESignature(n_bins, "forced", t, subset="eos"))}
+        if t in per_sentence:
+            out[t]["per_sentence"] = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
     return out
 
 

@@ -33,10 +33,10 @@ import torch
 
 from nmt import checkpoint as ckpt_io
 from nmt import report
-from nmt.calibration import teacher_forced
+from nmt.calibration import teacher_forced_at
 from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, encode_lines, read_text_pairs, split_files
-from nmt.evaluate import (corpus_scores, encode_for_model, fitted_temperature, forced_metrics, score, search,
+from nmt.evaluate import (corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, score, search,
                           validation_batches)
 
 log = logging.getLogger("nmt.comparison")
@@ -68,8 +68,9 @@ def manifest_entries(runs) -> list:
                         f"--checkpoint once (one model) or several times (a comparison)")
     try:
         entries = json.loads(manifest.read_text())["runs"]
-        return [{"dir": str(r["dir"]), "alpha": float(r["alpha"]), "seed": int(r["seed"])} for r in entries]
-    except (ValueError, KeyError, TypeError) as e:
+        return [{"dir": str(r["dir"]), "alpha": None if r.get("alpha") is None else float(r["alpha"]),
+                 "seed": None if r.get("seed") is None else int(r["seed"])} for r in entries]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise DataError(f"{manifest}: not a study manifest ({type(e).__name__}: {e}); expected "
                         f'{{"runs": [{{"dir": ..., "alpha": ..., "seed": ...}}, ...]}}') from None
 
@@ -165,12 +166,14 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
     ref_ids = encode_lines(sp, ref)
     texts = {job: [sp.decode(h.ids) for h in hyps] for job, hyps in found.items()}
     greedy_bleu = corpus_scores(texts[1, 1.0], ref)["bleu"]
+    # teacher-forced figures at every temperature from one forward pass over test (and one over validation)
+    forced = forced_metrics_at(model, sp, src, ref, temps, dcfg, device, dcfg.split, intervals=[1.0, t_fit])
+    val_forced = teacher_forced_at(model, val, [1.0, t_fit], n_bins=dcfg.n_bins)
     out = {"rows": [], "sweep": [], "panels": {}, "hyps": {}}
     for kind, t in (("1", 1.0), ("fit", t_fit)):
         job = (dcfg.beam, t)
         s = score(found[job], texts[job], ref, ref_ids, dcfg, t)
-        f = forced_metrics(model, sp, src, ref, t, dcfg, device, dcfg.split, intervals=True)
-        v = teacher_forced(model, val, temperature=t, n_bins=dcfg.n_bins)
+        f, v = forced[t], val_forced[t]
         label = m["label"] + (" + T" if kind == "fit" else "")
         out["hyps"][label] = texts[job]
         inf = s["inference"]
@@ -190,7 +193,7 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
                  greedy_bleu, f["ece"], inf["ece"], f["nll"])
     if m["first_seed"]:
         for t in grid:
-            f = forced_metrics(model, sp, src, ref, t, dcfg, device, dcfg.split)
+            f = forced[t]
             bleu = corpus_scores(texts[dcfg.beam, t], ref)["bleu"]
             out["sweep"].append({"label": m["label"], "alpha": m["alpha"], "seed": m["seed"], "temperature": t,
                                  "bleu": bleu, "ece": f["ece"], "nll": f["nll"]})

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from nmt import checkpoint as ckpt_io
 from nmt.calibration import (bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
-                             teacher_forced)
+                             teacher_forced_at)
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
 from nmt.data import collate, encode_lines, make_batches, read_text_pairs
 from nmt.model import EOS
@@ -115,13 +115,22 @@ def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: floa
 def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: DecodeConfig, device, name: str,
                    intervals: bool = False) -> dict:
     """Teacher-forced NLL / accuracy / ECE at T; with `intervals`, 95% bootstrap intervals over sentences."""
+    return forced_metrics_at(model, sp, src_lines, ref_lines, [temperature], dcfg, device, name,
+                             [temperature] if intervals else [])[temperature]
+
+
+def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: DecodeConfig, device, name: str,
+                      intervals=()) -> dict:
+    """{T: teacher-forced metrics} from one forward pass over the pairs (`calibration.teacher_forced_at`); the
+    temperatures in `intervals` also get 95% bootstrap intervals over sentences. None for every T when no
+    pair has both sides non-empty."""
     batches = eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device, names=(name, name + " ref"))
     if not batches:
-        return None
-    res = teacher_forced(model, batches, temperature=temperature, n_bins=dcfg.n_bins, per_sentence=intervals)
-    if intervals:
-        per = res.pop("per_sentence")
-        res["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
+        return {t: None for t in temperatures}
+    res = teacher_forced_at(model, batches, temperatures, n_bins=dcfg.n_bins, per_sentence=intervals)
+    for t in intervals:
+        per = res[t].pop("per_sentence")
+        res[t]["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
     return res
 
 

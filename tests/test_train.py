@@ -67,7 +67,7 @@ def test_tiny_run_outputs(tiny_run):
 
 def test_killed_and_resumed_run_ends_with_the_same_weights(toy_corpus, tmp_path):
     # Dropout on: the RNG state must survive the kill too.
-    common = ["--max-epochs", "25", "--save-every-steps", "3", "--dropout", "0.1", "--no-fit-temperature"]
+    common = ["--max-epochs", "12", "--save-every-steps", "3", "--dropout", "0.1", "--no-fit-temperature"]
     ref = run(toy_train_args(toy_corpus, tmp_path / "ref", *common), timeout=300)
     assert ref.returncode == 0, ref.stderr[-2000:]
 

@@ -128,7 +128,7 @@ def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: Decod
     if not batches:
         return {t: None for t in temperatures}
     res = teacher_forced_at(model, batches, temperatures, n_bins=dcfg.n_bins, per_sentence=intervals)
-    for t in intervals:
+    for t in set(intervals):
         per = res[t].pop("per_sentence")
         res[t]["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
     return res

@@ -139,8 +139,9 @@ def _per_seed(rows, label, key) -> dict:
 
 def claims(data: dict, ls_label: str = "label smoothing α=0.1") -> str:
     """Mueller et al.'s claims for translation, each said to hold or not with the numbers behind it. Seeds are
-    paired (same seed, same data order); 'about equal' means the mean paired difference lies within two
-    standard errors of 0 (with one seed: the bootstrap intervals overlap)."""
+    paired (same seed, same data order). An ordering holds when every seed shows it and the mean paired
+    difference is more than two standard errors from 0; 'about equal' holds when it is within two standard
+    errors (with one seed: when the 95% bootstrap intervals overlap)."""
     import math
     rows = data["rows"]
     hard, hard_t, ls = "hard targets", "hard targets + T", ls_label
@@ -157,12 +158,16 @@ def claims(data: dict, ls_label: str = "label smoothing α=0.1") -> str:
         return fmt.format(m) + (" ± " + fmt.format(statistics.stdev(v)) if len(v) > 1 else "")
 
     def ordered(a, b, key, fmt, name, lower: bool):
-        """Claim: a's `key` is lower (or higher) than b's."""
+        """Claim: a's `key` is lower (or higher) than b's: in every seed, and (with several seeds) by more than
+        two standard errors of the mean paired difference."""
         d = [x if lower else -x for x in diffs(a, b, key)]
-        wins = sum(x < 0 for x in d)
-        verdict = "holds" if wins == len(d) else ("holds on average" if statistics.fmean(d) < 0 else "does not hold")
-        return (f"- {name}: **{verdict}**: {stat(a, key, fmt)} against {stat(b, key, fmt)} "
-                f"({wins} of {len(d)} seeds)")
+        wins, m = sum(x < 0 for x in d), statistics.fmean(d)
+        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+        ok = wins == len(d) and -m > 2 * se
+        sign = 1 if lower else -1
+        return (f"- {name}: **{'holds' if ok else 'does not hold'}**: {stat(a, key, fmt)} against {stat(b, key, fmt)}"
+                f" ({wins} of {len(d)} seeds; mean difference {fmt.replace('{:', '{:+').format(sign * m)}"
+                + (f", two standard errors {fmt.format(2 * se)})" if len(d) > 1 else ")"))
 
     def about_equal(a, b, key, fmt, name):
         d = diffs(a, b, key)

@@ -36,7 +36,7 @@ from nmt import report
 from nmt.calibration import teacher_forced_at
 from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, encode_lines, read_text_pairs, split_files
-from nmt.evaluate import (corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, score, search,
+from nmt.evaluate import (corpus_bleu, encode_for_model, fitted_temperature, forced_metrics_at, score, search,
                           validation_batches)
 
 log = logging.getLogger("nmt.comparison")
@@ -165,7 +165,7 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
     seconds = time.perf_counter() - t0
     ref_ids = encode_lines(sp, ref)
     texts = {job: [sp.decode(h.ids) for h in hyps] for job, hyps in found.items()}
-    greedy_bleu = corpus_scores(texts[1, 1.0], ref)["bleu"]
+    greedy_bleu = corpus_bleu(texts[1, 1.0], ref)
     # teacher-forced figures at every temperature from one forward pass over test (and one over validation)
     forced = forced_metrics_at(model, sp, src, ref, temps, dcfg, device, dcfg.split, intervals=[1.0, t_fit])
     val_forced = teacher_forced_at(model, val, [1.0, t_fit], n_bins=dcfg.n_bins)
@@ -194,7 +194,7 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
     if m["first_seed"]:
         for t in grid:
             f = forced[t]
-            bleu = corpus_scores(texts[dcfg.beam, t], ref)["bleu"]
+            bleu = corpus_bleu(texts[dcfg.beam, t], ref)
             out["sweep"].append({"label": m["label"], "alpha": m["alpha"], "seed": m["seed"], "temperature": t,
                                  "bleu": bleu, "ece": f["ece"], "nll": f["nll"]})
             log.info("  sweep T=%.2f BLEU %.2f ECE %.4f NLL %.3f", t, bleu, f["ece"], f["nll"])

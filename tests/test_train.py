@@ -149,7 +149,7 @@ def test_gradient_accumulation_makes_fewer_larger_updates(toy_corpus, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--lr", "0"], "--lr 0.0: expected a positive finite learning rate"),
-    (["--lr", "-1e-3"], "--lr -0.001: expected a positive finite learning rate"),
+    (["--lr=-1e-3"], "--lr -0.001: expected a positive finite learning rate"),
     (["--dropout", "1.5"], "--dropout 1.5: expected a probability in [0, 1)"),
     (["--alpha", "1.0"], "--alpha 1.0: expected a number in [0, 1)"),
     (["--n-heads", "0"], "--n-heads 0: expected a whole number >= 1"),
@@ -175,6 +175,8 @@ def test_a_run_dir_that_is_a_file_is_refused(toy_corpus, tmp_path, capsys):
 def test_a_run_without_a_checkpoint_starts_again_from_scratch(toy_corpus, tmp_path, caplog):
     """A run killed before its first checkpoint leaves config.json and maybe a temporary checkpoint: a
     fresh start and --resume both train it from scratch, and the temporary file is removed."""
+    import logging
+    caplog.set_level(logging.INFO, logger="nmt.train")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text("{}")
@@ -198,8 +200,8 @@ def test_a_signal_in_epoch_1_saves_and_the_run_resumes(sig, code, toy_corpus, tm
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     log = run_dir / "log.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and '"train"' in log.read_text()):
-        time.sleep(0.01)
+    while time.time() < deadline and not (log.exists() and '"event": "train"' in log.read_text()):
+        time.sleep(0.01)  # the loop has started: its signal handler is in place
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
@@ -262,11 +264,19 @@ def test_collectives_get_tensors_on_the_training_device(monkeypatch):
     from nmt import train as train_mod
     from nmt.config import TrainConfig
     seen = []
-    monkeypatch.setattr(train_mod.dist, "broadcast", lambda tensor, src: seen.append(tensor.device))
+
+    class Broadcast(Exception):
+        pass
+
+    def broadcast(tensor, src):  # record where the tensor lives, then stop: a meta tensor holds no value
+        seen.append(tensor.device)
+        raise Broadcast
+    monkeypatch.setattr(train_mod.dist, "broadcast", broadcast)
     r = SimpleNamespace(tcfg=TrainConfig(max_epochs=5), progress=train_mod.Progress(step=3, batch_pos=2),
                         batches=[0, 1], device=torch.device("meta"), is_main=False, world=2)
-    assert train_mod.end_epoch(r, 0.0) is False
-    assert seen == [torch.device("meta")] and r.progress.epoch == 2
+    with pytest.raises(Broadcast):
+        train_mod.end_epoch(r, 0.0)
+    assert seen == [torch.device("meta")]
 
 
 def test_a_corrupt_gzip_is_a_clear_error(tmp_path, capsys):

@@ -123,3 +123,16 @@ def test_train_sh_main_job_end_to_end(toy_multi30k, tmp_path):
     assert sorted(d.name for d in (tmp_path / "runs" / "distill").iterdir()) == [
         "student_alone_alpha0", "student_alone_alpha0.1", "student_from_alpha0.1_beta0.5_T1",
         "student_from_alpha0_beta0.5_T1"]
+
+
+def test_committed_results_rebuild_the_committed_tables_and_the_readme():
+    """results/main holds the study behind the README: comparison.md is made from comparison.json alone, and
+    the README's headline table and claims are what `python -m nmt.study --from-results results/main
+    --headline` prints."""
+    from pathlib import Path
+
+    from nmt.comparison import rebuild
+    root = Path(__file__).resolve().parents[1]
+    main_results = root / "results" / "main"
+    assert rebuild(main_results) == (main_results / "comparison.md").read_text()
+    assert rebuild(main_results, headline=True) in (root / "README.md").read_text()

@@ -40,11 +40,19 @@ def save_atomic(obj, path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_json_atomic(obj, path) -> None:
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename: readers see the old file or the new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(obj, path) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def resolve(path) -> Path:

@@ -159,10 +159,8 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
     t_fit = float(fit["temperature"])
     temps = list(dict.fromkeys([1.0, t_fit] + (grid if m["first_seed"] else [])))
     src_ids = encode_for_model(sp, src, model.cfg.max_positions, dcfg.split)
-    t0 = time.perf_counter()
     # greedy once (its arg-max does not depend on T; only its BLEU is reported), the beam at every T
     found = search(model, src_ids, dcfg, [(1, 1.0)] + [(dcfg.beam, t) for t in temps])
-    seconds = time.perf_counter() - t0
     ref_ids = encode_lines(sp, ref)
     texts = {job: [sp.decode(h.ids) for h in hyps] for job, hyps in found.items()}
     greedy_bleu = corpus_bleu(texts[1, 1.0], ref)
@@ -198,7 +196,6 @@ def evaluate_model(m: dict, dcfg, grid: list, device) -> dict:
             out["sweep"].append({"label": m["label"], "alpha": m["alpha"], "seed": m["seed"], "temperature": t,
                                  "bleu": bleu, "ece": f["ece"], "nll": f["nll"]})
             log.info("  sweep T=%.2f BLEU %.2f ECE %.4f NLL %.3f", t, bleu, f["ece"], f["nll"])
-    out["search_seconds"] = seconds
     out["references"] = ref
     return out
 

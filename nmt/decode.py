@@ -31,7 +31,8 @@ from nmt.comparison import parse_grid, read_manifest, run_study
 from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments, train_config_from
 from nmt.data import DataError, read_text, read_text_pairs
 from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metrics, token_records
-from nmt.report import study_summary, write_text_atomic
+from nmt.checkpoint import write_text_atomic
+from nmt.report import study_summary
 from nmt.runtime import pick_device, setup_cpu
 from nmt.translator import Translator
 

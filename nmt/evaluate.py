@@ -10,6 +10,7 @@ non-empty pairs, so encoded (`validation_batches`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -29,15 +30,14 @@ from nmt.search import translate_many
 log = logging.getLogger("nmt.evaluate")
 
 
-def encode_for_model(sp, lines, max_positions: int, name: str = "input", warn: bool = True) -> list:
+def encode_for_model(sp, lines, max_positions: int, name: str = "input") -> list:
     """Ids with EOS (`data.encode_lines`); a line longer than the model's positions is truncated to them,
     with a warning naming it. An empty line stays empty."""
     ids = encode_lines(sp, lines)
     for i, x in enumerate(ids):
         if len(x) > max_positions:
-            if warn:
-                log.warning("%s:%d: %d tokens, truncated to the model's %d positions", name, i + 1, len(x),
-                            max_positions)
+            log.warning("%s:%d: %d tokens, truncated to the model's %d positions", name, i + 1, len(x),
+                        max_positions)
             ids[i] = x[:max_positions - 1] + [EOS]
     return ids
 
@@ -66,7 +66,6 @@ def validation_batches(tcfg, sp, max_positions: int, device) -> list:
 def fitted_temperature(model, ckpt: dict, sp, device, batches=None) -> dict:
     """The fit of T on the validation set for this checkpoint, read from the run's temperature.json
     ({checkpoint name: fit}); fitted on `validation_batches` (or `batches`) and stored when missing."""
-    import json
     path = Path(ckpt["path"])
     store = path.parent / "temperature.json"
     fits = json.loads(store.read_text()) if store.is_file() else {}
@@ -141,7 +140,7 @@ def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: Decod
 
 
 def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperature: float, device,
-             name: str = "input", intervals: bool = False) -> dict:
+             name: str = "input") -> dict:
     """Translate `src_lines`; with references, add BLEU / chrF / teacher-forced and inference calibration.
 
     Returns {"hypotheses": [str], "hyps": [Hypothesis], "metrics": {...}}. Metrics that are not defined
@@ -162,19 +161,18 @@ def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperat
                    "tokens_per_s": n_tok / max(seconds, 1e-9), "target_tokens": n_tok,
                    "threads": torch.get_num_threads(), "device": str(device)}}
     if ref_lines is not None:
-        m.update(metrics_against(model, sp, hyps, texts, src_lines, ref_lines, dcfg, temperature, device, name,
-                                 intervals))
+        m.update(metrics_against(model, sp, hyps, texts, src_lines, ref_lines, dcfg, temperature, device, name))
     return {"hypotheses": texts, "hyps": hyps, "metrics": m}
 
 
-def metrics_against(model, sp, hyps, texts, src_lines, ref_lines, dcfg, temperature, device, name, intervals=False):
+def metrics_against(model, sp, hyps, texts, src_lines, ref_lines, dcfg, temperature, device, name):
     """The reference-based metrics of one search output; None where not defined (empty input or references)."""
     ref_ids = encode_lines(sp, ref_lines)
     if not any(ref_ids) or not any(h.tokens for h in hyps):
         log.warning("%s: no non-empty hypothesis/reference: BLEU, chrF and ECE are not defined", name)
         return {"bleu": None, "chrf": None, "forced": None, "inference": None}
     out = score(hyps, texts, ref_lines, ref_ids, dcfg, temperature)
-    out["forced"] = forced_metrics(model, sp, src_lines, ref_lines, temperature, dcfg, device, name, intervals)
+    out["forced"] = forced_metrics(model, sp, src_lines, ref_lines, temperature, dcfg, device, name)
     return out
 
 

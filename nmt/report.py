@@ -10,6 +10,8 @@ import json
 import statistics
 from pathlib import Path
 
+from nmt.checkpoint import write_text_atomic
+
 # (key in a row, column title, format, interval kind): "ci" a [lo, hi] list, "pm" a 95% half-width
 COLUMNS = [("alpha", "alpha", "{:g}", None), ("temperature", "T", "{:.3f}", None),
            ("val_nll", "val NLL", "{:.3f}", None), ("test_nll", "test NLL", "{:.3f}", "ci"),
@@ -208,13 +210,6 @@ def study_summary(data: dict, out_dir) -> str:
     return (text_table(data["aggregate"]) + "\n" + "\n".join(f"{k}: {v}" for k, v in data["signatures"].items())
             + f"\n\nresults in {out_dir}/: comparison.md comparison.json reliability*.png hyps/ runs/"
             + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else ""))
-
-
-def write_text_atomic(path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_sweep(points: list, fitted: dict, out_dir, beam: int = 4, split: str = "test") -> tuple:

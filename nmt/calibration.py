@@ -100,16 +100,17 @@ class ECESignature:
     mode: str  # "forced" or "inference"
     temperature: float
     subset: str = ""  # e.g. "eos": only end-of-sentence positions
-    labels: str = ""  # inference: "ter" or "edit"
+    labels: str = ""  # inference: "ter", "ter-wang" or "edit"
     unit: str = ""  # inference: "piece"
     eos: str = ""  # inference: "include" or "exclude"
+    estimator: str = ""  # "" the plug-in estimate; e.g. "debiased:kumar2019-normal", "floor:calibrated-poisson-binomial"
 
     def fields(self, temperature: str) -> list:
         from nmt import __version__
         extra = [f"labels:{self.labels}", f"unit:{self.unit}", f"eos:{self.eos}"] if self.mode == "inference" else []
         return (["ECE", f"bins:{self.n_bins}", "binning:uniform", "level:token", self.mode] + extra
                 + [f"T:{temperature}"] + ([f"tokens:{self.subset}"] if self.subset else [])
-                + [f"version:nmt-{__version__}"])
+                + ([f"estimator:{self.estimator}"] if self.estimator else []) + [f"version:nmt-{__version__}"])
 
     def __str__(self) -> str:
         return "|".join(self.fields(str(round(self.temperature, 4))))
@@ -137,12 +138,13 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
     Per token: smoothed loss (the training objective at `alpha`), NLL, top-1 accuracy, and the
     reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone. With
     `per_sentence` (True, or the temperatures that need it), also "per_sentence": {"nll": (n,), "tokens":
-    (n,), "bins": (n, M, 3)} numpy arrays (one row per sentence, in batch order) for `bootstrap_interval`."""
+    (n,), "bins": (n, M, 3)} numpy arrays (one row per sentence, in batch order) for `bootstrap_interval`,
+    "confidences" (N,) (for `ece_floor`) and "entropy", the mean entropy of the predictions in nats."""
     per_sentence = set(temperatures) if per_sentence is True else set(per_sentence or ())
     was_training = model.training
     model.eval()
     acc = {t: {"every": CalibrationStats(n_bins), "eos": CalibrationStats(n_bins), "loss": 0.0, "nll": 0.0,
-               "correct": 0, "rows": []} for t in temperatures}
+               "correct": 0, "rows": [], "conf": [], "entropy": 0.0} for t in temperatures}
     n_tok = 0
     for src, tgt_in, tgt_out in batches:
         keep = tgt_out != PAD  # (B, T)
@@ -163,6 +165,8 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
                 sent = keep.nonzero()[:, 0]  # (N,): the batch row of each kept position
                 token_nll = -lprobs.gather(1, y[:, None]).squeeze(1)
                 a["rows"].append(sentence_rows(sent, keep.size(0), token_nll, conf, correct, n_bins))
+                a["conf"].append(conf.double().cpu())
+                a["entropy"] += -(lprobs.exp() * lprobs).nan_to_num(0.0).sum().item()  # sum_i H(p_i); 0 log 0 = 0
     model.train(was_training)
     out = {}
     for t, a in acc.items():
@@ -176,6 +180,8 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
                   "signature_eos": str(ECESignature(n_bins, "forced", t, subset="eos"))}
         if t in per_sentence:
             out[t]["per_sentence"] = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
+            out[t]["confidences"] = torch.cat(a["conf"]).numpy() if a["conf"] else np.zeros(0)
+            out[t]["entropy"] = a["entropy"] / n_tok
     return out
 
 
@@ -194,6 +200,66 @@ def sentence_rows(sent, n_sent: int, token_nll, conf, correct, n_bins: int) -> d
 def ece_of_bins(bins: np.ndarray) -> np.ndarray:
     """bins (..., M, 3) summed count / confidence / correct -> ECE (...): sum_m |correct_m - conf_m| / N."""
     return np.abs(bins[..., 2] - bins[..., 1]).sum(-1) / np.maximum(bins[..., 0].sum(-1), 1)
+
+
+def debiased_ece(count, conf_sum, correct_sum) -> float:
+    """Kumar, Liang & Ma 2019 ("Verified Uncertainty Calibration", Sec. 5)'s debiased estimate of the
+    binned ECE, with their normal approximation and the expectation in closed form instead of resampled:
+
+        ECE_db = 2 ECE - sum_m (n_m / N) E|Z_m|,   Z_m ~ Normal(acc_m - conf_m, acc_m (1 - acc_m) / n_m),
+        E|Z| = sigma sqrt(2 / pi) exp(-mu^2 / (2 sigma^2)) + mu (1 - 2 Phi(-mu / sigma))   (|mu| when sigma = 0).
+
+    The plug-in ECE overstates the calibration error by about the sampling noise of each bin's accuracy;
+    this subtracts that noise's expected contribution (it can go below 0 for a well-calibrated model)."""
+    from scipy.stats import norm
+    n_m = np.asarray(count, dtype=np.float64)
+    keep = n_m > 0
+    n_m = n_m[keep]
+    acc = np.asarray(correct_sum, dtype=np.float64)[keep] / n_m
+    mu = acc - np.asarray(conf_sum, dtype=np.float64)[keep] / n_m
+    sigma = np.sqrt(acc * (1 - acc) / n_m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        folded = np.where(sigma > 0, sigma * math.sqrt(2 / math.pi) * np.exp(-mu ** 2 / (2 * sigma ** 2))
+                          + mu * (1 - 2 * norm.cdf(-mu / sigma)), np.abs(mu))
+    N = n_m.sum()
+    if N == 0:
+        return float("nan")
+    return float(2 * (n_m * np.abs(mu)).sum() / N - (n_m * folded).sum() / N)
+
+
+EXACT_FLOOR_TOKENS = 20_000  # bins with more tokens use the normal approximation of the count's spread
+
+
+def ece_floor(confidences, n_bins: int = 15) -> float:
+    """The expected ECE of a perfectly calibrated model with these confidences: each token correct with
+    probability equal to its confidence, independently. Per bin m, the number correct K_m is Poisson-
+    binomial; the bin's mean confidence is fixed, so
+
+        E[ECE] = sum_m E|K_m - sum_{i in m} c_i| / N,
+
+    computed exactly from K_m's distribution (a dynamic programme over the bin's tokens), or, in a bin of
+    more than EXACT_FLOOR_TOKENS tokens, as sigma sqrt(2 / pi) with sigma^2 = sum c_i (1 - c_i). The floor a
+    measured ECE should be compared against: an ECE near it is no evidence of miscalibration."""
+    conf = torch.as_tensor(confidences, dtype=torch.float64).flatten()
+    N = conf.numel()
+    if N == 0:
+        return float("nan")
+    idx = bin_index(conf, n_bins)
+    total = 0.0
+    for m in range(n_bins):
+        c = conf[idx == m].numpy()
+        if c.size == 0:
+            continue
+        if c.size > EXACT_FLOOR_TOKENS:
+            total += math.sqrt((c * (1 - c)).sum() * 2 / math.pi)
+            continue
+        dist = np.zeros(c.size + 1)
+        dist[0] = 1.0
+        for k, ck in enumerate(c, start=1):  # P(K = j) after k tokens
+            dist[1:k + 1] = dist[1:k + 1] * (1 - ck) + dist[:k] * ck
+            dist[0] *= 1 - ck
+        total += float((dist * np.abs(np.arange(c.size + 1) - c.sum())).sum())
+    return total / N
 
 
 def bootstrap_interval(per: dict, key: str, n_bins: int = 15, n_samples: int = 1000, seed: int = 12345,
@@ -326,13 +392,17 @@ class _Token(str):
         return obj
 
 
-def ter_alignment_matches(hyp, ref) -> list:
+def ter_alignment_matches(hyp, ref, deletion_rule: bool = False) -> list:
     """For each hypothesis token, whether TER's alignment (Snover et al. 2006: greedy block shifts, then
     edit distance; sacrebleu's implementation of tercom) matches it to an identical reference token.
 
     sacrebleu's `_shift` moves blocks of the hypothesis while that lowers the edit distance, as
     `translation_edit_rate` does; the tokens carry their original positions through the shifts, and the
-    final edit trace says which shifted positions are matches."""
+    final edit trace says which shifted positions are matches.
+
+    `deletion_rule`: Wang et al. 2020's released scripts (InfECE, parse_xml.py) also mark as wrong the
+    hypothesis token that follows a deletion (a reference word the hypothesis lacks) in the alignment, in the
+    shifted order: a stricter labelling than TER's matches alone."""
     from sacrebleu.metrics import lib_ter
 
     if not hyp:
@@ -349,14 +419,23 @@ def ter_alignment_matches(hyp, ref) -> list:
             break
         words_h = shifted
     _, trace = cached_ed(words_h)
-    _, _, hyp_err = lib_ter.trace_to_alignment(lib_ter._flip_trace(trace))  # per shifted hypothesis position
     matched = [False] * len(hyp)
-    for word, err in zip(words_h, hyp_err):
-        matched[word.position] = err == 0
+    pos, after_deletion = 0, False
+    for op in lib_ter._flip_trace(trace):  # ' ' match, 's' substitution, 'i' hypothesis only, 'd' reference only
+        if op == "d":
+            after_deletion = True
+            continue
+        matched[words_h[pos].position] = op == " " and not (deletion_rule and after_deletion)
+        pos, after_deletion = pos + 1, False
     return matched
 
 
-LABELLERS = {"ter": ter_alignment_matches, "edit": edit_alignment_matches}
+def wang_alignment_matches(hyp, ref) -> list:
+    """TER matches with Wang et al. 2020's deletion rule (`ter_alignment_matches(deletion_rule=True)`)."""
+    return ter_alignment_matches(hyp, ref, deletion_rule=True)
+
+
+LABELLERS = {"ter": ter_alignment_matches, "ter-wang": wang_alignment_matches, "edit": edit_alignment_matches}
 
 
 def inference_labels(hyp, ref, labeller: str = "ter") -> list:

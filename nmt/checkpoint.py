@@ -1,23 +1,30 @@
-"""Checkpoints: atomic writes, loading with clear errors, tokenizer check, weight averaging, the run-directory lock.
+"""Checkpoints: atomic saves, loading that never runs code, validated configs, weight averaging.
 
-A checkpoint is a dict: "model" (state dict), "model_config" and "train_config" (dicts), "tokenizer_sha256",
-"step", "epoch", "valid" (metrics at that point); checkpoint_last.pt also holds what resuming needs
-("optimizer", "scheduler", "rng", "batch_pos", "best_nll", "bad_epochs", "epoch_checkpoints").
+A checkpoint is a dict of tensors and plain data only: "model" (state dict), "model_config" and "train_config"
+(dicts), "tokenizer_sha256", "step", "epoch", "valid" (metrics at that point), "format" (FORMAT), and for a
+smoothing prior other than uniform "prior" (a length-V tensor); checkpoint_last.pt also holds what resuming
+needs ("optimizer", "scheduler", "rng" as tensors and lists, "batch_pos", "best_nll", "bad_epochs",
+"epoch_checkpoints").
+
+Every load uses `torch.load(weights_only=True)`, which refuses anything but tensors and plain containers: a
+file that holds an object whose unpickling would run code is refused with one line, and nothing runs.
+Checkpoints of earlier nmt versions that stored numpy's RNG state as an array (checkpoint_last.pt) are refused
+the same way; `nmt.train --resume --trust-checkpoint-code` loads such a file once, knowingly, and the next
+save writes the safe format.
 """
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from nmt.config import ModelConfig, UsageError
+from nmt.config import ModelConfig, UsageError, model_config_from, train_config_from
 from nmt.data import DataError, load_tokenizer
+from nmt.files import RunLock, read_json, write_json_atomic, write_text_atomic  # noqa: F401  (re-exported)
 from nmt.model import Transformer
 
-VERSION = 1
+FORMAT = 2  # 2: weights_only-safe (numpy RNG state as plain data); 1: nmt 0.2's
 
 
 class CheckpointError(Exception):
@@ -25,7 +32,8 @@ class CheckpointError(Exception):
 
 
 def save_atomic(obj, path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, then rename: a kill never leaves half a file."""
+    """torch.save to a temporary file beside `path`, fsync, then rename: a kill never leaves half a file. A
+    failed write (disk full) raises OSError naming `path`, which is left as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -34,25 +42,12 @@ def save_atomic(obj, path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:  # disk full, read-only folder, ...: say which file; `path` itself is untouched
-        raise OSError(e.errno, f"cannot write ({e.strerror or e})", str(path)) from None
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        errno = getattr(e, "errno", None) or 28
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise OSError(errno, f"cannot write ({why})", str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename: readers see the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(obj, path) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def resolve(path) -> Path:
@@ -68,24 +63,69 @@ def resolve(path) -> Path:
     return p
 
 
-def load(path, map_location="cpu") -> dict:
+UNSAFE_HINT = ("loading it could run code. If it is an older nmt's checkpoint_last.pt that you trust, resume it once "
+               "with: python -m nmt.train --run-dir RUN --resume --trust-checkpoint-code")
+
+
+def load(path, map_location="cpu", trust_code: bool = False) -> dict:
+    """The checkpoint dict, loaded with weights_only=True (never runs code); configs validated. `trust_code`
+    (nmt.train --trust-checkpoint-code only) allows the full unpickler for an older file the user trusts."""
     p = resolve(path)
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:  # truncated file, not a torch file, ...
-        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise CheckpointError(f"{p}: not an nmt checkpoint (no model weights / model_config)")
+        ckpt = torch.load(p, map_location=map_location, weights_only=not trust_code)
+    except Exception as e:  # noqa: BLE001 - truncated file, not a torch file, a refused object, ...
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "Unpickler" in text:
+            raise CheckpointError(f"{p}: refused: it holds objects other than tensors and plain data; "
+                                  f"{UNSAFE_HINT}") from None
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {text.splitlines()[0][:200]})") \
+            from None
+    check_fields(ckpt, p)
     ckpt["path"] = str(p)
     return ckpt
+
+
+def check_fields(ckpt, p) -> None:
+    """An nmt checkpoint: a dict with a state dict, a valid model_config and train_config."""
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_config" not in ckpt:
+        raise CheckpointError(f"{p}: not an nmt checkpoint (no model weights / model_config)")
+    model_config_of(ckpt, p)
+    try:
+        train_config_from(ckpt.get("train_config"), where=f"{p}: train_config")
+    except UsageError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def read_run_config(run_dir) -> tuple:
+    """(TrainConfig, ModelConfig, the whole dict) of RUN/config.json ("train_config" / "model_config"; nmt 0.2
+    wrote "train" / "model"). Errors name the file and the key (UsageError)."""
+    path = Path(run_dir) / "config.json"
+    cfg = read_json(path, "run config (config.json)")
+    train = cfg.get("train_config", cfg.get("train"))
+    model = cfg.get("model_config", cfg.get("model"))
+    return (train_config_from(train, where=f"{path}: train_config"),
+            model_config_from(model, where=f"{path}: model_config"), cfg)
+
+
+def model_config_of(ckpt: dict, p) -> ModelConfig:
+    """The checkpoint's ModelConfig; an unknown key or a bad value is named with the file and key, not a flag."""
+    try:
+        return model_config_from(ckpt.get("model_config"), where=f"{p}: model_config")
+    except UsageError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load_model(path, device="cpu", spm_path=None):
     """(model in eval mode, checkpoint dict, SentencePiece processor). The tokenizer is the run directory's
     spm.model (or `spm_path`) and must have the hash the checkpoint was trained with."""
     ckpt = load(path)
-    model = Transformer(ModelConfig(**ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    model = Transformer(model_config_of(ckpt, ckpt["path"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError) as e:  # missing / unexpected keys, shapes that do not match model_config
+        first = str(e).splitlines()
+        detail = " ".join(x.strip() for x in first[:3])[:300]
+        raise CheckpointError(f"{ckpt['path']}: the weights do not match its model_config ({detail})") from None
     model.to(device).eval()
     spm_path = Path(spm_path) if spm_path else Path(ckpt["path"]).parent / "spm.model"
     try:
@@ -97,6 +137,15 @@ def load_model(path, device="cpu", spm_path=None):
     return model, ckpt, sp
 
 
+def run_files(ckpt_path) -> set:
+    """The files of the run a checkpoint was loaded from, which no output may replace: its checkpoints, tokenizer,
+    configs and logs (resolved paths)."""
+    run = Path(ckpt_path).resolve().parent
+    names = ("config.json", "spm.model", "log.jsonl", "temperature.json", "checkpoint_last.pt", "checkpoint_best.pt",
+             "checkpoint_avg.pt", "nmt.json", "model.bin")
+    return {Path(ckpt_path).resolve()} | {run / n for n in names} | set(run.glob("checkpoint_epoch*.pt"))
+
+
 def average(paths) -> dict:
     """Element-wise mean of the weights of several checkpoints of one run (Vaswani et al. 2017, Sec. 6.1)."""
     ckpts = [load(p) for p in paths]
@@ -105,31 +154,3 @@ def average(paths) -> dict:
     out["model"] = {k: v.to(ckpts[0]["model"][k].dtype) for k, v in avg.items()}
     out["averaged"] = [str(p) for p in paths]
     return out
-
-
-class RunLock:
-    """An exclusive OS lock (flock) on RUN_DIR/.lock, held while one process writes the run; released when
-    it exits, however it exits. A second process is refused with the holder's PID (a UsageError)."""
-
-    def __init__(self, run_dir):
-        self.path = Path(run_dir) / ".lock"
-        self.fd = None
-
-    def acquire(self) -> "RunLock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UsageError(f"{self.path.parent}: another process (PID {holder}) is writing this run; wait for it "
-                             f"to end, or choose another --run-dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None

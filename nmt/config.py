@@ -19,7 +19,17 @@ from typing import Any, Optional
 
 
 class UsageError(ValueError):
-    """A flag or setting that cannot work: names the flag and what it allows. Commands exit 2 on it."""
+    """A flag or setting that cannot work: names the flag and what it allows. Commands exit 2 on it. `field` and
+    `detail` let a reader of a saved config name the file's key instead of the flag (`in_file`)."""
+
+    def __init__(self, message: str, field: str = None, detail: str = None):
+        super().__init__(message)
+        self.field, self.detail = field, detail
+
+
+def in_file(e: UsageError, where: str) -> str:
+    """The error of a setting read from a file: 'FILE: section.key: value: expected ...'."""
+    return f"{where}.{e.field}: {e.detail}" if getattr(e, "field", None) else f"{where}: {e}"
 
 
 def _f(default: Any, help: str, **kw) -> Any:
@@ -33,7 +43,7 @@ def flag(name: str) -> str:
 
 def _require(ok: bool, name: str, allowed: str, value) -> None:
     if not ok:
-        raise UsageError(f"{flag(name)} {value!r}: expected {allowed}")
+        raise UsageError(f"{flag(name)} {value!r}: expected {allowed}", field=name, detail=f"{value!r}: expected {allowed}")
 
 
 def _finite(x) -> bool:
@@ -82,6 +92,11 @@ class TrainConfig:
     max_train_len: int = _f(128, "training pairs with more tokens than this on either side are filtered (logged)")
     num_proc: int = _f(0, "processes for datasets.map when encoding (0: one per core for large corpora)")
     alpha: float = _f(0.0, "label smoothing alpha (Szegedy et al. 2016; Mueller et al. 2019): 0 = hard targets")
+    smoothing: str = _f("uniform", "where the smoothing mass alpha goes: uniform (every non-padding piece), unigram "
+                                   "(the target side's piece frequencies, Gao et al. 2020) or masked (uniform over the "
+                                   "pieces the target side uses, Chen et al. 2022)")
+    confidence_penalty: float = _f(0.0, "confidence penalty beta (Pereyra et al. 2017): the loss minus beta times the "
+                                        "entropy of each prediction; 0 = off")
     max_tokens: int = _f(4096, "token budget per batch and per process (under torchrun: per GPU, as in fairseq): "
                                "sentences x longest sequence <= max_tokens")
     update_freq: int = _f(1, "gradient accumulation: batches per optimizer update")
@@ -103,8 +118,9 @@ class TrainConfig:
     seed: int = _f(1, "random seed: initialisation, dropout, batch order")
     device: str = _f("auto", "auto, cpu or cuda")
     threads: int = _f(0, "CPU threads for torch (0: torch's default)")
-    amp: str = _f("auto", "mixed precision on CUDA: bf16, fp16 (with a gradient scaler) or none; auto: bf16 where "
-                          "the GPU supports it, else fp16; always none on the CPU")
+    amp: str = _f("none", "mixed precision: none (float32); bf16 (CUDA, or a CPU with bf16 units); fp16 (CUDA, with a "
+                          "gradient scaler); auto: bf16 where the GPU supports it, else fp16, and on the CPU bf16 only "
+                          "where a start-up check measures its products faster (the choice is recorded in config.json)")
     log_every: int = _f(50, "updates between training-loss lines in log.jsonl")
     fit_temperature: bool = _f(True, "fit the validation temperature of the final model when training ends")
     teacher: Optional[str] = _f(None, "distil from this checkpoint or run directory (its tokenizer is reused)")
@@ -127,6 +143,9 @@ class TrainConfig:
         for name in ("adam_eps", "weight_decay", "clip_norm"):
             v = getattr(self, name)
             _require(_finite(v) and v >= 0, name, "a finite number >= 0", v)
+        _require(self.smoothing in SMOOTHING_PRIORS, "smoothing", ", ".join(SMOOTHING_PRIORS), self.smoothing)
+        _require(_finite(self.confidence_penalty) and self.confidence_penalty >= 0, "confidence_penalty",
+                 "a finite number >= 0", self.confidence_penalty)
         _require(self.amp in ("auto", "bf16", "fp16", "none"), "amp", "auto, bf16, fp16 or none", self.amp)
         _require(self.lr_schedule in ("inverse_sqrt", "linear"), "lr_schedule", "inverse_sqrt or linear",
                  self.lr_schedule)
@@ -134,8 +153,9 @@ class TrainConfig:
                  self.distill_beta)
         _require(_finite(self.distill_temperature) and self.distill_temperature > 0, "distill_temperature",
                  "a positive finite number", self.distill_temperature)
-        if self.teacher and self.alpha:
-            raise UsageError("--teacher with --alpha > 0: a distilled student trains without smoothing here")
+        if self.teacher and (self.alpha or self.confidence_penalty):
+            raise UsageError("--teacher with --alpha or --confidence-penalty > 0: a distilled student trains without "
+                             "smoothing here")
 
 
 @dataclass
@@ -153,7 +173,8 @@ class DecodeConfig:
     inference_bins: int = _f(15, "equal-width bins for inference ECE (Wang et al. 2020's scripts use 20)")
     inference_eos: str = _f("include", "inference ECE: include or exclude EOS positions (Wang et al. exclude them)")
     labels: str = _f("ter", "how emitted tokens are labelled correct for inference ECE: ter (TER alignment with "
-                            "shifts, as Wang et al. 2020) or edit (minimum edit distance, ties towards matches)")
+                            "shifts), ter-wang (the same, and the token after a missing reference word is wrong, as "
+                            "in Wang et al. 2020's scripts) or edit (minimum edit distance, ties towards matches)")
     split: str = _f("test_2016_flickr", "corpus split to translate when no --input is given")
 
     def __post_init__(self):
@@ -166,8 +187,32 @@ class DecodeConfig:
         _require(_finite(self.length_penalty), "length_penalty", "a finite number", self.length_penalty)
         _require(self.inference_eos in ("include", "exclude"), "inference_eos", "include or exclude",
                  self.inference_eos)
-        _require(self.labels in ("ter", "edit"), "labels", "ter or edit", self.labels)
+        _require(self.labels in ("ter", "ter-wang", "edit"), "labels", "ter, ter-wang or edit", self.labels)
         parse_temperature(self.temperature)
+
+
+SMOOTHING_PRIORS = ("uniform", "unigram", "masked")
+SWEEP_DEFAULT = "0.7:1.6:0.1"  # the temperature sweep of the paper's Fig. 4, where no study says otherwise
+
+
+def parse_grid(spec: str) -> list:
+    """'0.7:1.6:0.1' (start:stop:step, inclusive) or '0.8,1,1.2'; 'none' for no sweep."""
+    if spec in ("", "none"):
+        return []
+    try:
+        if ":" in spec:
+            start, stop, step = (float(x) for x in spec.split(":"))
+            if not (step > 0 and stop >= start):
+                raise ValueError
+            n = int(round((stop - start) / step)) + 1
+            grid = [round(start + i * step, 6) for i in range(n)]
+        else:
+            grid = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"--sweep {spec!r}: expected start:stop:step with step > 0, a,b,c, or none") from None
+    if not all(0 < t < float("inf") for t in grid):
+        raise UsageError(f"--sweep {spec!r}: temperatures must be positive and finite")
+    return grid
 
 
 def parse_temperature(value) -> Optional[float]:
@@ -189,10 +234,12 @@ PRESETS = {
                 average_last=2),
     "gpu": dict(d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6, d_ff=2048, dropout=0.3,
                 vocab_size=8000, max_tokens=8192, lr=7e-4, warmup_steps=1000, max_epochs=40, patience=5,
-                average_last=5),
+                average_last=5, amp="auto"),
     "smoke": dict(d_model=64, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=128, dropout=0.1,
                   vocab_size=1000, max_tokens=2000, lr=2e-3, warmup_steps=50, max_steps=100, max_epochs=1),
 }
+# Minutes a whole run of each preset takes on 2 CPU cores (docs/results.md); None: not measured.
+PRESET_MINUTES = {"cpu": 15, "gpu": None, "smoke": 0.3}
 PRESET_NOTES = {
     "cpu": "the study's recipe on 2 CPU cores (docs/results.md has its minutes and scores)",
     "gpu": "a larger model for one GPU: its numbers are unmeasured until a GPU run exists",
@@ -212,11 +259,33 @@ def describe_presets() -> str:
 LEGACY_NAMES = {"max_len": "max_train_len"}
 
 
-def train_config_from(d: dict) -> TrainConfig:
-    """A TrainConfig from a saved dict (config.json or a checkpoint), older field names included."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {LEGACY_NAMES.get(k, k): v for k, v in d.items()}
-    return TrainConfig(**{k: v for k, v in values.items() if k in known})
+def train_config_from(d: dict, where: str = None) -> TrainConfig:
+    """A TrainConfig from a saved dict (config.json or a checkpoint), older field names included. With `where`
+    (e.g. "RUN/config.json: train_config"), errors name that place and the key, not a flag."""
+    try:
+        if not isinstance(d, dict):
+            raise UsageError(f"expected a table of training settings, not {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        values = {LEGACY_NAMES.get(k, k): v for k, v in d.items()}
+        return TrainConfig(**{k: v for k, v in values.items() if k in known})
+    except UsageError as e:
+        if where is None:
+            raise
+        raise UsageError(in_file(e, where)) from None
+
+
+def model_config_from(d: dict, where: str) -> ModelConfig:
+    """A ModelConfig from a saved dict; an unknown key or a bad value is named with `where`."""
+    if not isinstance(d, dict):
+        raise UsageError(f"{where}: expected a table of model settings, not {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown keys {', '.join(unknown)} (expected {', '.join(sorted(known))})")
+    try:
+        return ModelConfig(**d)
+    except UsageError as e:
+        raise UsageError(in_file(e, where)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple = ()) -> None:

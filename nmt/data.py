@@ -48,6 +48,17 @@ MULTI30K_SHA256 = {
     "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
     "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
     "val.fr.gz": "ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9",
+    # the later test sets (test_2017 has no Czech; test_2018_flickr has all four languages)
+    "test_2017_flickr.en.gz": "76a444ee25172e72695cddb13ae4a3bda59430617be88e0bb46b60504f054074",
+    "test_2017_flickr.de.gz": "a2c89666db00c495cd8513b9d708d5a3acc205d7de312ef2bf5fb7ebc1540aee",
+    "test_2017_flickr.fr.gz": "3ba671ceb2299f3304ffafefea7a833d08632fbaf0ba18546f8a2ec2391af496",
+    "test_2017_mscoco.en.gz": "aab300bfb4427697987e02cd0aacd44bfe8aa50456231b6474c08038bbed2b58",
+    "test_2017_mscoco.de.gz": "799e4854c25d601cb6cb6be29eabe5667734c61ace2f495e03e429031a0bc338",
+    "test_2017_mscoco.fr.gz": "754f3072ba9f124569ba5258b32730fc1d214bbf8e0c6dfb2b74401676220db0",
+    "test_2018_flickr.en.gz": "ef4f4844037d4c5dea75c9a8ed5fd78905967a26f67c255e230cc9780032654d",
+    "test_2018_flickr.de.gz": "ddd0130c7d97482dc5197a02141dae8dd79f20f03586c480d675c09a32daf608",
+    "test_2018_flickr.fr.gz": "fb2b83fcceb937a4f7e3e93c1c51c22aba92f1e342391e6b5ba392b16a920501",
+    "test_2018_flickr.cs.gz": "7d0a9db904f94c554a8c58049a9f3a5357c27f46cc3d710d70cb0b4a2585b8c2",
 }
 
 
@@ -73,6 +84,9 @@ def iter_lines(path):
                 except UnicodeDecodeError as e:
                     raise DataError(f"{path}:{i}: invalid UTF-8 at byte {e.start} of the line "
                                     f"(expected UTF-8 text, one sentence per line)") from None
+                if "\x00" in text:
+                    raise DataError(f"{path}:{i}: a NUL byte at character {text.index(chr(0)) + 1} of the line "
+                                    f"(a binary or corrupt file; expected UTF-8 text, one sentence per line)")
                 yield i, text.rstrip("\r\n")
     except (OSError, EOFError, zlib.error) as e:  # a truncated, corrupt or non-gzip .gz file
         raise DataError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
@@ -128,6 +142,15 @@ def split_files(cfg, split: str):
         return tuple(Path(p) for p in files[split])
     d = find_data_dir(cfg.data_dir)
     return d / f"{split}.{cfg.src_lang}.gz", d / f"{split}.{cfg.tgt_lang}.gz"
+
+
+def test_sets_of(cfg) -> list:
+    """Every test set of the data directory for the configured pair: the splits beyond train and val whose
+    {split}.{src}.gz and {split}.{tgt}.gz are both present, test_2016_flickr first, then by name."""
+    d = find_data_dir(cfg.data_dir)
+    splits = {p.name[:-len(f".{cfg.src_lang}.gz")] for p in d.glob(f"*.{cfg.src_lang}.gz")}
+    found = [s for s in splits if s not in ("train", "val") and (d / f"{s}.{cfg.tgt_lang}.gz").is_file()]
+    return sorted(found, key=lambda s: (s != "test_2016_flickr", s))
 
 
 def _file_pairs(src_path, tgt_path, stamp=None):
@@ -204,13 +227,18 @@ def train_tokenizer(ds, vocab_size: int, model_path, seed: int = 1) -> str:
     spm.set_random_generator_seed(seed)
     model_path = Path(model_path)
     tmp = model_path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(), model_writer=f, vocab_size=vocab_size, model_type="unigram",
-            character_coverage=1.0, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-            hard_vocab_limit=False,  # tiny corpora get the vocabulary they can support
-            input_sentence_size=2_000_000, shuffle_input_sentence=True, num_threads=os.cpu_count() or 1,
-            minloglevel=2)
+    try:
+        with open(tmp, "wb") as f:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=sentences(), model_writer=f, vocab_size=vocab_size, model_type="unigram",
+                character_coverage=1.0, pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+                hard_vocab_limit=False,  # tiny corpora get the vocabulary they can support
+                input_sentence_size=2_000_000, shuffle_input_sentence=True, num_threads=os.cpu_count() or 1,
+                minloglevel=2)
+    except RuntimeError as e:  # e.g. a vocabulary smaller than the pieces it must hold
+        tmp.unlink(missing_ok=True)
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise DataError(f"--vocab-size {vocab_size}: SentencePiece cannot build this tokenizer ({why})") from None
     os.replace(tmp, model_path)
     return file_sha256(model_path)
 
@@ -234,7 +262,10 @@ def load_tokenizer(path, expected_sha256=None):
         raise DataError(f"{path}: tokenizer does not match the checkpoint (sha256 {file_sha256(path)[:12]}..., "
                         f"checkpoint expects {expected_sha256[:12]}...)")
     sp = spm.SentencePieceProcessor()
-    sp.load(str(path))
+    try:
+        sp.load(str(path))
+    except (RuntimeError, OSError) as e:
+        raise DataError(f"{path}: not a SentencePiece model ({str(e).strip().splitlines()[-1][:200]})") from None
     return sp
 
 
@@ -386,21 +417,25 @@ def main(argv=None):
     f = sub.add_parser("fetch", help="download Multi30k task 1 (raw) with checksums")
     f.add_argument("--dest", default="data/multi30k")
     f.add_argument("--base-url", default=MULTI30K_URL)
+    f.add_argument("--sets", choices=["main", "all"], default="all", help="main: train, val and test_2016_flickr; "
+                                                                          "all: also test_2017_flickr, "
+                                                                          "test_2017_mscoco and test_2018_flickr")
     c = sub.add_parser("check", help="validate a parallel pair of files (line counts, UTF-8)")
     c.add_argument("src")
     c.add_argument("tgt")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+
+    def body():
         if args.cmd == "fetch":
-            for path in fetch_multi30k(args.dest, args.base_url):
+            for path in fetch_multi30k(args.dest, args.base_url, files=None if args.sets == "all" else
+                                       [n for n in MULTI30K_SHA256 if n.split(".")[0] in ("train", "val",
+                                                                                          "test_2016_flickr")]):
                 print(path)
         else:
             print(f"{check_parallel(args.src, args.tgt)} aligned lines")
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+    from nmt import cli
+    return cli.run(body)
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@
   python -m nmt.decode --checkpoint RUN_DIR --input src.txt --references ref.txt --output hyp.txt
   echo "A dog runs." | python -m nmt.decode --checkpoint RUN_DIR --input -     # a filter: stdout = hypotheses
   python -m nmt.decode --engine ctranslate2 --checkpoint EXPORTED  # a model written by python -m nmt.export
-  python -m nmt.decode --beam 4                                   # no checkpoint: the study's comparison
-                                                                  # (python -m nmt.study; after scripts/train.sh)
+  python -m nmt.decode --beam 4                                   # no checkpoint: the main study's evaluation
+                                                                  # (python -m nmt.study run studies/main.toml
+                                                                  # --no-train; after scripts/train.sh)
 
 A run directory stands for its checkpoint_avg.pt, else checkpoint_best.pt. Hypotheses are written one
 per line in input order, detokenized (lines are split on "\\n" alone). With references, the metrics are
 printed as a table (each with its signature) and written to OUTPUT.metrics.json (or --metrics); with
 --per-token, OUTPUT.tokens.jsonl holds each sentence's pieces, their probabilities, its score and the
-inference-ECE labels. Nothing is written onto an input, and nothing is written at all when the outputs
-cannot be (checked before translating).
+inference-ECE labels. Nothing is written onto an input or onto the model's own files (its checkpoints,
+tokenizer, config, log), outputs are regular files written atomically ('-' is stdout; a device, FIFO, symlink or
+directory is refused), and nothing is written at all when the outputs cannot be (checked before translating).
 """
 from __future__ import annotations
 
@@ -26,21 +28,25 @@ import time
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
-from nmt import ct2
-from nmt.comparison import parse_grid, read_manifest, run_study
+from nmt import cli, ct2
+from nmt.adhoc import adhoc_study
 from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments, train_config_from
 from nmt.data import DataError, read_text, read_text_pairs
 from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metrics, token_records
-from nmt.checkpoint import write_text_atomic
+from nmt.experiment import evaluate_study, write_results
+from nmt.files import check_regular_target, write_text_atomic
 from nmt.report import study_summary
+from nmt.runs import plan
 from nmt.runtime import pick_device, setup_cpu
+from nmt.studyfile import load_study
 from nmt.translator import Translator
 
 log = logging.getLogger("nmt.decode")
 
 ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "temperature", "engine")
 NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len")  # CTranslate2 gives no per-token probabilities
-STUDY = ("results", "runs", "sweep")
+STUDY = ("results", "runs", "study")
+MAIN_STUDY = Path(__file__).resolve().parent.parent / "studies" / "main.toml"
 
 
 def parse_args(argv=None):
@@ -61,10 +67,9 @@ def parse_args(argv=None):
                                                                     "(BLEU / chrF only)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    p.add_argument("--results", help="study: where tables and figures go (default: results)")
-    p.add_argument("--runs", help="study: where scripts/train.sh put its runs (default: runs)")
-    p.add_argument("--sweep", help="study: temperature grid, start:stop:step or a,b,c; 'none' to skip "
-                                   "(default: 0.7:1.6:0.1)")
+    p.add_argument("--results", help="study: where tables and figures go (default: results/NAME)")
+    p.add_argument("--runs", help="study: where its runs are (default: the study's `runs`)")
+    p.add_argument("--study", help="study: the study file to evaluate (default: studies/main.toml)")
     add_arguments(p, DecodeConfig)
     return p.parse_args(argv)
 
@@ -95,13 +100,20 @@ def output_paths(args, ckpt, name: str, dcfg: DecodeConfig, temperature: float) 
            "tokens": hyps.with_name(hyps.name + ".tokens.jsonl") if args.per_token else None}
     inputs = {Path(p).resolve(): flag for p, flag in ((args.input, "--input"), (args.references, "--references"))
               if p and p != "-"}
+    model_files = ckpt_io.run_files(ckpt["path"])
+    if args.spm:
+        model_files.add(Path(args.spm).resolve())
     seen = {}
     for kind, path in out.items():
         if path is None:
             continue
+        check_regular_target(path)
         real = path.resolve()
         if real in inputs:
             raise UsageError(f"{path}: the {kind} output would overwrite {inputs[real]}; choose another --output")
+        if real in model_files:
+            raise UsageError(f"{path}: the {kind} output would overwrite a file of the model being decoded "
+                             f"({real.name} of {real.parent}); choose another --output / --metrics")
         if real in seen:
             raise UsageError(f"{path}: both the {seen[real]} and the {kind} output; choose another --metrics")
         seen[real] = kind
@@ -198,18 +210,29 @@ def decode_ctranslate2(args, dcfg: DecodeConfig) -> int:
 
 
 def study(args, dcfg: DecodeConfig, device, argv) -> int:
-    """The comparison of `python -m nmt.study`, from --checkpoint (several) or RUNS/study.json."""
-    paths = args.checkpoint or read_manifest(args.runs or "runs")
-    data = run_study(paths, dcfg, parse_grid(args.sweep or "0.7:1.6:0.1"), args.results or "results", device,
-                     argv=argv)
-    print(study_summary(data, args.results or "results"))
+    """Several --checkpoint: those models side by side; none: the evaluation of the main study's runs (or
+    --study FILE's), nothing trained. --beam overrides the study's beam."""
+    if args.checkpoint:
+        st, planned = adhoc_study(args.checkpoint, dcfg.beam)
+    else:
+        st = load_study(args.study or MAIN_STUDY)
+        st = dataclasses.replace(st, evaluate=dataclasses.replace(st.evaluate, beam=dcfg.beam))
+        planned = plan(st, Path(args.runs or st.runs))
+        missing = [r for r in planned if r.status != "done"]
+        if missing:
+            raise DataError(f"no study to compare: {len(missing)} runs of {args.study or 'studies/main.toml'} are not "
+                            f"trained (e.g. {missing[0].dir}). Run scripts/train.sh first, or pass --checkpoint once "
+                            f"(one model) or several times (a comparison)")
+    out = Path(args.results or Path("results") / st.name)
+    saved = write_results(evaluate_study(st, planned, device, argv), out)
+    print(study_summary(saved, out))
     return 0
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
+
+    def body():
         args = parse_args(argv)
         one = check_mode(args)
         dcfg = from_arguments(DecodeConfig, args)
@@ -218,9 +241,7 @@ def main(argv=None) -> int:
         if one and args.engine == "ctranslate2":
             return decode_ctranslate2(args, dcfg)
         return decode_one(args, dcfg, device) if one else study(args, dcfg, device, argv)
-    except (DataError, ckpt_io.CheckpointError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(body)
 
 
 if __name__ == "__main__":

@@ -125,17 +125,22 @@ def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: De
 
 
 def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: DecodeConfig, device, name: str,
-                      intervals=()) -> dict:
+                      intervals=(), confidences=()) -> dict:
     """{T: teacher-forced metrics} from one forward pass over the pairs (`calibration.teacher_forced_at`); the
-    temperatures in `intervals` also get 95% bootstrap intervals over sentences. None for every T when no
-    pair has both sides non-empty."""
+    temperatures in `intervals` also get 95% bootstrap intervals over sentences and the mean entropy, those in
+    `confidences` keep every token's confidence (for `calibration.ece_floor`). None for every T when no pair has
+    both sides non-empty."""
     batches = eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device, names=(name, name + " ref"))
     if not batches:
         return {t: None for t in temperatures}
-    res = teacher_forced_at(model, batches, temperatures, n_bins=dcfg.n_bins, per_sentence=intervals)
-    for t in set(intervals):
+    res = teacher_forced_at(model, batches, temperatures, n_bins=dcfg.n_bins,
+                            per_sentence=set(intervals) | set(confidences))
+    for t in set(intervals) | set(confidences):
         per = res[t].pop("per_sentence")
-        res[t]["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
+        if t in intervals:
+            res[t]["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
+        if t not in confidences:
+            res[t].pop("confidences")
     return res
 
 

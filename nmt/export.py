@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nmt import checkpoint as ckpt_io
-from nmt import ct2
-from nmt.config import UsageError
-from nmt.data import DataError
+from nmt import cli, ct2
 
 
 def main(argv=None) -> int:
@@ -24,15 +21,14 @@ def main(argv=None) -> int:
     p.add_argument("--ctranslate2", required=True, metavar="OUT_DIR", help="new folder for the CTranslate2 model")
     p.add_argument("--quantization", choices=["int8", "int8_float32", "int16", "float16"],
                    help="store the weights quantized (default: float32)")
-    args = p.parse_args(argv)
-    try:
+
+    def body():
+        args = p.parse_args(argv)
         out = ct2.export(args.checkpoint, args.ctranslate2, args.quantization)
-    except (DataError, ckpt_io.CheckpointError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"CTranslate2 model in {out}/ (model.bin, spm.model, nmt.json)\n"
-          f"  decode with: python -m nmt.decode --engine ctranslate2 --checkpoint {out} --beam 4")
-    return 0
+        print(f"CTranslate2 model in {out}/ (model.bin, spm.model, nmt.json)\n"
+              f"  decode with: python -m nmt.decode --engine ctranslate2 --checkpoint {out} --beam 4")
+        return 0
+    return cli.run(body)
 
 
 if __name__ == "__main__":

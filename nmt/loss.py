@@ -1,7 +1,9 @@
 """Losses, as pure functions: `(loss, nll)` out, summed over non-padding positions.
 
 Label smoothing: Szegedy et al. 2016 (Sec. 7), as studied by Mueller, Kornblith & Hinton 2019,
-"When Does Label Smoothing Help?" (Sec. 1: y_k^LS = y_k (1 - alpha) + alpha / K).
+"When Does Label Smoothing Help?" (Sec. 1: y_k^LS = y_k (1 - alpha) + alpha / K); with a unigram prior
+(Gao et al. 2020) or masked to the target side's pieces (Chen et al. 2022); the confidence penalty
+(Pereyra et al. 2017).
 Distillation: Hinton et al. 2015, token-level for NMT as in Kim & Rush 2016 (Sec. 3.1).
 """
 from __future__ import annotations
@@ -10,40 +12,54 @@ import torch
 import torch.nn.functional as F
 
 
-def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: float, ignore_index: int):
-    """Cross-entropy against label-smoothed targets, and the plain NLL.
+def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: float, ignore_index: int,
+                            prior: torch.Tensor = None, confidence_penalty: float = 0.0):
+    """Cross-entropy against label-smoothed targets (minus a confidence penalty), and the plain NLL.
 
-    lprobs (..., V) log-probabilities; target (...) class ids. With K = V - 1 real classes (the padding
-    symbol is not a class) the smoothed target at a position with reference y is
+    lprobs (N, V) or (..., V) log-probabilities; target (...) class ids. The smoothed target at a position
+    with reference y is
 
-        q_k = (1 - alpha) * [k = y] + alpha * u_k,   u_k = 1 / (V - 1) for k != pad,  u_pad = 0,
+        q_k = (1 - alpha) * [k = y] + alpha * pi_k,
 
-    so, summing over positions i whose target is not `ignore_index`,
+    with `prior` pi a length-V distribution with pi_pad = 0; None is the uniform prior of Szegedy et al. 2016
+    (pi_k = 1 / (V - 1) for k != pad). Summing over positions i whose target is not `ignore_index`,
 
-        loss = sum_i -sum_k q_k log p_ik
-             = sum_i (1 - alpha) * (-log p_i,y_i) + alpha / (V - 1) * (-sum_{k != pad} log p_ik)
-        nll  = sum_i -log p_i,y_i
+        loss = sum_i (1 - alpha) * (-log p_i,y_i) + alpha * (-sum_k pi_k log p_ik) - beta * H(p_i)
+        nll  = sum_i -log p_i,y_i,          H(p_i) = -sum_k p_ik log p_ik,   beta = `confidence_penalty`
 
-    The uniform term comes from the row sum of log-probabilities (as fairseq's
-    `label_smoothed_nll_loss` does), so no (..., V) target tensor is built. Padding positions add
-    exactly zero to both sums and to the gradient; alpha = 0 gives loss == nll exactly.
+    (the confidence penalty of Pereyra et al. 2017, Eq. 2). The uniform term is the row sum of the log-
+    probabilities (as fairseq's `label_smoothed_nll_loss`), a prior's is one matrix-vector product, so no
+    (..., V) target tensor is built. Padding positions add exactly zero to both sums and to the gradient;
+    alpha = beta = 0 gives loss == nll exactly.
 
     Convention: `F.cross_entropy(label_smoothing=alpha)` spreads alpha over all V classes, padding
     included (q_k = (1 - alpha) [k = y] + alpha / V); here padding gets no mass.
     """
-    return _LabelSmoothedNLL.apply(lprobs, target, float(alpha), int(ignore_index))
+    if prior is not None and is_uniform_prior(prior, ignore_index):
+        prior = None  # the row-sum path: the same numbers as no prior, to the bit
+    return _LabelSmoothedNLL.apply(lprobs, target, float(alpha), int(ignore_index), prior, float(confidence_penalty))
+
+
+def is_uniform_prior(prior: torch.Tensor, ignore_index: int) -> bool:
+    """True when `prior` is exactly 1 / (V - 1) on every class but the padding one, 0 there."""
+    V = prior.numel()
+    u = torch.full_like(prior, 1.0 / (V - 1))
+    u[ignore_index] = 0.0
+    return bool(torch.equal(prior, u))
 
 
 class _LabelSmoothedNLL(torch.autograd.Function):
     """The formula of `label_smoothed_nll_loss`, with a hand-written backward.
 
-    d loss / d log p_ik = -q_ik and d nll / d log p_ik = -[k = y_i] at kept positions, 0 at padding:
-    one (..., V) fill and one scatter, where autograd's own graph (gather, sum, index, where) would make
-    several (..., V) passes. This keeps the loss within the cost of F.cross_entropy (scripts/bench_loss.py).
+    d loss / d log p_ik = -(1 - alpha) [k = y_i] - alpha pi_k + beta p_ik (log p_ik + 1) and d nll / d log p_ik =
+    -[k = y_i] at kept positions, 0 at padding (dH/d log p_k = -p_k (log p_k + 1), with p = exp(log p)): one
+    (..., V) fill (or a prior broadcast), one scatter, and with a penalty one exp, where autograd's own graph
+    (gather, sum, index, where) makes several (..., V) passes. scripts/bench_loss.py times it against
+    F.cross_entropy.
     """
 
     @staticmethod
-    def forward(ctx, lprobs, target, alpha, ignore_index):
+    def forward(ctx, lprobs, target, alpha, ignore_index, prior, beta):
         keep = target != ignore_index  # (...)
         safe_target = target.masked_fill(~keep, 0)
         zero = lprobs.new_zeros(())
@@ -51,26 +67,69 @@ class _LabelSmoothedNLL(torch.autograd.Function):
         V = lprobs.size(-1)
         if alpha == 0.0:
             loss = nll.clone()
-        else:
+        elif prior is None:
             smooth = -(lprobs.sum(-1) - lprobs[..., ignore_index])  # -sum_{k != pad} log p_k, (...)
             loss = (1.0 - alpha) * nll + (alpha / (V - 1)) * torch.where(keep, smooth, zero).sum()
-        ctx.save_for_backward(safe_target, keep)
-        ctx.alpha, ctx.ignore_index, ctx.shape, ctx.dtype = alpha, ignore_index, lprobs.shape, lprobs.dtype
+        else:
+            smooth = -(lprobs @ prior.to(lprobs.dtype))  # -sum_k pi_k log p_k: (..., V) x (V,) -> (...)
+            loss = (1.0 - alpha) * nll + alpha * torch.where(keep, smooth, zero).sum()
+        probs = None
+        if beta:
+            probs = lprobs.exp()
+            entropy = -(probs * lprobs).sum(-1)  # (...)
+            loss = loss - beta * torch.where(keep, entropy, zero).sum()
+        ctx.save_for_backward(safe_target, keep, prior if prior is not None else None, lprobs if beta else None,
+                              probs)
+        ctx.alpha, ctx.beta, ctx.ignore_index, ctx.shape, ctx.dtype = alpha, beta, ignore_index, lprobs.shape, lprobs.dtype
         return loss, nll
 
     @staticmethod
     def backward(ctx, grad_loss, grad_nll):
-        safe_target, keep = ctx.saved_tensors
-        alpha, V = ctx.alpha, ctx.shape[-1]
-        # -alpha/(V-1) on every real class, 0 on the padding class and on padding positions ...
-        grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=safe_target.device)
-        grad.fill_(-alpha / (V - 1) * grad_loss)
-        grad[..., ctx.ignore_index] = 0.0
-        grad[~keep] = 0.0
+        safe_target, keep, prior, lprobs, probs = ctx.saved_tensors
+        alpha, beta, V = ctx.alpha, ctx.beta, ctx.shape[-1]
+        if prior is None:  # -alpha/(V-1) on every real class, 0 on the padding class ...
+            grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=safe_target.device)
+            grad.fill_(-alpha / (V - 1) * grad_loss)
+            grad[..., ctx.ignore_index] = 0.0
+        else:  # ... or -alpha pi_k
+            grad = (-alpha * grad_loss * prior.to(ctx.dtype)).expand(ctx.shape).clone()
+        if beta:  # + beta p_k (log p_k + 1)
+            grad.add_(probs * (lprobs + 1.0) * (beta * grad_loss))
+        grad[~keep] = 0.0  # nothing at padding positions
         # ... then the one-hot part at y: -(1 - alpha) from the loss, -1 from the nll.
         onehot = keep.to(ctx.dtype) * (-(1.0 - alpha) * grad_loss - grad_nll)  # (...)
         grad.scatter_add_(-1, safe_target.unsqueeze(-1), onehot.unsqueeze(-1))
-        return grad, None, None, None
+        return grad, None, None, None, None, None
+
+
+def smoothing_prior(kind: str, target_counts: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The prior pi of `label_smoothed_nll_loss` (float64, length V, pi_pad = 0):
+    - "uniform": 1 / (V - 1) on every non-padding piece (Szegedy et al. 2016);
+    - "unigram": the pieces' frequencies on the target side of the training data (Gao et al. 2020);
+    - "masked": uniform over the pieces that occur on the target side (Chen et al. 2022), so that no mass goes
+      to pieces of a joint vocabulary that only the source side uses.
+    `target_counts` (V,): how often each piece is a training target (EOS included). A ValueError for an
+    unknown kind or a prior with no mass."""
+    counts = target_counts.double().clone()
+    counts[ignore_index] = 0.0
+    if kind == "uniform":
+        prior = torch.ones_like(counts)
+        prior[ignore_index] = 0.0
+    elif kind == "unigram":
+        prior = counts
+    elif kind == "masked":
+        prior = (counts > 0).double()
+    else:
+        raise ValueError(f"unknown smoothing prior {kind!r} (expected uniform, unigram or masked)")
+    if prior.sum() <= 0:
+        raise ValueError(f"the {kind} prior has no mass: no target piece in the training data")
+    return prior / prior.sum() if kind != "uniform" else _uniform(counts.numel(), ignore_index)
+
+
+def _uniform(V: int, ignore_index: int) -> torch.Tensor:
+    u = torch.full((V,), 1.0 / (V - 1), dtype=torch.float64)
+    u[ignore_index] = 0.0
+    return u
 
 
 def distillation_loss(student_lprobs: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,

@@ -1,246 +1,294 @@
-"""Tables and figures of the study: Markdown + JSON comparison tables (mean +- std over seeds), the
-temperature sweep (Mueller et al. 2019, Fig. 4) and reliability diagrams (their Fig. 3; drawn in the
-style of github.com/hollance/reliability-diagrams: accuracy per bin against the diagonal, the gap
-shaded, the confidence histogram beneath).
+"""Tables and figures of a study, from its typed rows, aggregates and claims only: comparison.md / .json, the
+README's headline, the temperature sweep (Mueller et al. 2019, Fig. 4) with bands over seeds, the beam-size
+sweep, and reliability diagrams (their Fig. 3; drawn in the style of github.com/hollance/reliability-diagrams:
+accuracy per bin against the diagonal, the gap shaded, the confidence histogram beneath).
+
+comparison.md is always made from comparison.json as read back (`markdown_of_file`), so the Markdown a study
+writes and the one `python -m nmt.study --from-results` prints are the same text.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
+import math
 import statistics
 from pathlib import Path
 
-from nmt.checkpoint import write_text_atomic
+from nmt.files import write_text_atomic
 
-# (key in a row, column title, format, interval kind): "ci" a [lo, hi] list, "pm" a 95% half-width
-COLUMNS = [("alpha", "alpha", "{:g}", None), ("temperature", "T", "{:.3f}", None),
-           ("val_nll", "val NLL", "{:.3f}", None), ("test_nll", "test NLL", "{:.3f}", "ci"),
-           ("test_ppl", "test ppl", "{:.2f}", None), ("accuracy", "token acc", "{:.4f}", None),
-           ("ece_forced", "ECE (forced)", "{:.4f}", "ci"), ("ece_inference", "ECE (inference)", "{:.4f}", "ci"),
-           ("bleu_beam", "BLEU beam", "{:.2f}", None), ("bleu_p", "p (BLEU)", "{:.3f}", None),
-           ("bleu_greedy", "BLEU greedy", "{:.2f}", None), ("chrf", "chrF", "{:.2f}", None),
-           ("chrf_p", "p (chrF)", "{:.3f}", None)]
+# (metric, column title, format); each cell is mean ± std over seeds (n > 1) or the value [95% interval]
+COLUMNS = [("temperature", "T", "{:.3f}"), ("val_nll", "val NLL", "{:.3f}"), ("test_nll", "test NLL", "{:.3f}"),
+           ("accuracy", "token acc", "{:.4f}"), ("entropy", "entropy", "{:.3f}"),
+           ("ece_forced", "ECE (forced)", "{:.4f}"), ("ece_forced_floor", "floor", "{:.4f}"),
+           ("ece_forced_debiased", "debiased", "{:.4f}"), ("ece_forced_eos", "ECE EOS", "{:.4f}"),
+           ("ece_inference", "ECE (inference)", "{:.4f}"), ("ece_inference_wang", "ECE (inf., Wang)", "{:.4f}"),
+           ("bleu_beam", "BLEU beam", "{:.2f}"), ("bleu_p", "p (BLEU)", "{:.3f}"), ("bleu_greedy", "BLEU greedy", "{:.2f}"),
+           ("chrf", "chrF", "{:.2f}"), ("chrf_p", "p (chrF)", "{:.3f}")]
 INTERVALS = {"test_nll": "test_nll_ci", "ece_forced": "ece_forced_ci", "ece_inference": "ece_inference_ci",
-             "bleu_beam": "bleu_ci", "chrf": "chrf_ci"}
+             "ece_inference_wang": "ece_inference_wang_ci", "bleu_beam": "bleu_ci", "chrf": "chrf_ci"}
+HEADLINE = [("val_nll", "val NLL", "{:.3f}"), ("test_nll", "test NLL", "{:.3f}"), ("ece_forced", "ECE (forced)", "{:.4f}"),
+            ("ece_forced_floor", "ECE floor", "{:.4f}"), ("ece_inference", "ECE (inference)", "{:.4f}"),
+            ("ece_inference_wang", "ECE (inf., Wang)", "{:.4f}"), ("bleu_beam", "BLEU beam", "{:.2f}"),
+            ("bleu_greedy", "BLEU greedy", "{:.2f}"), ("chrf", "chrF", "{:.2f}")]
 
 
-def aggregate(rows: list) -> list:
-    """Group rows by (model, temperature kind), in order of first appearance, and reduce every numeric
-    column to mean, std (over seeds; None for one) and n; intervals and p-values are kept per seed."""
-    groups = {}
+def jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def write_text(path, text: str) -> None:
+    write_text_atomic(path, text)
+
+
+def signatures_of(rows: list) -> dict:
+    sigs = {}
     for r in rows:
-        groups.setdefault((r["group"], r["t_kind"]), []).append(r)
-    firsts = [key for key in groups if key[1] == "1"]
-    out = []
-    for (group, kind), rs in sorted(groups.items(), key=lambda kv: firsts.index((kv[0][0], "1")) * 2
-                                    + (kv[0][1] != "1")):
-        agg = {"alpha": rs[0]["alpha"], "t_kind": kind, "n": len(rs), "label": rs[0]["label"],
-               "seeds": [r["seed"] for r in rs]}
-        for key, _, _, _ in COLUMNS[1:]:
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            if vals:
-                agg[key] = statistics.fmean(vals)
-                agg[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else None
-                agg[key + "_per_seed"] = vals
-        for key, ci in INTERVALS.items():
-            agg[ci + "_per_seed"] = [r.get(ci) for r in rs]
-        out.append(agg)
-    return out
+        sigs.update(r.signatures)
+    return sigs
 
 
-def _cell(row, key, fmt):
-    if row.get(key) is None:
+# -- tables -------------------------------------------------------------------------------------------
+
+def _cell(agg: dict, rows: list, key: str, fmt: str) -> str:
+    """mean ± std (several seeds), or the one seed's value with its interval; p-values one per seed."""
+    per = agg["per_seed"].get(key)
+    if not per:
         return "-"
-    if key.endswith("_p"):  # p-values: one per seed
-        return "/".join(fmt.format(p) for p in row[key + "_per_seed"])
-    text = fmt.format(row[key])
-    if row["n"] > 1:
-        std = row.get(key + "_std")
-        return text if std is None else text + " ± " + fmt.format(std)
-    ci = (row.get(INTERVALS.get(key, "") + "_per_seed") or [None])[0]
+    if key.endswith("_p"):
+        return "/".join(fmt.format(p) for p in per)
+    text = fmt.format(agg["mean"][key])
+    if agg["n"] > 1:
+        return text + " ± " + fmt.format(agg["std"][key])
+    ci = getattr(rows[0], INTERVALS[key]) if key in INTERVALS and rows else None
     if ci is None:
         return text
-    if isinstance(ci, list):
-        return f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
-    return f"{text} ± {fmt.format(ci)}"
+    return f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if isinstance(ci, list) else f"{text} ± {fmt.format(ci)}"
 
 
-def table_cells(agg: list):
-    seeds = any(r["n"] > 1 for r in agg)
-    head = ["model"] + [title for _, title, _, _ in COLUMNS] + (["n"] if seeds else [])
-    body = [[r["label"]] + [_cell(r, k, f) for k, _, f, _ in COLUMNS] + ([str(r["n"])] if seeds else []) for r in agg]
+def table_cells(data: dict, test_set: str, columns=COLUMNS):
+    aggs = [a for a in data["aggregate"] if a["test_set"] == test_set]
+    seeds = any(a["n"] > 1 for a in aggs)
+    head = ["model"] + [t for _, t, _ in columns] + (["n"] if seeds else [])
+    body = []
+    for a in aggs:
+        rows = [r for r in data["rows"] if (r.test_set, r.model, r.t_kind) == (test_set, a["model"], a["t_kind"])]
+        body.append([a["label"]] + [_cell(a, rows, k, f) for k, _, f in columns] + ([str(a["n"])] if seeds else []))
     return head, body
 
 
-def markdown_table(agg: list) -> str:
-    head, body = table_cells(agg)
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                     + ["| " + " | ".join(b) + " |" for b in body])
+def markdown_table(head, body) -> str:
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(b) + " |"
+                                                                                 for b in body])
 
 
-def text_table(agg: list) -> str:
+def text_table(head, body) -> str:
     """The same table for a terminal: aligned columns."""
-    head, body = table_cells(agg)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     fmt = lambda cells: "  ".join(str(c).rjust(w) if i else str(c).ljust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
 
 
-def signatures_of(rows: list) -> dict:
-    sigs = {}
-    for r in rows:
-        sigs.update(r["signatures"])
-    return sigs
+def test_sets(data: dict) -> list:
+    return list(dict.fromkeys(a["test_set"] for a in data["aggregate"]))
+
+
+def _num(x, fmt="{:+.4f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def claim_line(c: dict) -> str:
+    """One claim: its sentence, verdict, estimate, interval, test, p and Holm's p, from the stored fields."""
+    digits = 2 if c["metric"].startswith(("bleu", "chrf")) else (3 if "nll" in c["metric"] else 4)
+    f = "{:+.%df}" % digits
+    if c["ci"] is None:
+        detail = f"n = {c['n']}" + ("" if c["estimate"] is None else f", difference {f.format(c['estimate'])}")
+    else:
+        level = "90%" if c["test"] == "TOST" else "95%"
+        margin = f", margin ±{c['margin']:g}" if c.get("margin") else ""
+        detail = (f"mean difference {f.format(c['estimate'])}, {level} interval [{f.format(c['ci'][0])}, "
+                  f"{f.format(c['ci'][1])}]{margin}; {c['test']}, n = {c['n']}, p = {c['p']:.3g}, "
+                  f"Holm p = {c['p_holm']:.3g}")
+    holm = "" if c["verdict_holm"] == c["verdict"] else f" ({c['verdict_holm']} after Holm)"
+    where = f" [{c['test_set']}]" if c.get("test_set") else ""
+    return f"- {c['claim']}{where}: **{c['verdict']}**{holm}: {detail}"
+
+
+def claims_markdown(claims: list) -> str:
+    if not claims:
+        return "(this study states no claims)\n"
+    return "\n".join(claim_line(c) for c in claims) + "\n"
+
+
+def provenance_line(prov: dict) -> str:
+    dirty = prov.get("git_dirty")
+    state = " — **WARNING: made from a tree with uncommitted changes; not reproducible from the commit**" if dirty \
+        else (" (clean tree)" if dirty is False else "")
+    return (f"Made by `{prov['command']}` at nmt {prov['nmt']}, commit {(prov.get('git_commit') or 'unknown')[:10]}"
+            f"{state}; torch {prov['torch']}, sacrebleu {prov['sacrebleu']}, scipy {prov.get('scipy', '-')}, "
+            f"sentencepiece {prov['sentencepiece']}; {prov['machine']['device']}, {prov['machine']['threads']} threads; "
+            f"runs in {', '.join(sorted(set(prov.get('precision', {}).values()))) or 'fp32'}; "
+            f"{prov['wall_seconds']:.0f} s.")
 
 
 def comparison_markdown(data: dict) -> str:
-    """comparison.md, from comparison.json's dict alone (`python -m nmt.study --from-results` rebuilds it)."""
-    meta, agg = data["meta"], data["aggregate"]
-    several = any(r["n"] > 1 for r in agg)
-    prov = meta["provenance"]
-    note = ("Cells are mean ± std over the n seeds; each seed's 95% intervals are in comparison.json."
-            if several else
-            "NLL and ECE: 95% bootstrap intervals over test sentences (1,000 resamples, seed 12345). BLEU and "
-            "chrF: ± the 95% interval of sacrebleu's paired bootstrap (1,000 resamples).")
+    """comparison.md, from comparison.json as read back (`results.load_comparison`)."""
+    meta = data["meta"]
+    boot = meta.get("paired_bootstrap", {})
+    parts = [f"# Study `{meta['study']}`\n", meta.get("description", "").strip() + "\n" if meta.get("description")
+             else "", f"Beam {meta['beam']}; T fitted on validation. Cells: mean ± std over the n seeds (one seed: "
+             f"the value and its 95% bootstrap interval over test sentences). floor: the ECE a perfectly "
+             f"calibrated model with the same confidences would show; debiased: Kumar et al. 2019's estimate. "
+             f"p: {boot.get('test', 'paired bootstrap')} against `{boot.get('baseline', '?')}` of the same seed "
+             f"({boot.get('resamples', 1000)} resamples, seed {boot.get('seed', 12345)}): test-set noise, one value "
+             f"per seed, not a test over seeds.\n"]
+    for name in test_sets(data):
+        head, body = table_cells(data, name)
+        parts.append(f"## {name}\n\n{markdown_table(head, body)}\n")
+    parts.append("## Claims\n\nPaired over seeds: a 95% t-interval for an ordering, TOST with the study's margin "
+                 "(90% interval) for an equivalence; holds / contradicted / inconclusive as the interval says; "
+                 "p-values raw and Holm-adjusted over the study's claims.\n\n" + claims_markdown(data["claims"]))
     sig = "\n".join(f"- {name}: `{s}`" for name, s in data["signatures"].items())
-    return (f"# Label smoothing vs temperature scaling\n\n"
-            f"Split {meta['split']}; beam {meta['beam']}; T fitted on validation. p: paired bootstrap against the "
-            f"hard-target row of the same seed (one value per seed).\n\n{markdown_table(agg)}\n\n{note}\n\n"
-            f"Signatures:\n{sig}\n\nMade by `{prov['command']}` at nmt {prov['nmt']} (commit "
-            f"{(prov['git_commit'] or 'unknown')[:10]}{' + local changes' if prov.get('git_dirty') else ''}), torch "
-            f"{prov['torch']}, sacrebleu {prov['sacrebleu']}, sentencepiece {prov['sentencepiece']}, on "
-            f"{prov['machine']['device']} with {prov['machine']['threads']} threads; {prov['wall_seconds']:.0f} s.\n")
-
-
-HEADLINE = [("val_nll", "val NLL", "{:.3f}"), ("test_nll", "test NLL", "{:.3f}"), ("ece_forced", "ECE (forced)", "{:.4f}"),
-            ("ece_inference", "ECE (inference)", "{:.4f}"), ("bleu_beam", "BLEU beam", "{:.2f}"),
-            ("bleu_greedy", "BLEU greedy", "{:.2f}"), ("chrf", "chrF", "{:.2f}")]
+    parts.append(f"Signatures:\n{sig}\n\n{provenance_line(meta['provenance'])}\n")
+    return "\n".join(p for p in parts if p)
 
 
 def headline(data: dict) -> str:
-    """The README's table (mean ± std over seeds, n) and the paper's four claims, from comparison.json alone."""
-    agg = data["aggregate"]
-    head = ["model", "T"] + [t for _, t, _ in HEADLINE] + ["n"]
+    """The README's table (first test set; mean ± std over seeds, n) and the study's claims."""
+    name = test_sets(data)[0]
+    cols = [("t_kind", "T", "")] + HEADLINE
+    head = ["model"] + [t for _, t, _ in cols] + ["n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in agg:
-        t = "fitted" if r["t_kind"] == "fit" else "1"
-        cells = [r["label"], t] + [_mean_std(r, k, f) for k, _, f in HEADLINE] + [str(r["n"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + claims(data)
+    for a in (a for a in data["aggregate"] if a["test_set"] == name):
+        cells = [a["label"], "fitted" if a["t_kind"] == "fitted" else "1"]
+        for k, _, f in HEADLINE:
+            m, s = a["mean"].get(k), a["std"].get(k)
+            cells.append("-" if m is None else f.format(m) + ("" if s is None else " ± " + f.format(s)))
+        lines.append("| " + " | ".join(cells + [str(a["n"])]) + " |")
+    return "\n".join(lines) + "\n\n" + claims_markdown(data["claims"])
 
 
-def _mean_std(row, key, fmt):
-    std = row.get(key + "_std")
-    return fmt.format(row[key]) + ("" if std is None else " ± " + fmt.format(std))
-
-
-def _per_seed(rows, label, key) -> dict:
-    return {r["seed"]: r[key] for r in rows if r["label"] == label}
-
-
-def claims(data: dict, ls_label: str = "label smoothing α=0.1") -> str:
-    """Mueller et al.'s claims for translation, each said to hold or not with the numbers behind it. Seeds are
-    paired (same seed, same data order). An ordering holds when every seed shows it and the mean paired
-    difference is more than two standard errors from 0; 'about equal' holds when it is within two standard
-    errors (with one seed: when the 95% bootstrap intervals overlap)."""
-    import math
-    rows = data["rows"]
-    hard, hard_t, ls = "hard targets", "hard targets + T", ls_label
-    if not {hard, hard_t, ls} <= {r["label"] for r in rows}:
-        return "(the claims need the hard-target and the label-smoothed model)"
-
-    def diffs(a, b, key):
-        x, y = _per_seed(rows, a, key), _per_seed(rows, b, key)
-        return [x[s] - y[s] for s in sorted(set(x) & set(y))]
-
-    def stat(label, key, fmt):
-        v = list(_per_seed(rows, label, key).values())
-        m = statistics.fmean(v)
-        return fmt.format(m) + (" ± " + fmt.format(statistics.stdev(v)) if len(v) > 1 else "")
-
-    def ordered(a, b, key, fmt, name, lower: bool):
-        """Claim: a's `key` is lower (or higher) than b's: in every seed, and (with several seeds) by more than
-        two standard errors of the mean paired difference."""
-        d = [x if lower else -x for x in diffs(a, b, key)]
-        wins, m = sum(x < 0 for x in d), statistics.fmean(d)
-        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else 0.0
-        ok = wins == len(d) and -m > 2 * se
-        sign = 1 if lower else -1
-        return (f"- {name}: **{'holds' if ok else 'does not hold'}**: {stat(a, key, fmt)} against {stat(b, key, fmt)}"
-                f" ({wins} of {len(d)} seeds; mean difference {fmt.replace('{:', '{:+').format(sign * m)}"
-                + (f", two standard errors {fmt.format(2 * se)})" if len(d) > 1 else ")"))
-
-    def about_equal(a, b, key, fmt, name):
-        d = diffs(a, b, key)
-        m = statistics.fmean(d)
-        if len(d) > 1:
-            se = statistics.stdev(d) / math.sqrt(len(d))
-            ok = abs(m) <= 2 * se
-            why = f"mean difference {m:+.4f}, two standard errors {2 * se:.4f}"
-        else:
-            ia, ib = (next(r[key + "_ci"] for r in rows if r["label"] == x) for x in (a, b))
-            ok = ia[0] <= ib[1] and ib[0] <= ia[1]
-            why = f"difference {m:+.4f}; 95% intervals {'overlap' if ok else 'do not overlap'}"
-        return (f"- {name}: **{'holds' if ok else 'does not hold'}**: {stat(a, key, fmt)} against "
-                f"{stat(b, key, fmt)} ({why})")
-
-    return "\n".join([
-        ordered(ls, hard, "ece_forced", "{:.4f}", "ECE(LS) < ECE(hard)", lower=True),
-        about_equal(hard_t, ls, "ece_forced", "{:.4f}", "ECE(hard + T) ≈ ECE(LS)"),
-        ordered(ls, hard, "bleu_beam", "{:.2f}", "BLEU beam (LS) > BLEU beam (hard)", lower=False),
-        ordered(ls, hard_t, "bleu_beam", "{:.2f}", "BLEU beam (LS) > BLEU beam (hard + T)", lower=False),
-        ordered(hard, ls, "test_nll", "{:.3f}", "NLL(hard) < NLL(LS)", lower=True),
-    ]) + "\n"
-
-
-def write_comparison(rows: list, sweep: list, meta: dict, out_dir) -> dict:
-    """results/comparison.json (every number and how it was made) and comparison.md (from the JSON alone)."""
+def write_comparison(data: dict, out_dir) -> None:
+    """comparison.json (every number and how it was made), then comparison.md from the JSON as read back."""
+    from nmt.results import load_comparison
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"meta": meta, "signatures": signatures_of(rows), "rows": rows, "aggregate": aggregate(rows),
-            "sweep": sweep}
-    write_text_atomic(out_dir / "comparison.json", json.dumps(data, indent=2) + "\n")
-    write_text_atomic(out_dir / "comparison.md", comparison_markdown(data))
-    return data
+    write_text_atomic(out_dir / "comparison.json", json.dumps(jsonable(data), indent=2) + "\n")
+    write_text_atomic(out_dir / "comparison.md", comparison_markdown(load_comparison(out_dir)))
 
 
 def study_summary(data: dict, out_dir) -> str:
-    """What the study prints: the table, the signatures, where the files went."""
-    return (text_table(data["aggregate"]) + "\n" + "\n".join(f"{k}: {v}" for k, v in data["signatures"].items())
-            + f"\n\nresults in {out_dir}/: comparison.md comparison.json reliability*.png hyps/ runs/"
-            + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else ""))
+    """What the study prints: each test set's table, the claims, where the files went."""
+    parts = []
+    for name in test_sets(data):
+        head, body = table_cells(data, name, [c for c in COLUMNS if c[0] in
+                                              ("temperature", "test_nll", "ece_forced", "ece_inference", "bleu_beam",
+                                               "chrf")])
+        parts.append(f"{name}\n{text_table(head, body)}")
+    return ("\n\n".join(parts) + "\n\n" + claims_markdown(jsonable(data["claims"]))
+            + f"\nresults in {out_dir}/: comparison.md comparison.json reliability*.png hyps/ runs/"
+            + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else "")
+            + (" beam_sweep.csv beam_sweep.png" if data["beam_sweep"] else ""))
 
 
-def write_sweep(points: list, fitted: dict, out_dir, beam: int = 4, split: str = "test") -> tuple:
-    """points: dicts with label, alpha, seed, temperature, bleu, ece, nll. A CSV and a 3-panel PNG."""
-    out_dir = Path(out_dir)
-    path_csv, path_png = out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"
-    keys = ["label", "alpha", "seed", "temperature", "bleu", "ece", "nll"]
-    with open(path_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(points)
+# -- figures ------------------------------------------------------------------------------------------
+
+def _plt():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _csv(rows: list, keys: list) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _bands(points, x_key, y_key):
+    """{x: (mean, std or 0)} over the seeds of `points`."""
+    by = {}
+    for p in points:
+        by.setdefault(p[x_key], []).append(p[y_key])
+    return {x: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for x, v in sorted(by.items())}
+
+
+def write_sweep(points: list, rows: list, out_dir, beam: int = 4) -> None:
+    """temperature_sweep.csv (one line per model, seed, test set and T) and temperature_sweep.png: BLEU, ECE and
+    NLL against T, mean ± std over seeds as bands, the mean fitted T dashed (first test set)."""
+    out_dir = Path(out_dir)
+    write_text_atomic(out_dir / "temperature_sweep.csv", _csv(points, ["model", "label", "seed", "test_set",
+                                                                       "temperature", "bleu", "ece", "nll"]))
+    plt = _plt()
+    name = points[0]["test_set"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    labels = sorted({p["label"] for p in points}, key=lambda s: [p["alpha"] for p in points if p["label"] == s][0])
-    for i, label in enumerate(labels):
-        ps = sorted((p for p in points if p["label"] == label), key=lambda p: p["temperature"])
-        color = f"C{i}"
+    models = list(dict.fromkeys(p["model"] for p in points))
+    for i, model in enumerate(models):
+        ps = [p for p in points if p["model"] == model and p["test_set"] == name]
+        seeds = sorted({p["seed"] for p in ps})
+        fitted = [r.temperature for r in rows if r.model == model and r.t_kind == "fitted" and r.test_set == name]
         for ax, key, title in zip(axes, ("bleu", "ece", "nll"), (f"BLEU (beam {beam})", "ECE (teacher-forced)", "NLL")):
-            ax.plot([p["temperature"] for p in ps], [p[key] for p in ps], "o-", color=color, label=label, ms=3)
-            if label in fitted:
-                ax.axvline(fitted[label], color=color, ls="--", lw=1)
+            b = _bands(ps, "temperature", key)
+            xs = list(b)
+            m = [b[x][0] for x in xs]
+            s = [b[x][1] for x in xs]
+            ax.plot(xs, m, "o-", color=f"C{i}", ms=3, label=f"{ps[0]['label']} (n = {len(seeds)})")
+            ax.fill_between(xs, [a - d for a, d in zip(m, s)], [a + d for a, d in zip(m, s)], color=f"C{i}", alpha=0.2)
+            if fitted:
+                ax.axvline(statistics.fmean(fitted), color=f"C{i}", ls="--", lw=1)
             ax.set_title(title)
             ax.set_xlabel("temperature T")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Temperature sweep on {split} (dashed: T fitted on validation)", fontsize=10)
+    fig.suptitle(f"Temperature sweep on {name}: mean ± std over seeds (dashed: mean T fitted on validation)",
+                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path_png, dpi=120)
+    fig.savefig(out_dir / "temperature_sweep.png", dpi=120)
     plt.close(fig)
-    return path_csv, path_png
+
+
+def write_beam_sweep(points: list, out_dir) -> None:
+    """beam_sweep.csv and beam_sweep.png: BLEU and the length ratio against the beam size, one line per model
+    (solid T = 1, dashed fitted T), mean ± std over seeds (first test set)."""
+    out_dir = Path(out_dir)
+    write_text_atomic(out_dir / "beam_sweep.csv", _csv(points, ["model", "label", "seed", "test_set", "t_kind",
+                                                                "temperature", "beam", "bleu", "length_ratio",
+                                                                "empty_share", "truncated_share"]))
+    plt = _plt()
+    name = points[0]["test_set"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    models = list(dict.fromkeys(p["model"] for p in points))
+    for i, model in enumerate(models):
+        for kind, ls in (("1", "-"), ("fitted", "--")):
+            ps = [p for p in points if p["model"] == model and p["t_kind"] == kind and p["test_set"] == name]
+            if not ps:
+                continue
+            for ax, key in zip(axes, ("bleu", "length_ratio")):
+                b = _bands(ps, "beam", key)
+                xs = list(b)
+                m, s = [b[x][0] for x in xs], [b[x][1] for x in xs]
+                ax.plot(xs, m, ls, marker="o", ms=3, color=f"C{i}",
+                        label=f"{ps[0]['label']}" + (" + T" if kind == "fitted" else ""))
+                ax.fill_between(xs, [a - d for a, d in zip(m, s)], [a + d for a, d in zip(m, s)], color=f"C{i}",
+                                alpha=0.15)
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel("beam size")
+    axes[0].set_title("BLEU")
+    axes[1].set_title("length ratio (hypothesis / reference)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Beam size on {name}: mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out_dir / "beam_sweep.png", dpi=120)
+    plt.close(fig)
 
 
 def reliability_panel(ax_top, ax_bottom, cal: dict, title: str):
@@ -271,15 +319,11 @@ def reliability_panel(ax_top, ax_bottom, cal: dict, title: str):
 
 def write_reliability(panels: list, path, split: str = "test", ncols: int = 4) -> Path:
     """panels: (title, calibration result) pairs, in a grid of at most `ncols` columns."""
-    import math
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
     n = len(panels)
-    cols, rows = min(n, ncols), math.ceil(n / ncols)
-    fig = plt.figure(figsize=(3.6 * cols, 5.2 * rows))
-    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[3, 1] * rows)
+    cols, nrows = min(n, ncols), math.ceil(n / ncols)
+    fig = plt.figure(figsize=(3.6 * cols, 5.2 * nrows))
+    grid = fig.add_gridspec(2 * nrows, cols, height_ratios=[3, 1] * nrows)
     for i, (title, cal) in enumerate(panels):
         r, c = divmod(i, cols)
         reliability_panel(fig.add_subplot(grid[2 * r, c]), fig.add_subplot(grid[2 * r + 1, c]), cal, title)
@@ -288,3 +332,18 @@ def write_reliability(panels: list, path, split: str = "test", ncols: int = 4) -
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def write_reliability_figures(panels: dict, data: dict, out_dir) -> None:
+    """reliability_MODEL[_t].png for the first seed of each model, and reliability.png with all of them (first
+    test set). `panels`: {(model, test set, t_kind): (T, calibration)}."""
+    out_dir = Path(out_dir)
+    name = test_sets(data)[0]
+    labels = {(r.model, r.t_kind): r.label for r in data["rows"]}
+    chosen = [(k, v) for k, v in panels.items() if k[1] == name]
+    for (model, _, kind), (t, cal) in chosen:
+        write_reliability([(f"{labels[model, kind]}, T = {t:.3f}", cal)],
+                          out_dir / f"reliability_{model}{'_t' if kind == 'fitted' else ''}.png", split=name)
+    if chosen:
+        write_reliability([(labels[m, k], cal) for (m, _, k), (_, cal) in chosen], out_dir / "reliability.png",
+                          split=name)

@@ -1,76 +1,103 @@
-"""python -m nmt.study: the comparison of label smoothing and temperature scaling (nmt.comparison).
+"""python -m nmt.study: run a study file, or rebuild a study's tables from its committed results.
 
-  python -m nmt.study                                # the models of scripts/train.sh (runs/study.json)
-  python -m nmt.study --runs runs --results results --sweep 0.7:1.6:0.1 --beam 4
-  python -m nmt.study --checkpoint A --checkpoint B  # any models
-  python -m nmt.study --from-results results         # comparison.md again, from comparison.json alone
-  python -m nmt.study --from-results results --headline   # the README's table and the paper's claims
+  python -m nmt.study run studies/main.toml             # train what is missing, evaluate, write results/main/
+  python -m nmt.study run studies/main.toml --dry-run   # what would be trained, and the minutes it would take
+  python -m nmt.study run studies/main.toml --launcher slurm    # each training a SLURM job (submitit)
+  python -m nmt.study run studies/main.toml --no-train  # evaluate the runs there are; refuse if any is missing
+  python -m nmt.study --from-results results/main       # comparison.md again, from comparison.json alone
+  python -m nmt.study --from-results results/main --headline    # the README's table and the claims
+  python -m nmt.study --checkpoint A --checkpoint B     # any models side by side, no claims
 
-Writes to --results: comparison.md/.json (every number with its interval, signature and provenance),
-temperature_sweep.csv/.png, reliability*.png, hyps/, runs/ (each run's config, log and temperature).
-`python -m nmt.decode --beam 4` with no checkpoint runs the same study.
+`run` reads and validates the whole file first (an unknown key, a missing field or a bad value: exit 2, nothing
+trained), trains each missing run (`nmt.runs`: finished runs are skipped, interrupted ones resumed, one lock per
+run), evaluates every run (`nmt.experiment`) and writes --results (default results/NAME): comparison.md/.json,
+figures, hypotheses, each run's config/log/temperature, provenance. Runs live in --runs (default: the study's
+`runs`, else runs/), best outside the checkout.
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import sys
+from pathlib import Path
 
-from nmt import checkpoint as ckpt_io
-from nmt.comparison import lookup_run, parse_grid, read_manifest, rebuild, run_study, write_manifest
-from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments
-from nmt.data import DataError
+from nmt import cli
+from nmt.config import UsageError
+from nmt.experiment import evaluate_study, rebuild, write_results
 from nmt.report import study_summary
+from nmt.runs import LAUNCHERS, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
+from nmt.studyfile import load_study
+from nmt.adhoc import adhoc_study
 
 
-def parse_args(argv=None):
+def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m nmt.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", action="append", help="a model to compare (repeat); default: --runs")
-    p.add_argument("--runs", default="runs", help="where scripts/train.sh wrote study.json (default: %(default)s)")
-    p.add_argument("--results", default="results", help="where tables and figures go (default: %(default)s)")
-    p.add_argument("--sweep", default="0.7:1.6:0.1", help="temperature grid, start:stop:step or a,b,c; 'none' to "
-                                                          "skip (default: %(default)s)")
-    p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json "
-                                                         "and nothing else")
-    p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and the "
-                                                           "paper's claims instead of comparison.md")
-    p.add_argument("--record", nargs="+", metavar="RUN_DIR", help="write RUNS/study.json listing these trained "
-                                                                 "runs (what scripts/train.sh does) and nothing else")
-    p.add_argument("--lookup", nargs=2, type=float, metavar=("ALPHA", "SEED"), help="print the run directory of "
-                                                                                   "RUNS/study.json with this alpha "
-                                                                                   "and seed, and nothing else")
+    p.add_argument("command", nargs="?", choices=["run"], help="run FILE: train what is missing, evaluate, report")
+    p.add_argument("file", nargs="?", help="the study file (studies/NAME.toml)")
+    p.add_argument("--runs", help="where the runs are kept (default: the study's `runs`, else runs)")
+    p.add_argument("--results", help="where tables and figures go (default: results/NAME)")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local (one run after another), slurm "
+                                                                          "(submitit), submitit-local (submitit's "
+                                                                          "local executor)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be trained, with estimated minutes")
+    p.add_argument("--no-train", action="store_true", help="evaluate only; a missing run is an error")
+    p.add_argument("--beam", type=int, help="override the study's beam size")
+    p.add_argument("--checkpoint", action="append", help="without a study file: a model to compare (repeat)")
+    p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json")
+    p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and claims")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    add_arguments(p, DecodeConfig, skip=("temperature",))
     return p.parse_args(argv)
 
 
+def run_file(args, argv) -> int:
+    study = load_study(args.file)
+    if args.beam is not None:
+        if args.beam < 1:
+            raise UsageError(f"--beam {args.beam}: expected a whole number >= 1")
+        study = dataclasses.replace(study, evaluate=dataclasses.replace(study.evaluate, beam=args.beam))
+    runs_root = Path(args.runs or study.runs)
+    planned = plan(study, runs_root)
+    if args.dry_run:
+        print(f"study {study.name} ({args.file}): runs in {runs_root}/\n{describe_plan(planned)}")
+        return 0
+    missing = [r for r in planned if r.status != "done"]
+    if missing and args.no_train:
+        raise UsageError(f"--no-train: {len(missing)} runs are not trained, e.g. {missing[0].dir} (drop --no-train "
+                         f"to train them)")
+    train_missing(study, planned, runs_root, args.launcher, dict(study.slurm))
+    return evaluate_and_write(study, plan(study, runs_root), args, argv)
+
+
+def evaluate_and_write(study, planned, args, argv) -> int:
+    setup_cpu(args.threads)
+    device = pick_device(args.device)
+    out = Path(args.results or Path("results") / study.name)
+    result = evaluate_study(study, planned, device, argv)
+    saved = write_results(result, out)
+    print(study_summary(saved, out))
+    return 0
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
+    argv = sys.argv[1:] if argv is None else list(argv)
+
+    def body():
         args = parse_args(argv)
         if args.from_results:
             sys.stdout.write(rebuild(args.from_results, args.headline))
             return 0
-        if args.lookup:
-            print(lookup_run(args.runs, args.lookup[0], int(args.lookup[1])))
-            return 0
-        if args.record:
-            print(f"study manifest: {write_manifest(args.runs, args.record)}")
-            return 0
-        dcfg = from_arguments(DecodeConfig, args)
-        setup_cpu(args.threads)
-        device = pick_device(args.device)
-        paths = args.checkpoint or read_manifest(args.runs)
-        data = run_study(paths, dcfg, parse_grid(args.sweep), args.results, device, argv=argv)
-        print(study_summary(data, args.results))
-        return 0
-    except (DataError, ckpt_io.CheckpointError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        if args.command == "run":
+            if not args.file:
+                raise UsageError("run: expected a study file, e.g. python -m nmt.study run studies/main.toml")
+            return run_file(args, argv)
+        if args.checkpoint:
+            study, planned = adhoc_study(args.checkpoint, args.beam)
+            return evaluate_and_write(study, planned, args, argv)
+        raise UsageError("expected `run FILE`, --from-results DIR or --checkpoint (see --help)")
+    return cli.run(body)
 
 
 if __name__ == "__main__":

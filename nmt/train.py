@@ -35,15 +35,17 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from nmt import checkpoint as ckpt_io
+from nmt import cli
 from nmt.calibration import fit_temperature, teacher_forced
 from nmt.config import (PRESETS, ModelConfig, TrainConfig, UsageError, add_arguments, describe_presets,
                         explicit_arguments, from_arguments, train_config_from)
 from nmt.data import (DataError, check_parallel, collate, encode_pairs, epoch_batch_order, file_sha256, lengths,
                       load_pairs, make_batches, split_files, train_tokenizer)
 from nmt.evaluate import validation_batches
-from nmt.loss import distillation_loss, label_smoothed_nll_loss
+from nmt.loss import smoothing_prior
 from nmt.model import PAD, Transformer, count_parameters
-from nmt.runtime import pick_device, seed_everything, setup_cpu
+from nmt.objective import Objective, loss_on_batch
+from nmt.runtime import autocast_for, pick_device, seed_everything, setup_cpu
 
 log = logging.getLogger("nmt.train")
 
@@ -101,6 +103,9 @@ def parse_args(argv=None):
     add_arguments(p, TrainConfig)
     add_arguments(p, ModelConfig, skip=("vocab_size",))
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from checkpoint_last.pt")
+    p.add_argument("--trust-checkpoint-code", action="store_true",
+                   help="with --resume: load an older nmt's checkpoint_last.pt (numpy RNG state as a pickled array) "
+                        "with the full unpickler, which runs any code the file holds; only for a file you made")
     return p.parse_args(argv)
 
 
@@ -113,8 +118,9 @@ def resolve_configs(args, run_dir: Path):
     if args.resume and last.is_file():
         if not saved.is_file():
             raise DataError(f"{saved}: missing; the run in {run_dir} cannot be resumed")
-        old = json.loads(saved.read_text())
-        tcfg, mcfg = train_config_from(old["train"]), ModelConfig(**old["model"])
+        tcfg, mcfg, saved_cfg = ckpt_io.read_run_config(run_dir)
+        if "precision" not in saved_cfg and tcfg.amp == "auto" and not torch.cuda.is_available():
+            tcfg = dataclasses.replace(tcfg, amp="none")  # nmt 0.2's auto was float32 on the CPU
         given = {**explicit_arguments(TrainConfig, args), **explicit_arguments(ModelConfig, args)}
         changed = [k for k, v in given.items() if k != "run_dir" and getattr(tcfg if hasattr(tcfg, k) else mcfg, k) != v]
         bad = sorted(set(changed) - RESUMABLE)
@@ -142,8 +148,8 @@ def corpus_settings_of(run_dir) -> dict:
     cfg = Path(run_dir) / "config.json"
     if not cfg.is_file():
         raise UsageError(f"--data-from {run_dir}: no config.json there (expected a run directory)")
-    train = json.loads(cfg.read_text())["train"]
-    return {k: train[k] for k in CORPUS_FIELDS if train.get(k) is not None}
+    train = ckpt_io.read_run_config(Path(run_dir))[0]
+    return {k: getattr(train, k) for k in CORPUS_FIELDS if getattr(train, k) is not None}
 
 
 def check_configs(tcfg: TrainConfig, mcfg: ModelConfig) -> None:
@@ -220,31 +226,20 @@ def batches_of(ds, index_batches, device, shard=(0, 1)):
         yield collate(ds[idx[rank::world].tolist()], device)
 
 
-def loss_on_batch(net, src, tgt_in, tgt_out, alpha: float, teacher=None, beta: float = 0.0,
-                  temperature: float = 1.0):
-    """(loss, nll), summed over the target tokens of one batch: label-smoothed cross-entropy, or with a
-    `teacher`, the distillation loss (nmt.loss.distillation_loss) against its logits, computed here batch
-    by batch. The output projections run only at non-padding positions; losses are taken in float32."""
-    keep = tgt_out != PAD  # (B, T)
-    logits = net(src, tgt_in, keep=keep)  # (N, V)
-    lprobs = torch.log_softmax(logits.float(), dim=-1)
-    if teacher is None:
-        return label_smoothed_nll_loss(lprobs, tgt_out[keep], alpha, PAD)
-    with torch.no_grad():
-        teacher_logits = teacher(src, tgt_in, keep=keep)  # (N, V)
-    return distillation_loss(lprobs, teacher_logits, tgt_out[keep], beta, temperature, PAD, student_logits=logits)
-
-
 def validate(model, ds, batches, tcfg, device) -> dict:
     res = teacher_forced(model, batches_of(ds, batches, device), temperature=1.0, alpha=tcfg.alpha)
     return {k: res[k] for k in ("loss", "nll", "ppl", "accuracy", "ece", "tokens")}
 
 
 def rng_state(device) -> dict:
+    """Every generator's state as tensors and plain data (loadable with weights_only=True)."""
     import random
 
     import numpy as np
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -255,19 +250,16 @@ def set_rng_state(state, device):
 
     import numpy as np
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    else:  # an older checkpoint (--trust-checkpoint-code): numpy's own tuple
+        np.random.set_state(n)
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def mixed_precision(amp: str, device):
-    """(autocast context, gradient scaler or None): bf16, or fp16 with a scaler, on CUDA; nothing on the CPU."""
-    if device.type != "cuda" or amp == "none":
-        return contextlib.nullcontext(), None
-    bf16 = amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported())
-    dtype = torch.bfloat16 if bf16 else torch.float16
-    return torch.autocast("cuda", dtype=dtype), (None if bf16 else torch.amp.GradScaler("cuda"))
 
 
 @dataclass
@@ -303,7 +295,7 @@ class Run:
     sched: object
     autocast: object
     scaler: object
-    teacher: object
+    objective: Objective
     progress: Progress
 
     @property
@@ -311,24 +303,65 @@ class Run:
         return self.rank == 0
 
 
-def build(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, rank: int, world: int, device) -> Run:
-    """Data, model, optimizer, schedule and (when resuming) the saved progress."""
+def build(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, rank: int, world: int, device,
+          trust_code: bool = False) -> Run:
+    """Data, model, objective, optimizer, schedule and (when resuming) the saved progress."""
     run_dir = Path(tcfg.run_dir)
     jlog = JsonLog(run_dir / "log.jsonl", enabled=rank == 0)
     jlog("resume" if resuming else "start_run")
     train_ds, val_ds, tok_hash, vocab = prepare_data(tcfg, run_dir, rank, world, jlog)
-    if resuming and json.loads((run_dir / "config.json").read_text()).get("tokenizer_sha256") != tok_hash:
+    if resuming and ckpt_io.read_run_config(run_dir)[2].get("tokenizer_sha256") != tok_hash:
         raise DataError(f"{run_dir / 'spm.model'} differs from the tokenizer this run was trained with")
     mcfg = dataclasses.replace(mcfg, vocab_size=vocab)
+    autocast, scaler, precision = autocast_for(tcfg.amp, device)  # measures on a generator of its own
+    objective = make_objective(tcfg, train_ds, vocab, device, tok_hash)
     if rank == 0:
-        ckpt_io.write_json_atomic({"train": dataclasses.asdict(tcfg), "model": dataclasses.asdict(mcfg),
-                                   "tokenizer_sha256": tok_hash}, run_dir / "config.json")
+        prior = objective.prior
+        ckpt_io.write_json_atomic({"train_config": dataclasses.asdict(tcfg), "model_config": dataclasses.asdict(mcfg),
+                                   "tokenizer_sha256": tok_hash, "precision": precision,
+                                   "prior_sha256": None if prior is None else tensor_sha256(prior)},
+                                  run_dir / "config.json")
     src_len, tgt_len = lengths(train_ds)
     batches = make_batches(src_len, tgt_len, tcfg.max_tokens, tcfg.seed, min_sentences=world)
     val_batches = make_batches(*lengths(val_ds), tcfg.max_tokens, tcfg.seed)
     seed_everything(tcfg.seed)  # the initial weights depend on the seed alone
     model = Transformer(mcfg).to(device)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    # fused: one kernel for the whole update (docs/design.md)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2),
+                            eps=tcfg.adam_eps, weight_decay=tcfg.weight_decay, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tcfg, math.ceil(len(batches) / tcfg.update_freq)))
+    r = Run(tcfg, mcfg, run_dir, rank, world, device, jlog, train_ds, val_ds, tgt_len, batches, val_batches,
+            tok_hash, model, net, opt, sched, autocast, scaler, objective, Progress())
+    if resuming:
+        restore(r, trust_code)
+    if rank == 0:
+        log.info("model: %.2fM parameters, %d batches an epoch (max_tokens=%d x update_freq=%d), device %s, "
+                 "%d rank(s), %s", count_parameters(model) / 1e6, len(batches), tcfg.max_tokens, tcfg.update_freq,
+                 device, world, precision["precision"])
+        jlog("start", parameters=count_parameters(model), batches=len(batches), world=world, step=r.progress.step,
+             precision=precision["precision"])
+    return r
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    import hashlib
+    return hashlib.sha256(t.detach().cpu().double().numpy().tobytes()).hexdigest()
+
+
+def make_objective(tcfg: TrainConfig, train_ds, vocab: int, device, tok_hash: str) -> Objective:
+    """The loss's settings: alpha with its prior (from the training targets' piece counts), the confidence
+    penalty, or the teacher of a distilled student (its tokenizer must be this run's)."""
+    prior = None
+    if tcfg.smoothing != "uniform":
+        counts = torch.zeros(vocab, dtype=torch.float64)
+        for ids in train_ds["tgt_ids"]:
+            counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab).double()
+        try:
+            prior = smoothing_prior(tcfg.smoothing, counts, PAD)
+        except ValueError as e:
+            raise DataError(f"--smoothing {tcfg.smoothing}: {e}") from None
+        log.info("%s prior: mass on %d of %d pieces", tcfg.smoothing, int((prior > 0).sum()), vocab)
     teacher = None
     if tcfg.teacher:
         teacher, t_ckpt, _ = ckpt_io.load_model(tcfg.teacher, device)
@@ -336,38 +369,38 @@ def build(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, rank: int, world
             raise DataError(f"{tcfg.teacher}: the teacher's tokenizer differs from this run's")
         teacher.requires_grad_(False)
         log.info("distilling from %s (beta %g, T %g)", t_ckpt["path"], tcfg.distill_beta, tcfg.distill_temperature)
-    # fused: one kernel for the whole update (docs/design.md)
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2),
-                            eps=tcfg.adam_eps, weight_decay=tcfg.weight_decay, fused=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tcfg, math.ceil(len(batches) / tcfg.update_freq)))
-    autocast, scaler = mixed_precision(tcfg.amp, device)
-    progress = Progress()
-    if resuming:
-        last = ckpt_io.load(run_dir / "checkpoint_last.pt")
-        model.load_state_dict(last["model"])
-        opt.load_state_dict(last["optimizer"])
-        sched.load_state_dict(last["scheduler"])
-        if scaler is not None and last.get("scaler"):
-            scaler.load_state_dict(last["scaler"])
-        set_rng_state(last["rng"], device)
-        progress = Progress(last["step"], last["epoch"], last["batch_pos"], last["best_nll"], last["bad_epochs"],
-                            last["epoch_checkpoints"])
-        log.info("resuming at epoch %d, update %d", progress.epoch, progress.step)
-    if rank == 0:
-        log.info("model: %.2fM parameters, %d batches an epoch (max_tokens=%d x update_freq=%d), device %s, "
-                 "%d rank(s)", count_parameters(model) / 1e6, len(batches), tcfg.max_tokens, tcfg.update_freq,
-                 device, world)
-        jlog("start", parameters=count_parameters(model), batches=len(batches), world=world, step=progress.step)
-    return Run(tcfg, mcfg, run_dir, rank, world, device, jlog, train_ds, val_ds, tgt_len, batches, val_batches,
-               tok_hash, model, net, opt, sched, autocast, scaler, teacher, progress)
+    return Objective(tcfg.alpha, None if prior is None else prior.to(device), tcfg.confidence_penalty, teacher,
+                     tcfg.distill_beta, tcfg.distill_temperature)
+
+
+def restore(r: Run, trust_code: bool) -> None:
+    """Weights, optimizer, schedule, generators and progress from checkpoint_last.pt; its prior must be the one
+    recomputed from the data now."""
+    last = ckpt_io.load(r.run_dir / "checkpoint_last.pt", trust_code=trust_code)
+    saved_prior, prior = last.get("prior"), r.objective.prior
+    if (saved_prior is None) != (prior is None) or (prior is not None and
+                                                    tensor_sha256(saved_prior) != tensor_sha256(prior)):
+        raise DataError(f"{r.run_dir / 'checkpoint_last.pt'}: its smoothing prior differs from the one the training "
+                        f"data gives now (has the corpus changed?)")
+    r.model.load_state_dict(last["model"])
+    r.opt.load_state_dict(last["optimizer"])
+    r.sched.load_state_dict(last["scheduler"])
+    if r.scaler is not None and last.get("scaler"):
+        r.scaler.load_state_dict(last["scaler"])
+    set_rng_state(last["rng"], r.device)
+    r.progress = Progress(last["step"], last["epoch"], last["batch_pos"], last["best_nll"], last["bad_epochs"],
+                          last["epoch_checkpoints"])
+    log.info("resuming at epoch %d, update %d", r.progress.epoch, r.progress.step)
 
 
 def snapshot(r: Run, valid=None, full: bool = False) -> dict:
     """A checkpoint of the run now; `full` adds what resuming needs."""
     p = r.progress
-    c = {"version": ckpt_io.VERSION, "model": r.model.state_dict(), "model_config": dataclasses.asdict(r.mcfg),
+    c = {"format": ckpt_io.FORMAT, "model": r.model.state_dict(), "model_config": dataclasses.asdict(r.mcfg),
          "train_config": dataclasses.asdict(r.tcfg), "tokenizer_sha256": r.tok_hash, "step": p.step,
          "epoch": p.epoch, "valid": valid}
+    if r.objective.prior is not None:
+        c["prior"] = r.objective.prior.cpu()
     if full:
         c.update(optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(), rng=rng_state(r.device),
                  batch_pos=p.batch_pos, best_nll=p.best_nll, bad_epochs=p.bad_epochs,
@@ -385,8 +418,7 @@ def update(r: Run, group: list) -> tuple:
         sync = j == len(group) - 1 or world == 1
         with (r.net.no_sync() if not sync else contextlib.nullcontext()):
             with r.autocast:
-                loss, nll = loss_on_batch(r.net, src, tgt_in, tgt_out, tcfg.alpha, r.teacher, tcfg.distill_beta,
-                                          tcfg.distill_temperature)
+                loss, nll = loss_on_batch(r.net, src, tgt_in, tgt_out, r.objective)
             # Sum over the update's tokens / their number; x world undoes DDP's mean over ranks.
             scaled = loss * (world / n_tokens)
             (r.scaler.scale(scaled) if r.scaler else scaled).backward()
@@ -475,11 +507,11 @@ def end_epoch(r: Run, t_start: float) -> bool:
     return bool(stop[0]) or p.epoch > tcfg.max_epochs or p.step >= tcfg.max_steps > 0
 
 
-def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool) -> int:
+def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, trust_code: bool = False) -> int:
     rank, world, device = init_distributed(tcfg.device)
     setup_cpu(tcfg.threads)
     seed_everything(tcfg.seed)
-    r = build(tcfg, mcfg, resuming, rank, world, device)
+    r = build(tcfg, mcfg, resuming, rank, world, device, trust_code)
     stop = {"signal": None}
     previous = {s: signal.signal(s, lambda num, frame: stop.update(signal=num)) for s in SIGNAL_EXIT}
     try:
@@ -547,11 +579,14 @@ def finish(r: Run, t_start: float) -> None:
 
 def start(args) -> int:
     """Lock the run directory, validate everything that can be validated before writing, then train. A fresh
-    run that fails removes only the directory it created itself, and only while holding its lock."""
+    run that fails removes only what this call created (the run directory and any parent folders it made), and
+    only while holding its lock."""
     run_dir = Path(args.run_dir or TrainConfig.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {run_dir}: a file, not a directory")
-    created = not run_dir.exists()
+    if args.trust_checkpoint_code and not args.resume:
+        raise UsageError("--trust-checkpoint-code: only with --resume")
+    created = first_missing(run_dir)
     rank = int(os.environ.get("RANK", "0"))
     lock = None
     try:
@@ -569,31 +604,30 @@ def start(args) -> int:
                 for stale in ["checkpoint_best.pt", "checkpoint_avg.pt", "temperature.json", "spm.model", "spm.tmp",
                               *(p.name for p in run_dir.glob("checkpoint_epoch*.pt"))]:
                     (run_dir / stale).unlink(missing_ok=True)
-        return train(tcfg, mcfg, resuming)
+        return train(tcfg, mcfg, resuming, args.trust_checkpoint_code)
     except (DataError, ckpt_io.CheckpointError, UsageError):
-        if created and lock is not None and run_dir.exists():
-            shutil.rmtree(run_dir)  # a run directory this call created and could not fill: leave nothing behind
+        if created is not None and lock is not None and created.exists():
+            shutil.rmtree(created)  # what this call created and could not fill: leave nothing behind
         raise
     finally:
         if lock is not None:
             lock.release()
 
 
+def first_missing(path: Path):
+    """The outermost folder of `path` that does not exist yet (what mkdir(parents=True) would create), or None."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        return start(parse_args(argv))
-    except (DataError, ckpt_io.CheckpointError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before the loop's handler was in place: nothing to save yet
-        print("\ninterrupted before the first checkpoint; starting the same command again starts the run anew",
-              file=sys.stderr)
-        return 130
-    except OSError as e:  # disk full, read-only run directory, ...: the last good checkpoint is intact
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
-        return 1
+    return cli.run(lambda: start(parse_args(argv)),
+                   interrupted="interrupted before the first checkpoint; starting the same command again starts the "
+                               "run anew")
 
 
 if __name__ == "__main__":

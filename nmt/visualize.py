@@ -15,7 +15,7 @@
    which lies in [0, log N] (the paper prints the sum without the 1/N and the average). Label smoothing
    should leave less information about the input in the logits, the reason it distils worse.
 
-  python -m nmt.visualize --runs runs                      # the models of scripts/train.sh
+  python -m nmt.visualize --study studies/main.toml        # the first seed of each model of the study
   python -m nmt.visualize --checkpoint A --checkpoint B --tokens Hund Katze Straße
 """
 from __future__ import annotations
@@ -31,11 +31,13 @@ from pathlib import Path
 import torch
 
 from nmt import checkpoint as ckpt_io
-from nmt.comparison import model_label, read_manifest
-from nmt.config import train_config_from
+from nmt import cli
+from nmt.adhoc import describe
+from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, read_text_pairs
 from nmt.evaluate import eval_batches
 from nmt.model import PAD
+from nmt.files import write_json_atomic
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
 log = logging.getLogger("nmt.visualize")
@@ -158,12 +160,18 @@ def logit_differences(model, batches, a: int, b: int, n_positions: int, passes: 
 def models_of(args) -> list:
     if args.checkpoint:
         return list(args.checkpoint)
-    first = {}
-    for path in read_manifest(args.runs):  # one model per alpha: the first seed
-        tc = ckpt_io.load(path)["train_config"]
-        first.setdefault(tc["alpha"], (tc["seed"], path))
-        first[tc["alpha"]] = min(first[tc["alpha"]], (tc["seed"], path))
-    return [path for _, path in first.values()]
+    if not args.study:
+        raise UsageError("expected --checkpoint (repeat) or --study FILE")
+    from nmt.runs import plan
+    from nmt.studyfile import load_study
+    study = load_study(args.study)
+    planned = plan(study, args.runs or study.runs)
+    first = {m.name: min(m.seeds) for m in study.models}
+    chosen = [r for r in planned if r.seed == first[r.model]]
+    missing = [r for r in chosen if r.status != "done"]
+    if missing:
+        raise DataError(f"{missing[0].dir}: not trained (run the study first: python -m nmt.study run {args.study})")
+    return [r.dir for r in chosen]
 
 
 def draw(panels, tokens_text, path):
@@ -194,7 +202,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nmt.visualize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", action="append", help="checkpoint or run directory (repeat); default: --runs")
-    p.add_argument("--runs", default="runs", help="where scripts/train.sh wrote study.json")
+    p.add_argument("--study", help="a study file: the first seed of each of its models")
+    p.add_argument("--runs", help="with --study: where its runs are (default: the study's `runs`)")
     p.add_argument("--tokens", nargs=3, help="three target words/pieces (default: chosen with the first model)")
     p.add_argument("--train-sentences", type=int, default=4000, help="training pairs to collect from")
     p.add_argument("--max-per-token", type=int, default=400)
@@ -203,13 +212,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results/representations")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        return run(args)
-    except (DataError, ckpt_io.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli.run(lambda: run(p.parse_args(argv)))
 
 
 def run(args) -> int:
@@ -223,7 +226,7 @@ def run(args) -> int:
     for path in paths:
         model, ckpt, sp = ckpt_io.load_model(path, device)
         tcfg = train_config_from(ckpt["train_config"])
-        label = model_label(tcfg.alpha)
+        label = describe(ckpt["train_config"])[1]
         val_src, val_ref = read_text_pairs(tcfg, "val")
         tr_src, tr_ref = read_text_pairs(tcfg, "train")
         data = {"train": (tr_src[:args.train_sentences], tr_ref[:args.train_sentences]), "val": (val_src, val_ref)}
@@ -262,7 +265,7 @@ def run(args) -> int:
         report["models"].append(entry)
     report["tokens"] = [tokens_text[t] for t in tokens]
     draw(panels, tokens_text, out / "penultimate.png")
-    (out / "representations.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(report, out / "representations.json")
     print(f"tokens: {', '.join(report['tokens'])}  (MI over z_{report['tokens'][0]} - z_{report['tokens'][1]})")
     print(f"{'model':28s} {'split':6s} {'radius/dist':>11s} {'dist CV':>8s} {'min/max':>8s}")
     for e in report["models"]:

@@ -29,7 +29,7 @@ import bench_common  # noqa: E402
 from nmt.config import ModelConfig  # noqa: E402
 from nmt.model import PAD, Transformer, count_parameters  # noqa: E402
 from nmt.runtime import pick_device, setup_cpu  # noqa: E402
-from nmt.train import loss_on_batch  # noqa: E402
+from nmt.objective import Objective, loss_on_batch  # noqa: E402
 
 
 SYSTEMS = ("nmt", "marian", "marian-default-malloc")
@@ -39,14 +39,14 @@ def measure(system: str, batches_path: str, warmup: int, steps: int, device_name
     if system != "marian-default-malloc":
         setup_cpu()  # nmt's allocator settings (nmt.runtime.setup_cpu); the third system runs without them
     device = pick_device(device_name)
-    batches, vocab = torch.load(batches_path)
+    batches, vocab = torch.load(batches_path, weights_only=True)
     cfg = ModelConfig(vocab_size=vocab)
     torch.manual_seed(1)
     if system == "nmt":
         model = Transformer(cfg).to(device)
 
         def loss_of(src, tgt_in, tgt_out):
-            return loss_on_batch(model, src, tgt_in, tgt_out, 0.1)[0]
+            return loss_on_batch(model, src, tgt_in, tgt_out, Objective(alpha=0.1))[0]
     else:
         model = bench_common.marian_model(cfg).to(device)
         pad = model.config.pad_token_id

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Penultimate-layer geometry and logit mutual information of the study's models (after scripts/train.sh):
-# results/representations/penultimate.png and representations.json. Extra flags go to python -m nmt.visualize
-# (e.g. --tokens Hund Katze Straße).
+# Penultimate-layer geometry and logit mutual information of the main study's first-seed models:
+# results/representations/penultimate.png and representations.json. Extra flags go to python -m nmt.visualize.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" -m nmt.visualize --runs runs --results results/representations "$@"
+exec "${PYTHON:-python}" -m nmt.visualize --study studies/main.toml --results results/representations "$@"

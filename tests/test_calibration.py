@@ -273,3 +273,47 @@ def test_teacher_forced_against_a_plain_loop_over_positions():
     assert res["ece"] == pytest.approx(ece, abs=1e-5)
     per = teacher_forced(m, batches, n_bins=n_bins, per_sentence=True)["per_sentence"]
     assert per["tokens"].sum() == count and per["nll"].sum() / count == pytest.approx(nll / count, rel=1e-5)
+
+
+# -- ECE's own bias: the debiased estimate and the floor of a calibrated model ------------------------------
+
+def test_debiased_ece_by_hand():
+    from nmt.calibration import debiased_ece
+    # one bin of 4 tokens, accuracy 0.5 = confidence: plug-in ECE 0; sigma = sqrt(0.25 / 4) = 0.25, E|Z| =
+    # 0.25 sqrt(2 / pi) = 0.199471: debiased = 2 * 0 - 0.199471
+    assert debiased_ece([4], [2.0], [2.0]) == pytest.approx(-0.199471, abs=1e-6)
+    # a bin whose accuracy is 1 has no sampling noise (sigma 0): debiased = plug-in = |1 - 0.9|
+    assert debiased_ece([10], [9.0], [10.0]) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("conf, floor", [
+    ([0.5, 0.5], 0.25),  # K ~ Bin(2, .5): E|K - 1| = 0.5, over N = 2
+    ([0.5, 0.5, 0.5], 0.25),  # E|K - 1.5| = (1.5 + 3 x 0.5 + 3 x 0.5 + 1.5) / 8 = 0.75, over 3
+    ([1.0, 1.0, 0.0], 0.0),  # certain tokens: no noise at all
+    ([0.9, 0.1], 0.18),  # two bins: E|K - 0.9| = 0.9 x 0.1 + 0.1 x 0.9 = 0.18 each, over 2
+])
+def test_ece_floor_of_a_calibrated_model_by_hand(conf, floor):
+    from nmt.calibration import ece_floor
+    assert ece_floor(conf, 15) == pytest.approx(floor, abs=1e-12)
+
+
+def test_ece_floor_matches_simulated_calibrated_labels():
+    import numpy as np
+
+    from nmt.calibration import ece_floor
+    c = np.random.RandomState(0).beta(5, 1, size=3000)
+    sims = [expected_calibration_error(torch.tensor(c), torch.tensor(np.random.RandomState(s).rand(3000) < c))
+            for s in range(200)]
+    assert ece_floor(c, 15) == pytest.approx(np.mean(sims), rel=0.05)
+
+
+@pytest.mark.parametrize("hyp, ref, ter, wang", [
+    ([1, 3], [1, 2, 3], [True, True], [True, False]),  # reference word 2 missing before 3: Wang marks 3 wrong
+    ([1, 2], [1, 2, 3], [True, True], [True, True]),  # a deletion at the end is followed by no token
+    ([1, 2, 3], [1, 2, 3], [True, True, True], [True, True, True]),
+    ([5, 1, 2], [1, 2], [False, True, True], [False, True, True]),  # an insertion is no deletion
+])
+def test_wang_deletion_rule_by_hand(hyp, ref, ter, wang):
+    from nmt.calibration import inference_labels
+    assert inference_labels(hyp, ref, "ter") == ter
+    assert inference_labels(hyp, ref, "ter-wang") == wang

@@ -145,3 +145,77 @@ def test_distillation_matches_its_formula_and_ignores_padding(temperature):
     assert g[target == PAD].abs().max().item() == 0.0
     with pytest.raises(ValueError, match="student's logits"):
         distillation_loss(F.log_softmax(s_logits, -1), t_logits, target, 0.3, 2.0, PAD)
+
+
+# -- the smoothing family: priors and the confidence penalty ---------------------------------------
+
+from nmt.loss import _LabelSmoothedNLL, smoothing_prior  # noqa: E402
+
+
+def dense_family(lprobs, target, alpha, pad, prior, beta):
+    """q = (1 - alpha) onehot(y) + alpha pi built explicitly, minus beta H(p), at non-pad positions."""
+    V = lprobs.size(-1)
+    q = (1 - alpha) * F.one_hot(target, V).to(lprobs.dtype) + alpha * prior.to(lprobs.dtype)
+    keep = (target != pad).to(lprobs.dtype)
+    entropy = -(lprobs.exp() * lprobs).sum(-1)
+    return (-(q * lprobs).sum(-1) * keep).sum() - beta * (entropy * keep).sum()
+
+
+def some_prior(V=11, seed=5):
+    p = torch.rand(V, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    p[PAD] = 0.0
+    p[3] = 0.0  # a piece the target side never uses
+    return p / p.sum()
+
+
+@pytest.mark.parametrize("alpha, beta, kind", [(0.1, 0.0, "prior"), (0.3, 0.0, "prior"), (0.0, 0.5, "uniform"),
+                                               (0.1, 0.3, "prior"), (0.1, 0.3, "uniform"), (1.0, 0.0, "prior")])
+def test_family_matches_the_dense_reference_and_gradcheck(alpha, beta, kind):
+    logits, target = random_batch()
+    V = logits.size(-1)
+    prior = some_prior(V) if kind == "prior" else smoothing_prior("uniform", torch.ones(V), PAD)
+    lp = F.log_softmax(logits, -1)
+    loss, nll = label_smoothed_nll_loss(lp, target, alpha, PAD, prior=prior, confidence_penalty=beta)
+    ref = dense_family(lp, target, alpha, PAD, prior, beta)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    g, = torch.autograd.grad(loss + 0.5 * nll, logits, retain_graph=True)
+    ref_nll = -(lp.gather(-1, target.unsqueeze(-1)).squeeze(-1) * (target != PAD)).sum()
+    g_ref, = torch.autograd.grad(ref + 0.5 * ref_nll, logits)
+    assert torch.allclose(g, g_ref, atol=1e-12)
+    assert g[target == PAD].abs().max().item() == 0.0  # no gradient reaches padding
+    fn = lambda x: label_smoothed_nll_loss(F.log_softmax(x, -1), target, alpha, PAD, prior=prior,  # noqa: E731
+                                           confidence_penalty=beta)
+    assert torch.autograd.gradcheck(fn, (logits.detach().requires_grad_(),))
+
+
+def test_the_uniform_prior_passed_explicitly_is_todays_loss_to_the_bit():
+    logits, target = random_batch(dtype=torch.float32)
+    lp = F.log_softmax(logits, -1)
+    u = smoothing_prior("uniform", torch.ones(lp.size(-1)), PAD)
+    a = label_smoothed_nll_loss(lp, target, 0.1, PAD)
+    b = label_smoothed_nll_loss(lp, target, 0.1, PAD, prior=u)
+    assert a[0].item() == b[0].item() and a[1].item() == b[1].item()
+    ga, = torch.autograd.grad(a[0], logits, retain_graph=True)
+    gb, = torch.autograd.grad(b[0], logits)
+    assert torch.equal(ga, gb)
+    # and the matrix-vector path on the same prior agrees to rounding
+    c = _LabelSmoothedNLL.apply(lp, target, 0.1, PAD, u, 0.0)
+    assert c[0].item() == pytest.approx(a[0].item(), rel=1e-6)
+
+
+def test_priors_by_hand():
+    counts = torch.tensor([5.0, 0.0, 0.0, 2.0, 6.0, 0.0])  # pad 0 (never counted), pieces 3 and 4 used
+    assert smoothing_prior("unigram", counts, PAD).tolist() == [0.0, 0.0, 0.0, 0.25, 0.75, 0.0]
+    assert smoothing_prior("masked", counts, PAD).tolist() == [0.0, 0.0, 0.0, 0.5, 0.5, 0.0]
+    assert smoothing_prior("uniform", counts, PAD).tolist() == [0.0] + [0.2] * 5
+    with pytest.raises(ValueError, match="no mass"):
+        smoothing_prior("masked", torch.tensor([4.0, 0.0, 0.0]), PAD)
+    with pytest.raises(ValueError, match="unknown smoothing prior"):
+        smoothing_prior("zipf", counts, PAD)
+
+
+def test_confidence_penalty_by_hand():
+    # p = (0.1, 0.2, 0.3, 0.4), target 2: NLL 1.2039728; H = 1.2798542; beta 0.5: 1.2039728 - 0.6399271
+    lp = torch.tensor([P]).log()
+    loss, nll = label_smoothed_nll_loss(lp, torch.tensor([2]), 0.0, PAD, confidence_penalty=0.5)
+    assert loss.item() == pytest.approx(1.2039728 - 0.5 * 1.2798542, abs=1e-6) and nll.item() == pytest.approx(1.2039728)

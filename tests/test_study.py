@@ -1,31 +1,37 @@
+"""Study files: validation, the runner (local and through submitit), typed results, claims, rebuilds."""
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import TINY_MODEL
-from nmt.comparison import parse_grid
-from nmt.decode import main as decode
+from nmt.config import UsageError, parse_grid
+from nmt.stats import recompute
 from nmt.study import main as study
-from nmt.train import main as train
+from nmt.studyfile import StudyError, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_FLAGS = ('flags = { max_steps = 15, vocab_size = 64, max_train_len = 60, d_model = 32, n_heads = 2, '
+             'encoder_layers = 1, decoder_layers = 1, d_ff = 64, max_positions = 64 }')
 
 
-@pytest.fixture(scope="module")
-def two_models(toy_multi30k, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("study")
-    dirs = []
-    for alpha, seed in ((0.0, 1), (0.1, 1), (0.1, 2)):
-        d = runs / f"a{alpha}_s{seed}"
-        assert train(["--data-dir", str(toy_multi30k), "--run-dir", str(d), "--alpha", str(alpha), "--seed", str(seed),
-                      "--vocab-size", "64", "--max-tokens", "200", "--max-train-len", "60", "--max-epochs", "6",
-                      "--lr", "5e-3", "--warmup-steps", "20", *TINY_MODEL]) == 0
-        dirs.append(d)
-    (runs / "study.json").write_text(json.dumps({"runs": [{"dir": str(d)} for d in dirs]}))
-    return runs, dirs
+def toy_study(path: Path, data_dir: Path, seeds="[1, 2]", extra: str = "", models: str = None) -> Path:
+    models = models or ('[[models]]\nname = "hard"\nlabel = "hard targets"\n\n'
+                        '[[models]]\nname = "ls"\nlabel = "label smoothing α=0.1"\nalpha = 0.1\n')
+    path.write_text(f'name = "toy"\n[data]\ndir = "{data_dir}"\n[defaults]\npreset = "smoke"\nseeds = {seeds}\n'
+                    f'{TOY_FLAGS}\n\n{models}\n[evaluate]\nbeam = 2\nsweep = "0.8,1.25"\nbaseline = "hard"\n'
+                    f'{extra}\n'
+                    '[[claims]]\nclaim = "ECE(LS) < ECE(hard)"\nmetric = "ece_forced"\na = "ls"\nb = "hard"\n'
+                    'direction = "less"\n\n'
+                    '[[claims]]\nclaim = "ECE(hard + T) ≈ ECE(LS)"\nmetric = "ece_forced"\n'
+                    'a = { model = "hard", temperature = "fitted" }\nb = "ls"\ndirection = "equivalent"\nmargin = 0.01\n')
+    return path
 
 
 def test_parse_grid():
-    from nmt.config import UsageError
     assert parse_grid("0.7:1.6:0.1") == [0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]
     assert parse_grid("0.8,1,1.25") == [0.8, 1.0, 1.25] and parse_grid("none") == []
     for bad in ("1:0.5:0.1", "0.5:1:0", "a,b", "0,1"):
@@ -33,106 +39,167 @@ def test_parse_grid():
             parse_grid(bad)
 
 
-def test_comparison_table_sweep_and_figures(two_models, tmp_path, capsys):
-    runs, dirs = two_models
-    out = tmp_path / "results"
-    assert decode(["--beam", "2", "--runs", str(runs), "--results", str(out), "--sweep", "0.8,1.25"]) == 0
+def test_the_committed_study_files_are_valid():
+    for f in sorted((ROOT / "studies").glob("*.toml")):
+        s = load_study(f)
+        assert s.models and s.name == f.stem, f
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('alpha = 0.1', 'alhpa = 0.1'), r"models\[1\]\.alhpa: unknown key \(allowed: name, label, alpha"),
+    (lambda t: t.replace('alpha = 0.1', 'alpha = 1.5'), r"models\[1\]\.alpha: 1\.5: expected a number in \[0, 1\)"),
+    (lambda t: t.replace('name = "ls"', 'name = "hard"'), r"models\[1\]\.name: 'hard': two models have this name"),
+    (lambda t: t.replace('margin = 0.01', ''), r"claims\[1\]\.margin: missing: an equivalence claim needs its margin"),
+    (lambda t: t.replace('b = "hard"', 'b = "nobody"'), r"claims\[0\]\.b: 'nobody': not a model of this study"),
+    (lambda t: t.replace('metric = "ece_forced"', 'metric = "ece"', 1), r"claims\[0\]\.metric: 'ece': expected one of"),
+    (lambda t: t.replace('beam = 2', 'beam = 0'), r"evaluate\.beam: 0: expected a whole number >= 1"),
+    (lambda t: t.replace('seeds = [1, 2]', 'seeds = [1, 1]'), r"defaults\.seeds: \[1, 1\]: a seed is listed twice"),
+    (lambda t: t.replace('max_steps = 15', 'max_stepz = 15'), r"defaults\.flags\.max_stepz: unknown key"),
+    (lambda t: t.replace('max_steps = 15', 'lr = -1'), r"models\[0\]: the model cannot be trained: --lr -1"),
+    (lambda t: t.replace('name = "toy"', ''), r"name: missing"),
+    (lambda t: t + '\n[[models]]\nname = "kd"\nteacher = "ghost"\n', r"models\[2\]\.teacher: 'ghost'"),
+    (lambda t: t.replace('[data]', '[data]\npair = "en-xx"'), r"data\.pair: 'en-xx': expected SRC-TGT"),
+    (lambda t: "name = [", "not a TOML file"),
+])
+def test_a_bad_study_file_names_the_key_and_trains_nothing(edit, message, tmp_path, toy_multi30k, capsys):
+    f = toy_study(tmp_path / "s.toml", toy_multi30k)
+    f.write_text(edit(f.read_text()))
+    with pytest.raises(StudyError, match=message):
+        load_study(f)
+    runs = tmp_path / "runs"
+    assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {f}: ") and err.count("\n") == 1
+    assert not runs.exists() and not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def toy_results(toy_multi30k, tmp_path_factory):
+    """The toy study run once with the local launcher: two models, two seeds, a sweep and a beam sweep."""
+    d = tmp_path_factory.mktemp("toystudy")
+    f = toy_study(d / "toy.toml", toy_multi30k, extra="beams = [1, 3]\ntest_sets = \"all\"")
+    assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(d / "results")]) == 0
+    return d, f
+
+
+def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys):
+    d, f = toy_results
+    out = d / "results"
     data = json.loads((out / "comparison.json").read_text())
-    rows, agg = data["rows"], data["aggregate"]
-    assert len(rows) == 6  # 3 models x (T = 1, fitted T)
-    assert [(r["label"], r["n"]) for r in agg] == [("hard targets", 1), ("hard targets + T", 1),
-                                                   ("label smoothing α=0.1", 2), ("label smoothing α=0.1 + T", 2)]
-    fitted = json.loads((dirs[0] / "temperature.json").read_text())["checkpoint_best.pt"]["temperature"]
-    hard_t = [r for r in rows if r["label"] == "hard targets + T"][0]
-    assert hard_t["temperature"] == pytest.approx(fitted)
-    # Temperature scaling does not change the teacher-forced argmax (computed afresh at each T) ...
-    hard_1 = [r for r in rows if r["label"] == "hard targets"][0]
-    assert hard_t["accuracy"] == hard_1["accuracy"]
-    # ... and, fitted on validation, it does not raise the validation NLL.
-    assert hard_t["val_nll"] <= hard_1["val_nll"] + 1e-9
-    # Intervals: NLL's contains its value (a mean); ECE's percentile intervals may lie above it on 20
-    # sentences (ECE is biased upwards, resampling more so), but they are proper intervals.
+    rows = data["rows"]
+    assert len(rows) == 2 * 2 * 2  # 2 models x 2 seeds x (T = 1, fitted T), one test set
+    assert {(r["model"], r["seed"], r["t_kind"]) for r in rows} == {(m, s, k) for m in ("hard", "ls") for s in (1, 2)
+                                                                   for k in ("1", "fitted")}
+    assert all(r["test_set"] == "test_2016_flickr" for r in rows)  # "all": the only test set the toy data has
+    fitted = json.loads(next((d / "runs/en-de/smoke").glob("hard+flags*_seed1/temperature.json")).read_text())
+    hard_t = next(r for r in rows if (r["model"], r["seed"], r["t_kind"]) == ("hard", 1, "fitted"))
+    hard_1 = next(r for r in rows if (r["model"], r["seed"], r["t_kind"]) == ("hard", 1, "1"))
+    assert hard_t["temperature"] == pytest.approx(fitted["checkpoint_best.pt"]["temperature"])
+    assert hard_t["accuracy"] == hard_1["accuracy"]  # T never changes the arg-max
+    assert hard_t["val_nll"] <= hard_1["val_nll"] + 1e-9  # fitted on validation: it cannot raise validation NLL
     for r in rows:
         lo, hi = r["test_nll_ci"]
         assert lo <= r["test_nll"] <= hi
-        for key in ("ece_forced", "ece_inference"):
-            lo, hi = r[key + "_ci"]
-            assert 0 <= lo < hi <= 1, (key, r)
-    # Paired bootstrap against the hard-target row of the same seed; seed 2 has no hard-target model.
-    seed1 = [r for r in rows if r["seed"] == 1]
-    assert all(r["bleu_ci"] > 0 and r["chrf_ci"] > 0 for r in seed1) and hard_1["bleu_p"] is None
-    assert all(0 < r["bleu_p"] <= 1 and 0 < r["chrf_p"] <= 1 for r in seed1 if r is not hard_1)
-    assert all("bleu_p" not in r for r in rows if r["seed"] == 2)
-    ls = [r for r in agg if r["label"] == "label smoothing α=0.1"][0]
-    assert ls["bleu_beam_std"] is not None
+        assert 0 <= r["ece_forced_floor"] <= r["ece_forced"] + 0.2
+    assert hard_1["bleu_p"] is None and all(r["bleu_p"] is not None for r in rows if r is not hard_1
+                                            and r["seed"] == 1)
+    # the claims: the per-seed differences of the rows, and every interval / verdict recomputed from them
+    assert [c["claim"] for c in data["claims"]] == ["ECE(LS) < ECE(hard)", "ECE(hard + T) ≈ ECE(LS)"]
+    for c in data["claims"]:
+        per = {s: next(r["ece_forced"] for r in rows if (r["model"], r["seed"], r["t_kind"]) ==
+                       (c["a"]["model"], s, c["a"]["temperature"])) -
+               next(r["ece_forced"] for r in rows if (r["model"], r["seed"], r["t_kind"]) ==
+                    (c["b"]["model"], s, c["b"]["temperature"])) for s in (1, 2)}
+        assert c["differences"] == [per[1], per[2]] and c["n"] == 2
+        again = recompute(c)
+        assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"])
     md = (out / "comparison.md").read_text()
-    assert "| hard targets + T |" in md and "±" in md and "nrefs:1" in md and "labels:ter" in md
+    assert "| hard targets + T |" in md and "**" in md and "Holm p" in md and "labels:ter-wang" in md
+    assert "uncommitted changes" in md or "(clean tree)" in md
     prov = data["meta"]["provenance"]
-    assert prov["command"].startswith("python -m nmt.study") and prov["torch"] and prov["machine"]["threads"] >= 1
-    assert (out / "runs" / dirs[0].name / "log.jsonl").is_file()
+    assert prov["command"].startswith("python -m nmt.study run") and str(ROOT) not in prov["command"]
     # The Markdown is made from the JSON alone.
     assert study(["--from-results", str(out)]) == 0
-    assert capsys.readouterr().out.endswith(md)
-    with open(out / "temperature_sweep.csv") as f:
-        sweep = list(csv.DictReader(f))
-    assert len(sweep) == 4 and {float(r["temperature"]) for r in sweep} == {0.8, 1.25}
-    for name in ("reliability.png", "temperature_sweep.png", "reliability_hard_targets.png"):
+    assert capsys.readouterr().out == md
+    with open(out / "temperature_sweep.csv") as fh:
+        sweep = list(csv.DictReader(fh))
+    assert len(sweep) == 2 * 2 * 2 and {int(r["seed"]) for r in sweep} == {1, 2}  # every seed is swept
+    with open(out / "beam_sweep.csv") as fh:
+        beams = list(csv.DictReader(fh))
+    assert len(beams) == 2 * 2 * 2 * 2 and {int(r["beam"]) for r in beams} == {1, 3}
+    for name in ("reliability.png", "temperature_sweep.png", "beam_sweep.png", "reliability_hard_t.png"):
         assert (out / name).stat().st_size > 10_000
+    assert len(list((out / "runs" / "en-de" / "smoke").iterdir())) == 4
+    assert len(list((out / "hyps").iterdir())) == 8
 
 
-def test_no_study_is_a_clear_error(tmp_path, capsys):
-    assert decode(["--runs", str(tmp_path), "--results", str(tmp_path / "r")]) == 2
-    assert "scripts/train.sh" in capsys.readouterr().err
+def test_a_second_run_trains_nothing_and_a_dry_run_says_so(toy_results, capsys):
+    d, f = toy_results
+    assert study(["run", str(f), "--runs", str(d / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("done") == 4 and "0 of 4 runs to train" in out
 
 
-def test_train_sh_main_job_end_to_end(toy_multi30k, tmp_path):
-    """scripts/train.sh with the smoke preset: both models, the manifest, the comparison; a rerun skips."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "scripts" / "train.sh"
-    cmd = ["bash", str(script), "--preset", "smoke", "--data-dir", str(toy_multi30k), "--runs", str(tmp_path / "runs"),
-           "--results", str(tmp_path / "results"), "--sweep", "none", "--", "--max-steps", "15", "--vocab-size", "64",
-           "--max-train-len", "60"]
-    env = {"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+def test_a_run_dir_of_other_settings_is_refused(toy_results, tmp_path, capsys):
+    """A directory where the study expects its model but which holds a run trained otherwise (here: another
+    dropout) is refused, never retrained over or evaluated as if it were the study's."""
+    import shutil
+    d, f = toy_results
+    runs = tmp_path / "runs"
+    shutil.copytree(d / "runs", runs, ignore=shutil.ignore_patterns(".lock", "cache"))
+    victim = next((runs / "en-de/smoke").glob("uniform0.1*_seed1"))
+    cfg = json.loads((victim / "config.json").read_text())
+    cfg["model_config"]["dropout"] = 0.3
+    (victim / "config.json").write_text(json.dumps(cfg))
+    before = (victim / "checkpoint_last.pt").read_bytes()
+    assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of other settings" in err and "dropout: 0.3 there, 0.1 here" in err
+    assert (victim / "checkpoint_last.pt").read_bytes() == before and not (tmp_path / "r").exists()
+
+
+def test_the_slurm_launcher_through_submitits_local_executor(toy_results, tmp_path):
+    """--launcher submitit-local: each training is a submitit job; the runs equal the local launcher's."""
+    pytest.importorskip("submitit")
+    d, f = toy_results
+    one = tmp_path / "one.toml"
+    one.write_text(f.read_text().replace("seeds = [1, 2]", "seeds = [1]").replace('beams = [1, 3]\ntest_sets = "all"',
+                                                                                  ""))
+    res = subprocess.run([sys.executable, "-m", "nmt.study", "run", str(one), "--runs", str(tmp_path / "runs"),
+                          "--results", str(tmp_path / "results"), "--launcher", "submitit-local"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    manifest = json.loads((tmp_path / "runs" / "study.json").read_text())
-    assert [(r["alpha"], r["seed"]) for r in manifest["runs"]] == [(0, 1), (0.1, 1)]
-    table = (tmp_path / "results" / "comparison.md").read_text()
-    assert "| hard targets |" in table and "| label smoothing α=0.1 + T |" in table
-    again = subprocess.run(cmd[:-7] + ["--no-eval"], capture_output=True, text=True, env=env)
-    assert again.returncode == 0 and again.stdout.count("already trained, skipped") == 2
-    bad = subprocess.run(["bash", str(script), "--preset", "huge"], capture_output=True, text=True, env=env)
-    assert bad.returncode == 2 and "unknown preset" in bad.stderr
-    # scripts/distill.sh on those two models as teachers: four students, one table with teachers beside them.
-    distill = script.parent / "distill.sh"
-    res = subprocess.run(["bash", str(distill), "--preset", "smoke", "--runs", str(tmp_path / "runs"), "--results",
-                          str(tmp_path / "distill")], capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    labels = [r["label"] for r in json.loads((tmp_path / "distill" / "comparison.json").read_text())["aggregate"]]
-    assert len(labels) == 12  # 2 teachers + 4 students, each at T = 1 and fitted T
-    assert "student ← hard targets teacher (β=0.5, T=1) [d32 1+1L]" in labels
-    assert "student ← label smoothing α=0.1 teacher (β=0.5, T=1) [d32 1+1L] + T" in labels
-    hashes = {json.loads((d / "config.json").read_text())["tokenizer_sha256"]
-              for d in (tmp_path / "runs").glob("**/alpha*_seed1")} | \
-        {json.loads((d / "config.json").read_text())["tokenizer_sha256"] for d in (tmp_path / "runs" / "distill").iterdir()}
-    # Same data and seed: the two teachers trained byte-identical tokenizers; every student reuses it.
-    assert len(hashes) == 1
-    # The distilled students' directories name beta and T, so another setting can never reuse them.
-    assert sorted(d.name for d in (tmp_path / "runs" / "distill").iterdir()) == [
-        "student_alone_alpha0", "student_alone_alpha0.1", "student_from_alpha0.1_beta0.5_T1",
-        "student_from_alpha0_beta0.5_T1"]
+    assert "submitted hard seed 1" in res.stderr and (tmp_path / "runs" / ".submitit").is_dir()
+    for run in (tmp_path / "runs/en-de/smoke").iterdir():
+        a = torch.load(run / "checkpoint_last.pt", weights_only=True)["model"]
+        b = torch.load(d / "runs/en-de/smoke" / run.name / "checkpoint_last.pt", weights_only=True)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), run.name
+    assert json.loads((tmp_path / "results" / "comparison.json").read_text())["claims"][0]["n"] == 1
+
+
+def test_a_third_alpha_is_a_study_file_and_no_code(tmp_path, toy_multi30k):
+    """The README's example: one more model of three seeds is a few lines of TOML."""
+    f = tmp_path / "alpha.toml"
+    f.write_text(f'name = "alpha03"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\nseeds = [1, 2, 3]\n\n'
+                 '[[models]]\nname = "hard"\n\n[[models]]\nname = "ls03"\nalpha = 0.3\n\n'
+                 '[[claims]]\nclaim = "ECE(LS 0.3) < ECE(hard)"\nmetric = "ece_forced"\na = "ls03"\nb = "hard"\n'
+                 'direction = "less"\n')
+    s = load_study(f)
+    assert [m.seeds for m in s.models] == [(1, 2, 3)] * 2 and s.models[1].alpha == 0.3
 
 
 def test_committed_results_rebuild_the_committed_tables_and_the_readme():
-    """results/main holds the study behind the README: comparison.md is made from comparison.json alone, and
-    the README's headline table and claims are what `python -m nmt.study --from-results results/main
-    --headline` prints."""
-    from pathlib import Path
-
-    from nmt.comparison import rebuild
-    root = Path(__file__).resolve().parents[1]
-    main_results = root / "results" / "main"
+    """results/main holds the study behind the README: comparison.md is made from comparison.json alone, the
+    README's table and claims are what `python -m nmt.study --from-results results/main --headline` prints,
+    every claim follows from its per-seed differences, and the study was made from a clean tree."""
+    from nmt.experiment import rebuild
+    main_results = ROOT / "results" / "main"
     assert rebuild(main_results) == (main_results / "comparison.md").read_text()
-    assert rebuild(main_results, headline=True) in (root / "README.md").read_text()
+    assert rebuild(main_results, headline=True) in (ROOT / "README.md").read_text()
+    data = json.loads((main_results / "comparison.json").read_text())
+    assert data["meta"]["provenance"]["git_dirty"] is False
+    for c in data["claims"]:
+        again = recompute(c)
+        assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"]), c["claim"]
+    assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
+                               str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0

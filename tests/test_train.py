@@ -21,11 +21,17 @@ def run(args, **kw):
 
 
 def weights(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def test_inverse_sqrt_schedule():
     assert [round(inverse_sqrt(s, 4), 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 0.8944, 0.8165]
+
+
+def test_linear_decay_schedule_by_hand():
+    """The CPU preset's schedule: warm-up 2 of 6 updates, then down to 0 at the last: (6 - s) / 4."""
+    from nmt.train import linear_decay
+    assert [linear_decay(s, 2, 6) for s in range(7)] == [0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
 
 
 def test_bad_corpus_is_a_clear_error_and_leaves_no_run_dir(tmp_path, capsys):
@@ -156,6 +162,10 @@ def test_gradient_accumulation_makes_fewer_larger_updates(toy_corpus, tmp_path):
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30: expected a multiple of --n-heads 4"),
     (["--max-train-len", "300"], "--max-train-len 300: expected at most --max-positions"),
     (["--lr-schedule", "cosine"], "--lr-schedule 'cosine': expected inverse_sqrt or linear"),
+    (["--smoothing", "zipf"], "--smoothing 'zipf': expected uniform, unigram, masked"),
+    (["--confidence-penalty", "-0.1"], "--confidence-penalty -0.1: expected a finite number >= 0"),
+    (["--confidence-penalty", "nan"], "--confidence-penalty nan: expected a finite number >= 0"),
+    (["--alpha", "1.5", "--smoothing", "masked"], "--alpha 1.5: expected a number in [0, 1)"),
 ])
 def test_settings_that_cannot_work_are_refused_before_anything_is_written(flags, message, toy_corpus, tmp_path,
                                                                           capsys):
@@ -291,13 +301,32 @@ def test_a_corrupt_gzip_is_a_clear_error(tmp_path, capsys):
 
 
 def test_presets_are_data_and_flags_override_them(toy_corpus, tmp_path):
-    from nmt.config import PRESETS
+    from nmt.config import PRESETS, TrainConfig
     run_dir = tmp_path / "run"
     assert main(["--preset", "smoke", *toy_train_args(toy_corpus, run_dir, "--max-steps", "3", "--d-model", "48")]) == 0
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["model"]["d_model"] == 48  # the flag
-    assert cfg["model"]["d_ff"] == int(TINY_D_FF) != PRESETS["smoke"]["d_ff"]  # toy_train_args' own flag
-    assert cfg["model"]["encoder_layers"] == PRESETS["smoke"]["encoder_layers"]  # the preset
+    assert cfg["model_config"]["d_model"] == 48  # the flag
+    assert cfg["model_config"]["d_ff"] == int(TINY_D_FF) != PRESETS["smoke"]["d_ff"]  # toy_train_args' own flag
+    # the preset, on settings toy_train_args leaves alone and whose default differs
+    assert cfg["train_config"]["max_epochs"] == PRESETS["smoke"]["max_epochs"] != TrainConfig.max_epochs
+    assert cfg["model_config"]["dropout"] == PRESETS["smoke"]["dropout"] == 0.1
+
+
+def test_a_masked_prior_is_computed_stored_and_checked_on_resume(toy_corpus, tmp_path):
+    """--smoothing masked: the prior is uniform over the target side's pieces, stored in the checkpoint (plain
+    tensors: weights_only loads it) with its hash in config.json."""
+    run_dir = tmp_path / "run"
+    args = toy_train_args(toy_corpus, run_dir, "--alpha", "0.1", "--smoothing", "masked", "--max-steps", "4",
+                          "--max-epochs", "1", "--no-fit-temperature")
+    assert main(args) == 0
+    ckpt = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
+    prior = ckpt["prior"]
+    from nmt.data import read_text
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=str(run_dir / "spm.model"))
+    used = {i for line in read_text(toy_corpus / "train.de") for i in sp.encode(line)} | {3}  # EOS too
+    assert {int(i) for i in prior.nonzero()} == used and prior.sum().item() == pytest.approx(1.0)
+    assert json.loads((run_dir / "config.json").read_text())["prior_sha256"]
 
 
 def test_a_full_disk_keeps_the_last_good_checkpoint(toy_corpus, tmp_path, monkeypatch, capsys):

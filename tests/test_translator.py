@@ -7,23 +7,38 @@ import pytest
 from nmt import Translator
 
 
-def test_translator_matches_the_cli(tiny_run, toy_corpus, tmp_path):
-    from nmt.decode import main
+def test_translator_matches_independent_computations(tiny_run, toy_corpus, tmp_path):
+    """Translator.translate against beam_search run one sentence at a time (no batching, no translate_many), and
+    Translator.score against a plain loop over sentences (no batches, no streaming bins)."""
+    import torch
+    import torch.nn.functional as F
+
+    from nmt.checkpoint import load_model
+    from nmt.data import encode_lines
+    from nmt.model import BOS
+    from nmt.search import beam_search
     src = (toy_corpus / "test.en").read_text().splitlines()
     ref = (toy_corpus / "test.de").read_text().splitlines()
     t = Translator.load(tiny_run)
     out = t.translate(src, beam=4)
-    hyp = tmp_path / "h.txt"
-    assert main(["--checkpoint", str(tiny_run), "--input", str(toy_corpus / "test.en"), "--references",
-                 str(toy_corpus / "test.de"), "--output", str(hyp), "--beam", "4"]) == 0
-    assert [o.text for o in out] == hyp.read_text().splitlines()
+    model, _, sp = load_model(tiny_run)
+    for o, ids in zip(out, encode_lines(sp, src)):
+        h, = beam_search(model, torch.tensor([ids]), beam=4)
+        assert o.text == sp.decode(h.ids) and o.score == pytest.approx(h.score, abs=1e-5)
     o = out[0]
     assert o.pieces[-1] == "</s>" and len(o.pieces) == len(o.token_probs)
     assert o.logprob == pytest.approx(sum(math.log(p) for p in o.token_probs), abs=1e-5)
     assert o.score == pytest.approx(o.logprob / len(o.pieces), abs=1e-5)  # length penalty 1
-    forced = json.loads((tmp_path / "h.txt.metrics.json").read_text())["forced"]
+    nll = correct = n = 0.0
+    with torch.no_grad():
+        for s_ids, r_ids in zip(encode_lines(sp, src), encode_lines(sp, ref)):
+            lp = F.log_softmax(model(torch.tensor([s_ids]), torch.tensor([[BOS] + r_ids[:-1]]))[0], -1)  # (T, V)
+            y = torch.tensor(r_ids)
+            nll += -lp[torch.arange(len(r_ids)), y].sum().item()
+            correct += (lp.argmax(-1) == y).sum().item()
+            n += len(r_ids)
     s = t.score(src, ref)
-    assert s["nll"] == pytest.approx(forced["nll"], rel=1e-9) and s["ece"] == pytest.approx(forced["ece"], abs=1e-12)
+    assert s["nll"] == pytest.approx(nll / n, rel=1e-6) and s["accuracy"] == pytest.approx(correct / n)
 
 
 def test_translator_auto_temperature_and_empty_text(tiny_run):

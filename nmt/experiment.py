@@ -1,0 +1,371 @@
+"""A study's evaluation: every model and seed on every test set, at T = 1 and at its validation-fitted T
+(Guo et al. 2017), against each other (Mueller, Kornblith & Hinton 2019, Sec. 3), then the study's claims.
+
+Per (model, seed, T, test set), a `results.Row`: validation NLL; test NLL, perplexity, token accuracy and mean
+prediction entropy (teacher-forced); teacher-forced ECE with its 95% bootstrap interval, its debiased
+estimate (Kumar et al. 2019) and the ECE a perfectly calibrated model with the same confidences would
+show (`calibration.ece_floor`), EOS positions apart; inference ECE under each protocol of the study (labeller,
+bins, EOS; ours and Wang et al. 2020's); BLEU with the beam and greedy, chrF, the length ratio; sacrebleu's
+paired bootstrap against the baseline model of the same seed (test-set noise, not seed noise).
+Per model and seed (all seeds, or the first): the temperature sweep (their Fig. 4), and the beam-size sweep
+(BLEU, length ratio, empty and truncated hypotheses) where the study asks for it.
+
+Each model's sources are encoded once per batch and searched at every (beam, T) it needs (`evaluate.search`).
+The claims (`stats.judge`, Holm over the study) use the per-seed values of the rows. `write_results` writes
+results/NAME/ (`report` draws it); `rebuild` remakes comparison.md from comparison.json alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from nmt import checkpoint as ckpt_io
+from nmt import report
+from nmt.calibration import (ECESignature, debiased_ece, ece_floor, inference_calibration, inference_labels,
+                             teacher_forced_at)
+from nmt.config import DecodeConfig, train_config_from
+from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
+from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, search, \
+    validation_batches
+from nmt.files import DirLock
+from nmt.results import FORMAT, Row, aggregate
+from nmt.search import hypothesis_limits
+from nmt.stats import adjust, judge
+from nmt.studyfile import Study
+
+log = logging.getLogger("nmt.experiment")
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def relative(path) -> str:
+    """A path as the project sees it: relative to the project root where it lies inside, else as given."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(PROJECT))
+    except ValueError:
+        return str(path)
+
+
+# -- one model ----------------------------------------------------------------------------------------
+
+def test_data(study: Study, tcfg) -> list:
+    """[(name, source lines, reference lines)] of the study's test sets for a model's corpus; "all": every
+    {split}.{src,tgt}.gz pair of the data directory beyond train and val (the absent ones are skipped)."""
+    if study.data.test:
+        return [(name, read_text(src), read_text(ref)) for name, src, ref in study.data.test]
+    names = list(study.evaluate.test_sets)
+    if names == ["all"]:
+        names = test_sets_of(tcfg)
+    out = []
+    for name in names:
+        src_path, ref_path = split_files(tcfg, name)
+        if not (src_path.is_file() and ref_path.is_file()):
+            log.warning("test set %s: %s or %s not found, skipped", name, src_path, ref_path)
+            continue
+        out.append((name, *read_text_pairs(tcfg, name)))
+    if not out:
+        raise DataError(f"no test set of {', '.join(names)} found for {tcfg.src_lang}-{tcfg.tgt_lang}")
+    return out
+
+
+def decode_config(study: Study) -> DecodeConfig:
+    e = study.evaluate
+    first = e.inference[0]
+    return DecodeConfig(beam=e.beam, n_bins=e.n_bins, batch_size=e.batch_size, inference_bins=first.bins,
+                        inference_eos=first.eos, labels=first.labels)
+
+
+def inference_stats(hyps, ref_ids, protocol, temperature: float) -> dict:
+    """Inference ECE of one protocol, with its interval, debiased value and calibrated floor."""
+    labels = [inference_labels(h.tokens, r, protocol.labels) for h, r in zip(hyps, ref_ids)]
+    inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels, protocol.bins,
+                                temperature, protocol.labels, protocol.eos)
+    conf = [p for h in hyps for t, p in zip(h.tokens, h.token_probs) if protocol.eos == "include" or t != 3]
+    cal = inf["calibration"]["bins"]
+    inf["debiased"] = debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
+                                   [b["count"] * b["accuracy"] for b in cal])
+    inf["floor"] = ece_floor(conf, protocol.bins)
+    return inf
+
+
+def length_shares(hyps, src_ids, dcfg, max_positions: int) -> dict:
+    """The share of empty hypotheses (EOS alone) and of hypotheses cut at the length limit."""
+    n = len(hyps)
+    lim = [int(hypothesis_limits(torch.tensor([s]), dcfg.max_len_a, dcfg.max_len_b, max_positions)[0]) if s else 0
+           for s in src_ids]
+    empty = sum(1 for h, s in zip(hyps, src_ids) if s and len(h.tokens) <= 1)
+    cut = sum(1 for h, m in zip(hyps, lim) if m and len(h.tokens) >= m)
+    return {"empty_share": empty / max(n, 1), "truncated_share": cut / max(n, 1)}
+
+
+def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> dict:
+    """Every number of one model and seed: {"rows": [Row], "sweep": [...], "beam_sweep": [...], "panels": {...},
+    "hyps": {(test set, t_kind): texts}, "references": {test set: lines}}."""
+    e = study.evaluate
+    dcfg = decode_config(study)
+    model, ckpt, sp = ckpt_io.load_model(path, device)
+    tcfg = train_config_from(ckpt["train_config"], where=f"{ckpt['path']}: train_config")
+    val = validation_batches(tcfg, sp, model.cfg.max_positions, device)
+    t_fit = float(fitted_temperature(model, ckpt, sp, device, batches=val)["temperature"])
+    temps = list(dict.fromkeys([1.0, t_fit] + (list(e.sweep) if sweep else [])))
+    val_forced = teacher_forced_at(model, val, [1.0, t_fit], n_bins=e.n_bins)
+    out = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}}
+    for name, src, ref in test_data(study, tcfg):
+        src_ids = encode_for_model(sp, src, model.cfg.max_positions, name)
+        jobs = ([(1, 1.0)] if e.greedy else []) + [(e.beam, t) for t in temps]
+        found = search(model, src_ids, dcfg, jobs)
+        texts = {job: [sp.decode(h.ids) for h in hyps] for job, hyps in found.items()}
+        ref_ids = encode_lines(sp, ref)
+        greedy_bleu = corpus_bleu(texts[1, 1.0], ref) if e.greedy else None
+        forced = forced_metrics_at(model, sp, src, ref, temps, dcfg, device, name, intervals=[1.0, t_fit],
+                                   confidences=[1.0, t_fit])
+        out["references"][name] = ref
+        for kind, t in (("1", 1.0), ("fitted", t_fit)):
+            row = make_row(study, spec, seed, kind, t, name, ckpt, val_forced[t], forced[t], found[e.beam, t],
+                           texts[e.beam, t], ref, ref_ids, greedy_bleu)
+            out["rows"].append(row)
+            out["hyps"][name, kind] = texts[e.beam, t]
+            out["panels"][name, kind] = (t, forced[t]["calibration"])
+            log.info("  %-24s seed %d %s T=%.3f BLEU %.2f ECE %.4f (inference %.4f) NLL %.3f", spec.name, seed, name, t,
+                     row.bleu_beam, row.ece_forced, row.ece_inference, row.test_nll)
+        for t in (e.sweep if sweep else ()):
+            out["sweep"].append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
+                                 "temperature": t, "bleu": corpus_bleu(texts[e.beam, t], ref),
+                                 "ece": forced[t]["ece"], "nll": forced[t]["nll"]})
+        if e.beams:
+            out["beam_sweep"] += beam_sweep(model, sp, spec, seed, name, src_ids, ref, dcfg, t_fit, e.beams)
+    return out
+
+
+def beam_sweep(model, sp, spec, seed: int, name: str, src_ids, ref, dcfg, t_fit: float, beams) -> list:
+    """BLEU, length ratio, empty and truncated shares at every beam size, at T = 1 and the fitted T (a search
+    of its own, so that the main searches keep their batches)."""
+    jobs = [(b, t) for b in beams for t in (1.0, t_fit)]
+    t0 = time.time()
+    found = search(model, src_ids, dcfg, jobs)
+    out = []
+    for (b, t), hyps in found.items():
+        s = corpus_scores([sp.decode(h.ids) for h in hyps], ref)
+        out.append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
+                    "t_kind": "1" if t == 1.0 else "fitted", "temperature": t, "beam": b, "bleu": s["bleu"],
+                    "length_ratio": s["length_ratio"], **length_shares(hyps, src_ids, dcfg, model.cfg.max_positions)})
+    log.info("  beam sweep %s seed %d: %d searches in %.0f s", spec.name, seed, len(jobs), time.time() - t0)
+    return out
+
+
+def make_row(study, spec, seed, kind, t, name, ckpt, v, f, hyps, texts, ref, ref_ids, greedy_bleu) -> Row:
+    """One Row from the searches and teacher-forced passes of one model at one temperature."""
+    s = corpus_scores(texts, ref)
+    protocols = study.evaluate.inference
+    inf = [inference_stats(hyps, ref_ids, p, t) for p in protocols]
+    wang = next((i for p, i in zip(protocols, inf) if p.labels == "ter-wang"), None)
+    cal = f["calibration"]["bins"]
+    n_bins = study.evaluate.n_bins
+    sigs = {"BLEU": s["bleu_signature"], "chrF": s["chrf_signature"], "ECE (forced)": f["signature_template"],
+            "ECE (inference)": inf[0]["signature_template"],
+            "ECE (forced, debiased)": ECESignature(n_bins, "forced", t, estimator="debiased:kumar2019-normal")
+            .without_temperature(),
+            "ECE floor (forced)": ECESignature(n_bins, "forced", t, estimator="floor:calibrated-poisson-binomial")
+            .without_temperature()}
+    if wang is not None:
+        sigs["ECE (inference, Wang et al.)"] = wang["signature_template"]
+    return Row(model=spec.name, label=spec.label + (" + T" if kind == "fitted" else ""), seed=seed, t_kind=kind,
+               temperature=t, test_set=name, variant=spec.variant, alpha=spec.alpha, pair=spec.pair,
+               checkpoint=relative(ckpt["path"]), val_nll=v["nll"], test_nll=f["nll"],
+               test_nll_ci=f["intervals"]["nll"], test_ppl=f["ppl"], accuracy=f["accuracy"], entropy=f["entropy"],
+               ece_forced=f["ece"], ece_forced_ci=f["intervals"]["ece"], ece_forced_eos=f["ece_eos"],
+               ece_forced_debiased=debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
+                                                [b["count"] * b["accuracy"] for b in cal]),
+               ece_forced_floor=ece_floor(f["confidences"], n_bins), mce_forced=f["mce"],
+               ece_inference=inf[0]["ece"], ece_inference_ci=inf[0].get("ece_interval"),
+               ece_inference_debiased=inf[0]["debiased"], ece_inference_floor=inf[0]["floor"],
+               inference_accuracy=inf[0]["accuracy"],
+               ece_inference_wang=None if wang is None else wang["ece"],
+               ece_inference_wang_ci=None if wang is None else wang.get("ece_interval"),
+               ece_inference_wang_floor=None if wang is None else wang["floor"],
+               bleu_beam=s["bleu"], bleu_greedy=greedy_bleu, chrf=s["chrf"], length_ratio=s["length_ratio"],
+               signatures=sigs)
+
+
+# -- across models ------------------------------------------------------------------------------------
+
+def paired_tests(rows: list, hyps: dict, references: dict, baseline: str) -> dict:
+    """Adds to each row bleu_ci / chrf_ci (95% half-widths) and bleu_p / chrf_p against the baseline model's
+    T = 1 row of the same seed and test set: sacrebleu's paired bootstrap (1,000 resamples, its seed 12345),
+    which measures the test set's sampling noise, not the seeds'. Returns its signature."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    for key in sorted({(r.test_set, r.pair, r.seed) for r in rows}):
+        mine = [r for r in rows if (r.test_set, r.pair, r.seed) == key]
+        base = next((r for r in mine if r.model == baseline and r.t_kind == "1"), None)
+        if base is None:
+            continue
+        order = [base] + [r for r in mine if r is not base]
+        systems = [(f"{r.model}/{r.t_kind}", hyps[r.model, r.seed, r.test_set, r.t_kind]) for r in order]
+        refs = references[base.model, base.seed, base.test_set]
+        _, scores = PairedTest(systems, {"BLEU": BLEU(), "chrF": CHRF()}, [refs], test_type="bs", n_samples=1000)()
+        for metric, name in (("bleu", "BLEU"), ("chrf", "chrF2")):
+            for r, (_, texts), res in zip(order, systems, scores[name]):
+                setattr(r, metric + "_ci", float(res.ci))
+                p = None if res.p_value is None else float(res.p_value)
+                if r is not base and texts == systems[0][1]:
+                    p = 1.0  # identical hypotheses: no difference at all (sacrebleu would say 1 / 1001)
+                setattr(r, metric + "_p", p)
+    return {"test": "paired bootstrap (sacrebleu PairedTest)", "resamples": 1000, "seed": 12345,
+            "baseline": baseline, "noise": "test-set sampling, per seed (not seed-to-seed)"}
+
+
+def judge_claims(study: Study, rows: list) -> list:
+    """Every claim of the study with its verdict, Holm-adjusted over the study's claims."""
+    first = rows[0].test_set if rows else ""
+    claims = []
+    for c in study.claims:
+        test_set = c.test_set or first
+
+        def per_seed(ref):
+            return {r.seed: getattr(r, c.metric) for r in rows if r.model == ref.model and r.t_kind == ref.temperature
+                    and r.test_set == test_set and getattr(r, c.metric) is not None}
+        claims.append(judge(c.claim, c.metric, c.a.to_dict(), c.b.to_dict(), c.direction, per_seed(c.a),
+                            per_seed(c.b), c.margin, c.source, test_set))
+    return adjust(claims)
+
+
+# -- provenance and writing ---------------------------------------------------------------------------
+
+def git_state() -> dict:
+    try:
+        commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        status = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None, "git_changes": []}
+    return {"git_commit": commit, "git_dirty": bool(status), "git_changes": status.splitlines()[:50]}
+
+
+def provenance(argv, started: float, device, study: Study, runs: list) -> dict:
+    """How a results directory was made: the command (paths relative to the project), the commit and whether
+    the tree was clean, library versions, corpus checksums, the runs' precision, the machine, the time."""
+    import sacrebleu
+    import scipy
+    import sentencepiece
+
+    from nmt import __version__
+    from nmt.runtime import cpu_bf16_capability
+    corpus = {}
+    for r in runs:
+        try:
+            d = Path(r["dir"])
+            tcfg = ckpt_io.read_run_config(d if d.is_dir() else d.parent)[0]
+            for split in ["train", "val", *r["test_sets"]]:
+                for p in split_files(tcfg, split):
+                    if p.is_file() and p.name not in corpus:
+                        corpus[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+        except (DataError, OSError, ValueError):  # a corpus or config that is gone: no checksum
+            pass
+    args = [relative(a) if os.path.exists(a) else a for a in argv]
+    return {"command": " ".join(["python -m nmt.study"] + args), "study": relative(study.path), "nmt": __version__,
+            **git_state(), "torch": torch.__version__, "sentencepiece": sentencepiece.__version__,
+            "sacrebleu": sacrebleu.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
+            "corpus_sha256": corpus, "precision": {r["run"]: r["precision"] for r in runs},
+            "machine": {"device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                        "platform": platform.platform(), "cpu_bf16": cpu_bf16_capability()["flags"]},
+            "wall_seconds": round(time.time() - started, 1)}
+
+
+def copy_run_files(run_dirs, out_dir: Path) -> None:
+    """Each run's config.json, log.jsonl and temperature.json under results/NAME/runs/PAIR/PRESET/RUN/."""
+    for d in run_dirs:
+        d = Path(d) if Path(d).is_dir() else Path(d).parent
+        dest = out_dir / "runs" / d.parent.parent.name / d.parent.name / d.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "log.jsonl", "temperature.json"):
+            if (d / name).is_file():
+                shutil.copyfile(d / name, dest / name)
+
+
+def evaluate_study(study: Study, planned: list, device, argv=()) -> dict:
+    """Evaluate every run of the study; comparison.json's dict (rows typed)."""
+    started = time.time()
+    order = [m.name for m in study.models]
+    rows, sweep, beams, panels, hyps, refs, runs = [], [], [], {}, {}, {}, []
+    first_seed = {m.name: min(m.seeds) for m in study.models}
+    for i, r in enumerate(planned, 1):
+        spec = study.model(r.model)
+        log.info("[%d/%d] %s seed %d: %s", i, len(planned), r.model, r.seed, r.dir)
+        do_sweep = bool(study.evaluate.sweep) and (study.evaluate.sweep_seeds == "all" or r.seed == first_seed[r.model])
+        res = evaluate_model(study, spec, r.seed, r.dir, device, do_sweep)
+        rows += res["rows"]
+        sweep += res["sweep"]
+        beams += res["beam_sweep"]
+        for (name, kind), texts in res["hyps"].items():
+            hyps[r.model, r.seed, name, kind] = texts
+        for name, lines in res["references"].items():
+            refs[r.model, r.seed, name] = lines
+        if r.seed == first_seed[r.model]:
+            for (name, kind), panel in res["panels"].items():
+                panels[r.model, name, kind] = panel
+        cfg = ckpt_io.read_run_config(r.dir if Path(r.dir).is_dir() else Path(r.dir).parent)[2]
+        runs.append({"run": relative(r.dir), "dir": r.dir, "precision": (cfg.get("precision") or {}).get("precision",
+                                                                                                         "fp32"),
+                     "test_sets": sorted({row.test_set for row in res["rows"]})})
+    baseline = study.evaluate.baseline or order[0]
+    bootstrap = paired_tests(rows, hyps, refs, baseline)
+    claims = judge_claims(study, rows)
+    meta = {"study": study.name, "description": study.description, "beam": study.evaluate.beam,
+            "decode": dataclasses.asdict(decode_config(study)), "evaluate": dataclasses.asdict(study.evaluate),
+            "models": [dataclasses.asdict(m) for m in study.models], "model_order": order,
+            "paired_bootstrap": bootstrap, "claims_test": {"orderings": "paired t over seeds, 95% interval",
+                                                           "equivalence": "TOST, 90% interval", "multiplicity": "Holm"},
+            "provenance": provenance(argv, started, device, study, runs)}
+    data = {"format": FORMAT, "meta": meta, "signatures": report.signatures_of(rows), "rows": rows,
+            "aggregate": aggregate(rows, order), "claims": claims, "sweep": sweep, "beam_sweep": beams}
+    return {"data": data, "hyps": hyps, "panels": panels, "runs": [r.dir for r in planned]}
+
+
+def write_results(result: dict, out_dir) -> dict:
+    """results/NAME/: comparison.json/.md, the sweeps (CSV and figures), reliability diagrams, hypotheses and
+    each run's small files, under the results directory's lock (one writer at a time). Returns comparison.json
+    as read back (`results.load_comparison`)."""
+    from nmt.results import load_comparison
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = result["data"]
+    with DirLock(out_dir, "results directory", "--results"):
+        report.write_comparison(data, out_dir)
+        saved = load_comparison(out_dir)
+        hyp_dir = out_dir / "hyps"
+        hyp_dir.mkdir(exist_ok=True)
+        temps = {(r.model, r.seed, r.test_set, r.t_kind): r.temperature for r in saved["rows"]}
+        for key, texts in result["hyps"].items():
+            model, seed, name, kind = key
+            report.write_text(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
+                                        f".txt", "".join(h + "\n" for h in texts))
+        report.write_reliability_figures(result["panels"], saved, out_dir)
+        if saved["sweep"]:
+            report.write_sweep(saved["sweep"], saved["rows"], out_dir, beam=saved["meta"]["beam"])
+        if saved["beam_sweep"]:
+            report.write_beam_sweep(saved["beam_sweep"], out_dir)
+        copy_run_files(result["runs"], out_dir)
+    return saved
+
+
+def rebuild(results_dir, headline: bool = False) -> str:
+    """comparison.md (or, with `headline`, the README's table and claims) remade from comparison.json alone."""
+    from nmt.results import load_comparison
+    data = load_comparison(results_dir)
+    try:
+        return report.headline(data) if headline else report.comparison_markdown(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise DataError(f"{Path(results_dir) / 'comparison.json'}: not a comparison.json of this version "
+                        f"({type(e).__name__}: {e})") from None

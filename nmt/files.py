@@ -1,0 +1,108 @@
+"""Files that must never be half-written or written by two processes at once: atomic writers and directory locks.
+
+- `write_text_atomic` / `write_json_atomic`: a temporary file beside the target (PID in its name), fsync,
+  rename; readers see the old file or the new one. Only regular files (or new paths) are written this way:
+  a device, FIFO or symlink target is refused, so an output named /dev/stdout never replaces the device.
+- `DirLock`: an exclusive OS lock (flock) on DIR/.lock, held while one process writes a run or a results
+  directory; released when the process exits, however it exits. A second process is refused with the
+  holder's PID.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+from pathlib import Path
+
+from nmt.config import UsageError
+
+
+def check_regular_target(path) -> Path:
+    """`path` if it is a regular file or does not exist yet; a UsageError for a directory, a symlink, a device
+    or a FIFO (write to stdout with '-')."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if stat.S_ISLNK(st.st_mode):
+        raise UsageError(f"{path}: a symbolic link; outputs are written as new regular files (use '-' for stdout)")
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{path}: a directory, not a file; choose a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{path}: a device or pipe, not a regular file (use '-' for stdout)")
+    return path
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, fsync, then rename. A failure (disk full) names the file
+    and leaves `path` as it was."""
+    path = check_regular_target(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write ({e.strerror or e})", str(path)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(obj, path) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path, what: str = "JSON file") -> dict:
+    """A JSON object from `path`, or a UsageError naming the file and what is wrong (never a traceback)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: not found (expected a {what})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not a valid {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object, not {type(data).__name__} (a {what})")
+    return data
+
+
+class DirLock:
+    """An exclusive OS lock (flock) on DIR/.lock, held while one process writes DIR; released when it exits,
+    however it exits. A second process is refused with the holder's PID (a UsageError)."""
+
+    def __init__(self, directory, what: str = "run", flag: str = "--run-dir"):
+        self.path = Path(directory) / ".lock"
+        self.what, self.flag = what, flag
+        self.fd = None
+
+    def acquire(self) -> "DirLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UsageError(f"{self.path.parent}: another process (PID {holder}) is writing this {self.what}; wait "
+                             f"for it to end, or choose another {self.flag}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+RunLock = DirLock  # the run directory's lock (nmt.train)

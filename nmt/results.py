@@ -1,0 +1,154 @@
+"""Typed results of a study: a Row per (model, seed, temperature, test set), aggregates over seeds, claims,
+and reading a comparison.json back, validated (it may have come from someone else: nothing in it is trusted
+or run).
+
+comparison.json: {"format": 2, "meta": {...}, "signatures": {...}, "rows": [Row], "aggregate": [...],
+"claims": [Claim], "sweep": [...], "beam_sweep": [...]}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from nmt.data import DataError
+from nmt.files import read_json
+
+FORMAT = 2
+
+
+@dataclass
+class Row:
+    """The numbers of one model (study name `model`), seed, temperature ("1" or "fitted") and test set."""
+    model: str
+    label: str  # display only
+    seed: int
+    t_kind: str
+    temperature: float
+    test_set: str
+    variant: str = "hard"
+    alpha: float = 0.0
+    pair: str = "en-de"
+    checkpoint: str = ""
+    val_nll: Optional[float] = None
+    test_nll: Optional[float] = None
+    test_nll_ci: Optional[list] = None
+    test_ppl: Optional[float] = None
+    accuracy: Optional[float] = None
+    entropy: Optional[float] = None
+    ece_forced: Optional[float] = None
+    ece_forced_ci: Optional[list] = None
+    ece_forced_eos: Optional[float] = None
+    ece_forced_debiased: Optional[float] = None
+    ece_forced_floor: Optional[float] = None
+    mce_forced: Optional[float] = None
+    ece_inference: Optional[float] = None
+    ece_inference_ci: Optional[list] = None
+    ece_inference_debiased: Optional[float] = None
+    ece_inference_floor: Optional[float] = None
+    inference_accuracy: Optional[float] = None
+    ece_inference_wang: Optional[float] = None
+    ece_inference_wang_ci: Optional[list] = None
+    ece_inference_wang_floor: Optional[float] = None
+    bleu_beam: Optional[float] = None
+    bleu_greedy: Optional[float] = None
+    chrf: Optional[float] = None
+    length_ratio: Optional[float] = None
+    bleu_ci: Optional[float] = None
+    bleu_p: Optional[float] = None
+    chrf_ci: Optional[float] = None
+    chrf_p: Optional[float] = None
+    signatures: dict = field(default_factory=dict)
+
+    @property
+    def group(self) -> tuple:
+        return (self.test_set, self.model, self.t_kind)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+ROW_FIELDS = {f.name for f in dataclasses.fields(Row)}
+NUMERIC = ["temperature"] + [f.name for f in dataclasses.fields(Row) if f.type in ("Optional[float]",)]
+
+
+def row_from(d: dict, where: str) -> Row:
+    if not isinstance(d, dict):
+        raise DataError(f"{where}: expected a table, not {type(d).__name__}")
+    unknown = sorted(set(d) - ROW_FIELDS)
+    missing = sorted(k for k in ("model", "label", "seed", "t_kind", "temperature", "test_set") if k not in d)
+    if unknown or missing:
+        raise DataError(f"{where}: " + "; ".join(x for x in (f"unknown keys {', '.join(unknown)}" if unknown else "",
+                                                            f"missing {', '.join(missing)}" if missing else "") if x))
+    for k in NUMERIC:
+        v = d.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise DataError(f"{where}.{k}: {v!r}: expected a number or null")
+    return Row(**d)
+
+
+@dataclass
+class Aggregate:
+    """A model at one temperature kind on one test set, over its seeds: mean, std (None for one seed), n."""
+    model: str
+    label: str
+    t_kind: str
+    test_set: str
+    n: int
+    seeds: list
+    mean: dict  # metric -> mean
+    std: dict  # metric -> std or None
+    per_seed: dict  # metric -> [values, in seed order]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def aggregate(rows: list, order: list) -> list:
+    """Aggregates of `rows` grouped by (test set, model, T kind), in the study's model order (`order`)."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(r.group, []).append(r)
+    key = lambda g: (g[0], order.index(g[1]) if g[1] in order else len(order), g[2] != "1")  # noqa: E731
+    out = []
+    for g in sorted(groups, key=key):
+        rs = sorted(groups[g], key=lambda r: r.seed)
+        mean, std, per = {}, {}, {}
+        for k in NUMERIC:
+            vals = [getattr(r, k) for r in rs if getattr(r, k) is not None]
+            if vals and not k.endswith("_p"):
+                mean[k] = statistics.fmean(vals)
+                std[k] = statistics.stdev(vals) if len(vals) > 1 else None
+            if vals:
+                per[k] = vals
+        out.append(Aggregate(rs[0].model, rs[0].label, rs[0].t_kind, rs[0].test_set, len(rs), [r.seed for r in rs],
+                             mean, std, per))
+    return out
+
+
+def load_comparison(results_dir) -> dict:
+    """comparison.json of a results directory, its rows as Rows and its claims checked; a DataError (exit 2)
+    naming the file and the entry for anything malformed."""
+    from nmt.config import UsageError
+    path = Path(results_dir) / "comparison.json"
+    try:
+        data = read_json(path, "comparison.json of a study")
+    except UsageError as e:
+        raise DataError(str(e)) from None
+    if data.get("format") != FORMAT:
+        raise DataError(f"{path}: format {data.get('format')!r}, expected {FORMAT} (written by this nmt's "
+                        f"python -m nmt.study run)")
+    for key, kind in (("meta", dict), ("signatures", dict), ("rows", list), ("claims", list)):
+        if not isinstance(data.get(key), kind):
+            raise DataError(f"{path}: {key}: expected a {'table' if kind is dict else 'list'}")
+    data["rows"] = [row_from(r, f"{path}: rows[{i}]") for i, r in enumerate(data["rows"])]
+    for i, c in enumerate(data["claims"]):
+        if not isinstance(c, dict) or not {"claim", "metric", "direction", "differences", "seeds", "verdict"} <= set(c):
+            raise DataError(f"{path}: claims[{i}]: expected a claim with claim, metric, direction, differences, "
+                            f"seeds and verdict")
+    prov = data["meta"].get("provenance")
+    if not isinstance(prov, dict):
+        raise DataError(f"{path}: meta.provenance: expected a table")
+    return data

@@ -1,0 +1,224 @@
+"""Files a user was sent or named never run code, never get overwritten by mistake, and a malformed one gets one
+clear line (issue: crafted and damaged files)."""
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import toy_train_args
+from nmt.decode import main as decode
+from nmt.train import main as train
+
+PY = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Evil:
+    """Unpickling this creates MARKER: what a crafted checkpoint could do with any command."""
+    marker = ""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def evil_run(tiny_run, tmp_path, name="checkpoint_avg.pt") -> tuple:
+    """A copy of the tiny run whose checkpoint holds an Evil object; (run dir, marker path)."""
+    run = tmp_path / "evil_run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
+    marker = tmp_path / "PWNED"
+    Evil.marker = str(marker)
+    ckpt = torch.load(run / name, weights_only=True)
+    ckpt["payload"] = Evil()
+    torch.save(ckpt, run / name)
+    return run, marker
+
+
+def one_error_line(err: str, *needles) -> None:
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert lines and lines[-1].startswith("error: "), err[-2000:]
+    assert "Traceback" not in err, err[-2000:]
+    for n in needles:
+        assert n in lines[-1], (n, lines[-1])
+
+
+def test_a_crafted_checkpoint_runs_nothing_anywhere(tiny_run, toy_corpus, tmp_path, capsys):
+    run, marker = evil_run(tiny_run, tmp_path)
+    from nmt import Translator
+    from nmt.checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match="refused: it holds objects other than tensors"):
+        Translator.load(run)
+    cmds = [
+        ["-m", "nmt.decode", "--checkpoint", str(run), "--input", str(toy_corpus / "test.en"),
+         "--output", str(tmp_path / "h.txt")],
+        ["-m", "nmt.export", "--checkpoint", str(run), "--ctranslate2", str(tmp_path / "ct2")],
+        ["-m", "nmt.study", "--checkpoint", str(run), "--checkpoint", str(tiny_run), "--results", str(tmp_path / "r")],
+    ]
+    for cmd in cmds:
+        res = subprocess.run([PY, *cmd], capture_output=True, text=True, cwd=ROOT)
+        assert res.returncode == 2, (cmd, res.stderr[-2000:])
+        one_error_line(res.stderr, "refused")
+    assert not marker.exists()
+    # resume: the crafted object in checkpoint_last.pt
+    victim, marker = evil_run(tiny_run, tmp_path / "b", name="checkpoint_last.pt")
+    args = toy_train_args(toy_corpus, victim, "--max-epochs", "41", "--average-last", "2", "--lr", "5e-3",
+                          "--max-tokens", "200", "--resume")
+    assert train(args) == 2
+    one_error_line(capsys.readouterr().err, "refused", "--trust-checkpoint-code")
+    assert not marker.exists()
+
+
+def test_decoding_never_writes_onto_the_model_it_reads(tiny_run, toy_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    src = str(toy_corpus / "test.en")
+    for flags in (["--output", str(run / "checkpoint_best.pt")], ["--output", str(run / "checkpoint_avg.pt")],
+                  ["--output", str(tmp_path / "h.txt"), "--metrics", str(run / "spm.model")],
+                  ["--output", str(run / "config.json")]):
+        assert decode(["--checkpoint", str(run), "--input", src, *flags]) == 2
+        one_error_line(capsys.readouterr().err, "would overwrite a file of the model being decoded")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_special_files_and_directories_are_refused_before_translating(tiny_run, toy_corpus, tmp_path, capsys):
+    src = str(toy_corpus / "test.en")
+    link = tmp_path / "stdout_link"
+    link.symlink_to("/dev/stdout")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for target, message in ((link, "a symbolic link"), (fifo, "a device or pipe"), (folder, "a directory"),
+                            (Path("/dev/null"), "a device or pipe")):
+        assert decode(["--checkpoint", str(tiny_run), "--input", src, "--output", str(target)]) == 2
+        one_error_line(capsys.readouterr().err, message)
+    assert link.is_symlink() and os.readlink(link) == "/dev/stdout"
+    assert not Path("/dev/stdout.metrics.json").exists() and not (tmp_path / "stdout_link.metrics.json").exists()
+
+
+def test_a_full_disk_while_decoding_is_one_line(tiny_run, toy_corpus, tmp_path, monkeypatch, capsys):
+    import nmt.files
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(nmt.files.os, "fsync", full)
+    out = tmp_path / "h.txt"
+    assert decode(["--checkpoint", str(tiny_run), "--input", str(toy_corpus / "test.en"), "--output", str(out)]) == 1
+    one_error_line(capsys.readouterr().err, str(out), "No space left on device")
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_full_disk_inside_torch_save_is_one_line_and_keeps_the_checkpoint(toy_corpus, tmp_path, monkeypatch,
+                                                                            capsys):
+    run_dir = tmp_path / "run"
+    args = toy_train_args(toy_corpus, run_dir, "--no-fit-temperature")
+    assert train(args + ["--max-epochs", "1"]) == 0
+    good = (run_dir / "checkpoint_last.pt").read_bytes()
+
+    def full(*a, **k):  # what torch's zip writer raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+    monkeypatch.setattr(torch, "save", full)
+    assert train(args + ["--max-epochs", "2", "--resume"]) == 1
+    one_error_line(capsys.readouterr().err, "checkpoint", "cannot write")
+    assert (run_dir / "checkpoint_last.pt").read_bytes() == good
+
+
+def test_a_vocabulary_sentencepiece_cannot_build_leaves_nothing(toy_corpus, tmp_path, capsys):
+    run_dir = tmp_path / "a" / "b" / "run"
+    assert train(toy_train_args(toy_corpus, run_dir, "--vocab-size", "5")) == 2
+    one_error_line(capsys.readouterr().err, "--vocab-size 5")
+    assert not (tmp_path / "a").exists()  # the run directory and the parents this call made are gone
+
+
+def test_a_tokenizer_that_is_not_one(tiny_run, toy_corpus, tmp_path, capsys):
+    garbage = tmp_path / "garbage.model"
+    garbage.write_bytes(b"not a sentencepiece model at all")
+    run_dir = tmp_path / "new"
+    assert train(toy_train_args(toy_corpus, run_dir, "--tokenizer", str(garbage))) == 2
+    one_error_line(capsys.readouterr().err, "not a SentencePiece model")
+    assert not run_dir.exists()
+    # a run whose spm.model is garbage with a matching hash in the checkpoint
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "spm.model").write_bytes(garbage.read_bytes())
+    from nmt.data import file_sha256
+    for name in ("checkpoint_avg.pt", "checkpoint_best.pt"):
+        c = torch.load(run / name, weights_only=True)
+        c["tokenizer_sha256"] = file_sha256(run / "spm.model")
+        torch.save(c, run / name)
+    assert decode(["--checkpoint", str(run), "--input", str(toy_corpus / "test.en"), "--output",
+                   str(tmp_path / "h.txt")]) == 2
+    one_error_line(capsys.readouterr().err, "not a SentencePiece model")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["model_config"].update(colour="red"), "model_config: unknown keys colour"),
+    (lambda c: c["model_config"].update(d_model="wide"), "model_config.d_model: 'wide': expected"),
+    (lambda c: c["model_config"].update(d_ff=96), "the weights do not match its model_config"),
+    (lambda c: c.update(train_config=[1, 2]), "train_config: expected a table"),
+])
+def test_a_checkpoint_with_a_wrong_config_names_the_file_and_key(edit, message, tiny_run, toy_corpus, tmp_path,
+                                                                   capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
+    c = torch.load(run / "checkpoint_avg.pt", weights_only=True)
+    edit(c)
+    torch.save(c, run / "checkpoint_avg.pt")
+    assert decode(["--checkpoint", str(run), "--input", str(toy_corpus / "test.en"), "--output",
+                   str(tmp_path / "h.txt")]) == 2
+    one_error_line(capsys.readouterr().err, "checkpoint_avg.pt", message)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"train_config": {"alpha": ', "not a valid run config"),
+    ('{"train_config": [1, 2], "model_config": {}}', "train_config: expected a table"),
+    ('{"train_config": {"alpha": "lots"}, "model_config": {}}', "train_config.alpha: 'lots': expected"),
+])
+def test_a_malformed_config_json_names_the_file(text, message, tiny_run, toy_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
+    (run / "config.json").write_text(text)
+    assert train(toy_train_args(toy_corpus, run, "--resume")) == 2
+    one_error_line(capsys.readouterr().err, "config.json", message)
+    assert train(toy_train_args(toy_corpus, tmp_path / "student", "--data-from", str(run))) == 2
+    one_error_line(capsys.readouterr().err, "config.json")
+    assert not (tmp_path / "student").exists()
+
+
+def test_a_malformed_comparison_json_is_one_line(tmp_path, capsys):
+    from nmt.study import main as study
+    (tmp_path / "comparison.json").write_text(json.dumps({"format": 2, "meta": {"provenance": {}}, "signatures": [],
+                                                          "rows": [], "claims": []}))
+    assert study(["--from-results", str(tmp_path)]) == 2
+    one_error_line(capsys.readouterr().err, "comparison.json", "signatures")
+    (tmp_path / "comparison.json").write_text("[1, 2")
+    assert study(["--from-results", str(tmp_path)]) == 2
+    one_error_line(capsys.readouterr().err, "comparison.json")
+
+
+def test_a_corpus_with_nul_bytes_is_refused(tmp_path, capsys):
+    from conftest import toy_pairs, write_lines
+    pairs = toy_pairs(30, 0)
+    write_lines(tmp_path / "t.en", [s for s, _ in pairs])
+    write_lines(tmp_path / "t.de", [t if i != 6 else t + "\x00x" for i, (_, t) in enumerate(pairs)])
+    args = ["--run-dir", str(tmp_path / "run"), "--train-src", str(tmp_path / "t.en"), "--train-tgt",
+            str(tmp_path / "t.de"), "--valid-src", str(tmp_path / "t.en"), "--valid-tgt", str(tmp_path / "t.de")]
+    assert train(args) == 2
+    one_error_line(capsys.readouterr().err, "t.de:7: a NUL byte")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_results_directory_has_one_writer(tmp_path):
+    from nmt.config import UsageError
+    from nmt.files import DirLock
+    with DirLock(tmp_path, "results directory", "--results"):
+        with pytest.raises(UsageError, match=f"PID {os.getpid()}.*--results"):
+            DirLock(tmp_path, "results directory", "--results").acquire()
+    DirLock(tmp_path).acquire().release()  # free again once the first writer is done

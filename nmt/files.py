@@ -24,7 +24,7 @@ def check_regular_target(path) -> Path:
     path = Path(path)
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a new file (or one under a file: the writability check says)
         return path
     if stat.S_ISLNK(st.st_mode):
         raise UsageError(f"{path}: a symbolic link; outputs are written as new regular files (use '-' for stdout)")

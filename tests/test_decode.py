@@ -183,7 +183,7 @@ def test_per_token_records(tiny_run, toy_corpus, tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--input", "x.en"], "--input: not used with the study"),
     (["--checkpoint", "a", "--runs", "r"], "--runs: not used with one --checkpoint"),
-    (["--checkpoint", "a", "--sweep", "none"], "--sweep: not used with one --checkpoint"),
+    (["--checkpoint", "a", "--study", "s.toml"], "--study: not used with one --checkpoint"),
     (["--beam", "0"], "--beam 0: expected a whole number >= 1"),
     (["--checkpoint", "a", "--temperature", "inf"], "--temperature 'inf': expected a positive finite number"),
 ])

@@ -75,7 +75,7 @@ def test_distilled_student_uses_its_teachers_tokenizer(tiny_run, toy_corpus, tmp
                                 "--distill-temperature", "2", "--max-epochs", "2", "--no-fit-temperature") + small) == 0
     assert (student / "spm.model").read_bytes() == (tiny_run / "spm.model").read_bytes()
     cfg = json.loads((student / "config.json").read_text())
-    assert cfg["train"]["teacher"] == str(tiny_run) and cfg["model"]["d_model"] == 16
+    assert cfg["train_config"]["teacher"] == str(tiny_run) and cfg["model_config"]["d_model"] == 16
     assert train(toy_train_args(toy_corpus, tmp_path / "bad", "--teacher", str(tiny_run), "--alpha", "0.1")) == 2
     assert "--teacher with --alpha" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

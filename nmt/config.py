@@ -192,7 +192,6 @@ class DecodeConfig:
 
 
 SMOOTHING_PRIORS = ("uniform", "unigram", "masked")
-SWEEP_DEFAULT = "0.7:1.6:0.1"  # the temperature sweep of the paper's Fig. 4, where no study says otherwise
 
 
 def parse_grid(spec: str) -> list:

@@ -434,8 +434,12 @@ def main(argv=None):
         else:
             print(f"{check_parallel(args.src, args.tgt)} aligned lines")
         return 0
-    from nmt import cli
-    return cli.run(body)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:  # not nmt.cli: that module imports this one
+        return body()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -47,12 +47,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 def relative(path) -> str:
-    """A path as the project sees it: relative to the project root where it lies inside, else as given."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(PROJECT))
-    except ValueError:
-        return str(path)
+    """A path relative to the project root (`../runs` for a folder beside the checkout), so that a recorded
+    command runs again from any clone laid out the same way."""
+    return os.path.relpath(Path(path).resolve(), PROJECT)
 
 
 # -- one model ----------------------------------------------------------------------------------------

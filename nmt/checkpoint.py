@@ -21,7 +21,7 @@ import torch
 
 from nmt.config import ModelConfig, UsageError, model_config_from, train_config_from
 from nmt.data import DataError, load_tokenizer
-from nmt.files import RunLock, read_json, write_json_atomic, write_text_atomic  # noqa: F401  (re-exported)
+from nmt.files import read_json
 from nmt.model import Transformer
 
 FORMAT = 2  # 2: weights_only-safe (numpy RNG state as plain data); 1: nmt 0.2's

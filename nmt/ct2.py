@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
 from nmt.config import UsageError
+from nmt.files import write_json_atomic
 
 
 def _linear(spec, layer, weight=None) -> None:
@@ -91,7 +92,7 @@ def export(checkpoint, out_dir, quantization: str = None) -> Path:
     try:
         spec.save(str(out))
         shutil.copyfile(Path(ckpt["path"]).parent / "spm.model", out / "spm.model")
-        ckpt_io.write_json_atomic({"checkpoint": ckpt["path"], "model_config": ckpt["model_config"],
+        write_json_atomic({"checkpoint": ckpt["path"], "model_config": ckpt["model_config"],
                                    "train_config": ckpt["train_config"], "tokenizer_sha256": ckpt.get("tokenizer_sha256"),
                                    "quantization": quantization}, out / "nmt.json")
     except Exception:

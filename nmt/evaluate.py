@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nmt import checkpoint as ckpt_io
 from nmt.calibration import (bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
                              teacher_forced_at)
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
+from nmt.files import write_json_atomic
 from nmt.data import collate, encode_lines, make_batches, read_text_pairs
 from nmt.model import EOS
 from nmt.search import translate_many
@@ -74,7 +74,7 @@ def fitted_temperature(model, ckpt: dict, sp, device, batches=None) -> dict:
         if batches is None:
             batches = validation_batches(train_config_from(ckpt["train_config"]), sp, model.cfg.max_positions, device)
         fits[path.name] = fit_temperature(model, batches)
-        ckpt_io.write_json_atomic(fits, store)
+        write_json_atomic(fits, store)
     return fits[path.name]
 
 

@@ -38,10 +38,11 @@ from nmt import checkpoint as ckpt_io
 from nmt import cli
 from nmt.calibration import fit_temperature, teacher_forced
 from nmt.config import (PRESETS, ModelConfig, TrainConfig, UsageError, add_arguments, describe_presets,
-                        explicit_arguments, from_arguments, train_config_from)
+                        explicit_arguments, from_arguments)
 from nmt.data import (DataError, check_parallel, collate, encode_pairs, epoch_batch_order, file_sha256, lengths,
                       load_pairs, make_batches, split_files, train_tokenizer)
 from nmt.evaluate import validation_batches
+from nmt.files import RunLock, write_json_atomic
 from nmt.loss import smoothing_prior
 from nmt.model import PAD, Transformer, count_parameters
 from nmt.objective import Objective, loss_on_batch
@@ -317,7 +318,7 @@ def build(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, rank: int, world
     objective = make_objective(tcfg, train_ds, vocab, device, tok_hash)
     if rank == 0:
         prior = objective.prior
-        ckpt_io.write_json_atomic({"train_config": dataclasses.asdict(tcfg), "model_config": dataclasses.asdict(mcfg),
+        write_json_atomic({"train_config": dataclasses.asdict(tcfg), "model_config": dataclasses.asdict(mcfg),
                                    "tokenizer_sha256": tok_hash, "precision": precision,
                                    "prior_sha256": None if prior is None else tensor_sha256(prior)},
                                   run_dir / "config.json")
@@ -564,7 +565,7 @@ def finish(r: Run, t_start: float) -> None:
         model.load_state_dict(ckpt_io.load(final)["model"])
         sp = load_tokenizer(run_dir / "spm.model")
         fit = fit_temperature(model, validation_batches(tcfg, sp, model.cfg.max_positions, r.device))
-        ckpt_io.write_json_atomic({final.name: fit}, run_dir / "temperature.json")  # {checkpoint: fit}
+        write_json_atomic({final.name: fit}, run_dir / "temperature.json")  # {checkpoint: fit}
         log.info("fitted temperature T = %.4f on validation (NLL %.4f at T=1, %.4f at T)", fit["temperature"],
                  fit["nll_t1"], fit["nll"])
         r.jlog("temperature", **fit)
@@ -592,7 +593,7 @@ def start(args) -> int:
     try:
         if rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
-            lock = ckpt_io.RunLock(run_dir).acquire()
+            lock = RunLock(run_dir).acquire()
         tcfg, mcfg, resuming = resolve_configs(args, run_dir)
         if not tcfg.hub or tcfg.train_src:
             for split in ("train", "val"):

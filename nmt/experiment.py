@@ -38,6 +38,7 @@ from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_te
     validation_batches
 from nmt.files import DirLock
 from nmt.results import FORMAT, Row, aggregate
+from nmt.model import EOS
 from nmt.search import hypothesis_limits
 from nmt.stats import adjust, judge
 from nmt.studyfile import Study
@@ -86,7 +87,7 @@ def inference_stats(hyps, ref_ids, protocol, temperature: float) -> dict:
     labels = [inference_labels(h.tokens, r, protocol.labels) for h, r in zip(hyps, ref_ids)]
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels, protocol.bins,
                                 temperature, protocol.labels, protocol.eos)
-    conf = [p for h in hyps for t, p in zip(h.tokens, h.token_probs) if protocol.eos == "include" or t != 3]
+    conf = [p for h in hyps for t, p in zip(h.tokens, h.token_probs) if protocol.eos == "include" or t != EOS]
     cal = inf["calibration"]["bins"]
     inf["debiased"] = debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
                                    [b["count"] * b["accuracy"] for b in cal])

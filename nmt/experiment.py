@@ -36,7 +36,7 @@ from nmt.config import DecodeConfig, train_config_from
 from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
 from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, search, \
     validation_batches
-from nmt.files import DirLock
+from nmt.files import DirLock, write_text_atomic
 from nmt.results import FORMAT, Row, aggregate
 from nmt.model import EOS
 from nmt.search import hypothesis_limits
@@ -347,7 +347,7 @@ def write_results(result: dict, out_dir) -> dict:
         temps = {(r.model, r.seed, r.test_set, r.t_kind): r.temperature for r in saved["rows"]}
         for key, texts in result["hyps"].items():
             model, seed, name, kind = key
-            report.write_text(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
+            write_text_atomic(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
                                         f".txt", "".join(h + "\n" for h in texts))
         report.write_reliability_figures(result["panels"], saved, out_dir)
         if saved["sweep"]:

@@ -44,10 +44,6 @@ def jsonable(obj):
     return obj
 
 
-def write_text(path, text: str) -> None:
-    write_text_atomic(path, text)
-
-
 def signatures_of(rows: list) -> dict:
     sigs = {}
     for r in rows:

@@ -66,9 +66,6 @@ class Row:
     def group(self) -> tuple:
         return (self.test_set, self.model, self.t_kind)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 ROW_FIELDS = {f.name for f in dataclasses.fields(Row)}
 NUMERIC = ["temperature"] + [f.name for f in dataclasses.fields(Row) if f.type in ("Optional[float]",)]
@@ -101,9 +98,6 @@ class Aggregate:
     mean: dict  # metric -> mean
     std: dict  # metric -> std or None
     per_seed: dict  # metric -> [values, in seed order]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def aggregate(rows: list, order: list) -> list:

@@ -26,7 +26,7 @@ from pathlib import Path
 from nmt.checkpoint import read_run_config
 from nmt.config import PRESET_MINUTES, UsageError, flag
 from nmt.data import find_data_dir
-from nmt.studyfile import ModelSpec, Study, StudyError, _train_configs
+from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
 
 log = logging.getLogger("nmt.runs")
 
@@ -118,7 +118,7 @@ def check_matches(study: Study, spec: ModelSpec, seed: int, d: Path) -> None:
         tcfg, mcfg, raw = read_run_config(d)
     except UsageError as e:
         raise StudyError(f"{d}: cannot read the run's config ({e})") from None
-    want_t, want_m = _train_configs(spec)
+    want_t, want_m = train_configs(spec)
     want_t = dataclasses.replace(want_t, seed=seed)
     diffs = [f"{k}: {getattr(tcfg, k)!r} there, {getattr(want_t, k)!r} here"
              for k in (f.name for f in dataclasses.fields(tcfg)) if k not in NOT_IDENTITY

@@ -226,7 +226,7 @@ def _flags(ck: _Checker, value, key: str) -> tuple:
     return tuple(sorted(value.items()))
 
 
-def _train_configs(spec: ModelSpec):
+def train_configs(spec: ModelSpec):
     """The TrainConfig and ModelConfig that `nmt.train` builds for this model (validated by their classes)."""
     values = {**PRESETS[spec.preset], **dict(spec.flags), "alpha": spec.alpha, "src_lang": spec.src,
               "tgt_lang": spec.tgt}
@@ -276,7 +276,7 @@ def _model(ck: _Checker, m, key: str, defaults: dict) -> ModelSpec:
     spec = ModelSpec(name, label, alpha, smoothing, beta, teacher, distill, pair, preset, seeds,
                      tuple(sorted(flags.items())))
     try:
-        _train_configs(spec)
+        train_configs(spec)
     except UsageError as e:
         ck.fail(key, f"the model cannot be trained: {e}")
     return spec

@@ -1,6 +1,7 @@
 """python -m nmt.decode: translate with greedy or beam search; BLEU, chrF and token-level ECE.
 
   python -m nmt.decode --checkpoint RUN_DIR --beam 4            # the corpus's test split, with metrics
+  python -m nmt.decode --checkpoint RUN_DIR --test-sets all      # every test set of the data directory
   python -m nmt.decode --checkpoint RUN_DIR --input src.txt --references ref.txt --output hyp.txt
   echo "A dog runs." | python -m nmt.decode --checkpoint RUN_DIR --input -     # a filter: stdout = hypotheses
   python -m nmt.decode --engine ctranslate2 --checkpoint EXPORTED  # a model written by python -m nmt.export
@@ -31,20 +32,20 @@ from nmt import checkpoint as ckpt_io
 from nmt import cli, ct2
 from nmt.adhoc import adhoc_study
 from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments, train_config_from
-from nmt.data import DataError, read_text, read_text_pairs
+from nmt.data import DataError, read_text, read_text_pairs, split_files, test_sets_of
 from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metrics, token_records
 from nmt.experiment import evaluate_study, write_results
 from nmt.files import check_regular_target, write_text_atomic
 from nmt.report import study_summary
 from nmt.runs import plan
 from nmt.runtime import pick_device, setup_cpu
-from nmt.studyfile import load_study
+from nmt.studyfile import load_study, parse_test_sets, with_test_sets
 from nmt.translator import Translator
 
 log = logging.getLogger("nmt.decode")
 
 ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "temperature", "engine")
-NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len")  # CTranslate2 gives no per-token probabilities
+NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len", "test_sets")  # CTranslate2 gives no per-token probabilities
 STUDY = ("results", "runs", "study")
 MAIN_STUDY = Path(__file__).resolve().parent.parent / "studies" / "main.toml"
 
@@ -70,6 +71,9 @@ def parse_args(argv=None):
     p.add_argument("--results", help="study: where tables and figures go (default: results/NAME)")
     p.add_argument("--runs", help="study: where its runs are (default: the study's `runs`)")
     p.add_argument("--study", help="study: the study file to evaluate (default: studies/main.toml)")
+    p.add_argument("--test-sets", help='"all" (every {split}.{src,tgt}.gz pair of the data directory beyond train '
+                                       'and val) or a comma-separated list of splits: one model decodes each (to '
+                                       'RUN/eval/SPLIT...), a study evaluates them (in place of --split)')
     add_arguments(p, DecodeConfig)
     return p.parse_args(argv)
 
@@ -146,8 +150,37 @@ def source_and_references(args, dcfg: DecodeConfig, ckpt):
     return src, ref, dcfg.split
 
 
+def splits_to_decode(args, dcfg: DecodeConfig, ckpt) -> list:
+    """The --split, or the --test-sets found in the model's data directory (the absent ones named, skipped)."""
+    if args.test_sets is None:
+        return [dcfg.split]
+    if args.input:
+        raise UsageError("--test-sets: not with --input (it decodes the corpus's own test splits)")
+    sets = parse_test_sets(args.test_sets)
+    tcfg = train_config_from(ckpt["train_config"])
+    names = test_sets_of(tcfg) if sets == ("all",) else list(sets)
+    found = [n for n in names if all(p.is_file() for p in split_files(tcfg, n))]
+    if not found:
+        raise DataError(f"--test-sets {args.test_sets}: none found for {tcfg.src_lang}-{tcfg.tgt_lang} in "
+                        f"{split_files(tcfg, 'val')[0].parent}")
+    if len(found) > 1 and (args.output or args.metrics):
+        raise UsageError("--output/--metrics name one file; with several test sets leave them out (each set goes "
+                         "to RUN/eval/SET.CHECKPOINT.beamK.TT.txt)")
+    left = [n for n in names if n not in found]
+    print(f"test sets: {', '.join(found)}" + (f" (not in the data directory: {', '.join(left)})" if left else ""),
+          file=sys.stderr)
+    return found
+
+
 def decode_one(args, dcfg: DecodeConfig, device) -> int:
     t = Translator.load(args.checkpoint[0], str(device), spm_path=args.spm)
+    splits = splits_to_decode(args, dcfg, t.ckpt)
+    for split in splits:
+        decode_split(args, dataclasses.replace(dcfg, split=split), device, t)
+    return 0
+
+
+def decode_split(args, dcfg: DecodeConfig, device, t) -> int:
     model, ckpt, sp = t.model, t.ckpt, t.sp
     temperature = t.temperature(dcfg.temperature)
     src, ref, name = source_and_references(args, dcfg, ckpt)
@@ -214,8 +247,9 @@ def study(args, dcfg: DecodeConfig, device, argv) -> int:
     --study FILE's), nothing trained. --beam overrides the study's beam."""
     if args.checkpoint:
         st, planned = adhoc_study(args.checkpoint, dcfg.beam)
+        st = with_test_sets(st, args.test_sets)
     else:
-        st = load_study(args.study or MAIN_STUDY)
+        st = with_test_sets(load_study(args.study or MAIN_STUDY), args.test_sets)
         st = dataclasses.replace(st, evaluate=dataclasses.replace(st.evaluate, beam=dcfg.beam))
         planned = plan(st, Path(args.runs or st.runs))
         missing = [r for r in planned if r.status != "done"]

@@ -230,11 +230,20 @@ def judge_claims(study: Study, rows: list) -> list:
     for c in study.claims:
         test_set = c.test_set or first
 
-        def per_seed(ref):
-            return {r.seed: getattr(r, c.metric) for r in rows if r.model == ref.model and r.t_kind == ref.temperature
-                    and r.test_set == test_set and getattr(r, c.metric) is not None}
-        claims.append(judge(c.claim, c.metric, c.a.to_dict(), c.b.to_dict(), c.direction, per_seed(c.a),
-                            per_seed(c.b), c.margin, c.source, test_set))
+        def per_seed(ref, unit=None):
+            """{seed: value}, or for a pooled claim {"UNIT:seed": value} (UNIT: the a-side model's name)."""
+            return {(r.seed if unit is None else f"{unit}:{r.seed}"): getattr(r, c.metric) for r in rows
+                    if r.model == ref.model and r.t_kind == ref.temperature and r.test_set == test_set
+                    and getattr(r, c.metric) is not None}
+        if isinstance(c.a, tuple):  # pooled: every (a[i], b[i], seed) unit paired
+            va, vb = {}, {}
+            for ra, rb in zip(c.a, c.b):
+                va.update(per_seed(ra, ra.model))
+                vb.update(per_seed(rb, ra.model))
+            sides = [r.to_dict() for r in c.a], [r.to_dict() for r in c.b]
+        else:
+            va, vb, sides = per_seed(c.a), per_seed(c.b), (c.a.to_dict(), c.b.to_dict())
+        claims.append(judge(c.claim, c.metric, *sides, c.direction, va, vb, c.margin, c.source, test_set))
     return adjust(claims)
 
 
@@ -292,8 +301,9 @@ def copy_run_files(run_dirs, out_dir: Path) -> None:
                 shutil.copyfile(d / name, dest / name)
 
 
-def evaluate_study(study: Study, planned: list, device, argv=()) -> dict:
-    """Evaluate every run of the study; comparison.json's dict (rows typed)."""
+def evaluate_study(study: Study, planned: list, device, argv=(), missing=()) -> dict:
+    """Evaluate every run of `planned`; comparison.json's dict (rows typed). `missing`: the study's runs left out
+    (not trained yet), named in the results."""
     started = time.time()
     order = [m.name for m in study.models]
     rows, sweep, beams, panels, hyps, refs, runs = [], [], [], {}, {}, {}, []
@@ -323,6 +333,7 @@ def evaluate_study(study: Study, planned: list, device, argv=()) -> dict:
     meta = {"study": study.name, "description": study.description, "beam": study.evaluate.beam,
             "decode": dataclasses.asdict(decode_config(study)), "evaluate": dataclasses.asdict(study.evaluate),
             "models": [dataclasses.asdict(m) for m in study.models], "model_order": order,
+            "missing_runs": [relative(r.dir) for r in missing],
             "paired_bootstrap": bootstrap, "claims_test": {"orderings": "paired t over seeds, 95% interval",
                                                            "equivalence": "TOST, 90% interval", "multiplicity": "Holm"},
             "provenance": provenance(argv, started, device, study, runs)}

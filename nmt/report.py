@@ -146,6 +146,10 @@ def comparison_markdown(data: dict) -> str:
              f"p: {boot.get('test', 'paired bootstrap')} against `{boot.get('baseline', '?')}` of the same seed "
              f"({boot.get('resamples', 1000)} resamples, seed {boot.get('seed', 12345)}): test-set noise, one value "
              f"per seed, not a test over seeds.\n"]
+    missing = meta.get("missing_runs") or []
+    if missing:
+        parts.append(f"**Partial results** (`--partial`): {len(missing)} runs of the study were not trained yet and "
+                     f"are left out: {', '.join(f'`{m}`' for m in missing)}. Claims use the seeds there are.\n")
     for name in test_sets(data):
         head, body = table_cells(data, name)
         parts.append(f"## {name}\n\n{markdown_table(head, body)}\n")

@@ -232,13 +232,16 @@ def check_search_size(model, beam: int, batch_size: int, max_positions: int, mem
 
 def translate_many(model, src_ids: list, jobs: list, batch_size: int = 64, length_penalty: float = 1.0,
                    max_len_a: float = 1.5, max_len_b: int = 10, max_positions: int = None, min_len: int = 0,
-                   progress=None) -> dict:
+                   progress=None, prepack: bool = True) -> dict:
     """Search every source (lists of ids, EOS included) with every (beam, temperature) of `jobs`, in batches of
     similar length; {job: hypotheses in input order}. Each batch is encoded once and every job starts a
     fresh search from that encoding (the same numbers as encoding it per job: the same batch, the same
     computation). Beam 1 is greedy search. An empty source gives an empty hypothesis without running the
-    model."""
+    model. A model with `for_cpu_search` (`nmt.model.Transformer`) searches with that copy unless `prepack`
+    is False."""
     device = next(model.parameters()).device
+    if prepack and hasattr(model, "for_cpu_search") and not model.training:
+        model = model.for_cpu_search()
     jobs = list(dict.fromkeys(jobs))
     out = {job: [Hypothesis(tokens=[]) for _ in src_ids] for job in jobs}
     batch_size = min(check_search_size(model, beam, batch_size, max_positions) for beam, _ in jobs)

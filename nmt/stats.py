@@ -38,11 +38,11 @@ class Claim:
     """One claim of a study and its verdict, as comparison.json stores it (`recompute` checks it)."""
     claim: str  # its sentence, e.g. "ECE(LS) < ECE(hard)"
     metric: str  # a Metrics field, e.g. "ece_forced"
-    a: dict  # the model on the left: {"model": study name, "temperature": "1" or "fitted"}
-    b: dict
+    a: "dict | list"  # the model on the left: {"model": study name, "temperature": "1" or "fitted"}; pooled: a list
+    b: "dict | list"
     direction: str  # what the claim says of a - b: less, greater, equivalent
     differences: list  # per-seed a - b, in seed order
-    seeds: list
+    seeds: list  # the seeds paired; a pooled claim's units "MODEL:seed" (MODEL: the a-side model)
     test: str  # "paired t" or "TOST"
     estimate: Optional[float]  # mean difference
     ci: Optional[list]  # [low, high]: 95% (orderings) or 90% (TOST); None with one seed
@@ -146,7 +146,7 @@ def judge(claim: str, metric: str, a: dict, b: dict, direction: str, per_seed_a:
         c.estimate, c.ci, c.p = (tost(d, margin) if direction == "equivalent" else paired_t(d))
     elif d:
         c.estimate = d[0]
-    c.verdict = verdict_of(direction, c.ci, margin)
+    c.verdict = verdict_of(direction, c.ci, margin) if d else "not measured (no runs)"
     c.source, c.test_set = source, test_set
     return c
 

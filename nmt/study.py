@@ -4,6 +4,7 @@
   python -m nmt.study run studies/main.toml --dry-run   # what would be trained, and the minutes it would take
   python -m nmt.study run studies/main.toml --launcher slurm    # each training a SLURM job (submitit)
   python -m nmt.study run studies/main.toml --no-train  # evaluate the runs there are; refuse if any is missing
+  python -m nmt.study run studies/pairs.toml --partial  # evaluate the runs trained so far; name the others
   python -m nmt.study --from-results results/main       # comparison.md again, from comparison.json alone
   python -m nmt.study --from-results results/main --headline    # the README's table and the claims
   python -m nmt.study --checkpoint A --checkpoint B     # any models side by side, no claims
@@ -27,7 +28,7 @@ from nmt.experiment import evaluate_study, rebuild, write_results
 from nmt.report import study_summary
 from nmt.runs import LAUNCHERS, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
-from nmt.studyfile import load_study
+from nmt.studyfile import load_study, with_test_sets
 from nmt.adhoc import adhoc_study
 
 
@@ -43,7 +44,11 @@ def parse_args(argv):
                                                                           "local executor)")
     p.add_argument("--dry-run", action="store_true", help="list what would be trained, with estimated minutes")
     p.add_argument("--no-train", action="store_true", help="evaluate only; a missing run is an error")
+    p.add_argument("--partial", action="store_true", help="evaluate only the runs trained so far (nothing is "
+                                                          "trained); the results name the missing ones")
     p.add_argument("--beam", type=int, help="override the study's beam size")
+    p.add_argument("--test-sets", help='override the study\'s test sets: "all" (every {split}.{src,tgt}.gz pair '
+                                       'of the data directory beyond train and val) or a comma-separated list')
     p.add_argument("--checkpoint", action="append", help="without a study file: a model to compare (repeat)")
     p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json")
     p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and claims")
@@ -53,7 +58,7 @@ def parse_args(argv):
 
 
 def run_file(args, argv) -> int:
-    study = load_study(args.file)
+    study = with_test_sets(load_study(args.file), args.test_sets)
     if args.beam is not None:
         if args.beam < 1:
             raise UsageError(f"--beam {args.beam}: expected a whole number >= 1")
@@ -64,6 +69,11 @@ def run_file(args, argv) -> int:
         print(f"study {study.name} ({args.file}): runs in {runs_root}/\n{describe_plan(planned)}")
         return 0
     missing = [r for r in planned if r.status != "done"]
+    if args.partial:
+        done = [r for r in planned if r.status == "done"]
+        if not done:
+            raise UsageError(f"--partial: none of the {len(planned)} runs of {args.file} is trained yet")
+        return evaluate_and_write(study, done, args, argv, missing)
     if missing and args.no_train:
         raise UsageError(f"--no-train: {len(missing)} runs are not trained, e.g. {missing[0].dir} (drop --no-train "
                          f"to train them)")
@@ -71,11 +81,11 @@ def run_file(args, argv) -> int:
     return evaluate_and_write(study, plan(study, runs_root), args, argv)
 
 
-def evaluate_and_write(study, planned, args, argv) -> int:
+def evaluate_and_write(study, planned, args, argv, missing=()) -> int:
     setup_cpu(args.threads)
     device = pick_device(args.device)
     out = Path(args.results or Path("results") / study.name)
-    result = evaluate_study(study, planned, device, argv)
+    result = evaluate_study(study, planned, device, argv, missing)
     saved = write_results(result, out)
     print(study_summary(saved, out))
     return 0
@@ -95,6 +105,7 @@ def main(argv=None) -> int:
             return run_file(args, argv)
         if args.checkpoint:
             study, planned = adhoc_study(args.checkpoint, args.beam)
+            study = with_test_sets(study, args.test_sets)
             return evaluate_and_write(study, planned, args, argv)
         raise UsageError("expected `run FILE`, --from-results DIR or --checkpoint (see --help)")
     return cli.run(body)

@@ -96,10 +96,12 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class ClaimSpec:
+    """A claim: a against b by `metric`, paired over seeds. Pooled (a and b lists of the same length, e.g. one
+    model per language pair): paired over every (a[i], b[i], seed) unit, one difference each."""
     claim: str
     metric: str
-    a: ModelRef
-    b: ModelRef
+    a: "ModelRef | tuple"
+    b: "ModelRef | tuple"
     direction: str
     margin: Optional[float] = None
     source: str = "paper"
@@ -294,7 +296,17 @@ def _ref(ck: _Checker, value, key: str, names) -> ModelRef:
     return ref
 
 
-CLAIM_KEYS = {"claim": "its sentence", "metric": f"one of {', '.join(METRICS)}", "a": "a model", "b": "a model",
+def _refs(ck: _Checker, value, key: str, names):
+    """A model reference, or for a pooled claim a non-empty list of them (a tuple)."""
+    if isinstance(value, list):
+        if not value:
+            ck.fail(key, "[]: expected a model, or a non-empty list of models (a pooled claim)")
+        return tuple(_ref(ck, v, f"{key}[{i}]", names) for i, v in enumerate(value))
+    return _ref(ck, value, key, names)
+
+
+CLAIM_KEYS = {"claim": "its sentence", "metric": f"one of {', '.join(METRICS)}", "a": "a model (or a list: pooled)",
+              "b": "a model (or a list, paired with a's)",
               "direction": "less, greater or equivalent", "margin": "a positive number (equivalent only)",
               "source": "paper or study", "test_set": "a test set of [evaluate]"}
 
@@ -313,8 +325,10 @@ def _claim(ck: _Checker, c, key: str, names, test_sets) -> ClaimSpec:
     test_set = c.get("test_set")
     if test_set is not None and "all" not in test_sets and test_set not in test_sets:
         ck.fail(f"{key}.test_set", f"{test_set!r}: not one of [evaluate].test_sets ({', '.join(test_sets)})")
-    return ClaimSpec(c["claim"], ck.choice(c["metric"], f"{key}.metric", METRICS), _ref(ck, c["a"], f"{key}.a", names),
-                     _ref(ck, c["b"], f"{key}.b", names), direction, margin,
+    a, b = (_refs(ck, c[side], f"{key}.{side}", names) for side in ("a", "b"))
+    if isinstance(a, tuple) != isinstance(b, tuple) or (isinstance(a, tuple) and len(a) != len(b)):
+        ck.fail(f"{key}.b", "a pooled claim pairs a[i] with b[i]: expected a and b both lists, of the same length")
+    return ClaimSpec(c["claim"], ck.choice(c["metric"], f"{key}.metric", METRICS), a, b, direction, margin,
                      ck.choice(c.get("source", "paper"), f"{key}.source", ("paper", "study")), test_set)
 
 
@@ -322,6 +336,31 @@ EVALUATE_KEYS = {"beam": "a beam size", "test_sets": 'a list of splits, or "all"
                  "sweep_seeds": "all or first", "greedy": "true or false", "baseline": "a model's name",
                  "inference": "a list of {labels, bins, eos}", "beams": "a list of beam sizes",
                  "n_bins": "bins of the teacher-forced ECE", "batch_size": "sentences searched together"}
+
+
+def parse_test_sets(value: str, flag: str = "--test-sets") -> tuple:
+    """--test-sets: "all" (every {split}.{src,tgt}.gz pair of the data directory beyond train and val) or a
+    comma-separated list of split names -> ("all",) or the names; a UsageError for anything else."""
+    names = [s.strip() for s in value.split(",")]
+    if value.strip() == "all":
+        return ("all",)
+    bad = [n for n in names if not n or n == "all" or "/" in n or "." in n or n in ("train", "val")]
+    if bad:
+        raise UsageError(f"{flag} {value!r}: expected \"all\" or a comma-separated list of test split names such "
+                         f"as test_2016_flickr,test_2018_flickr (not train, val, paths or file names)")
+    return tuple(dict.fromkeys(names))
+
+
+def with_test_sets(study: Study, value) -> Study:
+    """The study with its [evaluate] test_sets replaced by --test-sets `value` (None: unchanged). A claim on a
+    test set left out is refused, as the file's own check would."""
+    if value is None:
+        return study
+    sets = parse_test_sets(value)
+    for i, c in enumerate(study.claims):
+        if c.test_set and "all" not in sets and c.test_set not in sets:
+            raise UsageError(f"--test-sets {value}: claims[{i}] is judged on {c.test_set}, which is not among them")
+    return dataclasses.replace(study, evaluate=dataclasses.replace(study.evaluate, test_sets=sets))
 
 
 def _evaluate(ck: _Checker, e, names) -> EvaluateSpec:

@@ -525,6 +525,8 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, trust_code: bool
             done = end_epoch(r, t_start)
             if r.is_main:
                 save_last(r)
+        if world > 1:
+            r.jlog("ranks", world=world, weights_agree=weights_agree(r.model))
         if r.is_main:
             finish(r, t_start)
     finally:
@@ -534,6 +536,21 @@ def train(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, trust_code: bool
         dist.barrier()
         dist.destroy_process_group()
     return 0
+
+
+def weights_agree(model) -> bool:
+    """Whether every rank of the process group holds the same weights: per parameter, its sum and a
+    position-weighted sum in float64, all-reduced as maximum and as minimum, equal on every rank (DDP keeps
+    replicas equal to the bit; this checks that it did). Every rank must call it."""
+    sums = []
+    for p in model.parameters():
+        x = p.detach().double().flatten()  # (numel,)
+        sums.append(torch.stack([x.sum(), (x * torch.arange(1, x.numel() + 1, dtype=x.dtype, device=x.device)).sum()]))
+    hi = torch.stack(sums)  # (parameters, 2)
+    lo = hi.clone()
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    return bool(torch.equal(hi, lo))
 
 
 def interrupted(r: Run, signum: int) -> int:

@@ -16,6 +16,18 @@ Same sources, batches (sorted by length), beam, threads and output lengths: ever
 the weights (random unless --checkpoint) do not matter. Goal: at least 2x generate and no
 slower than CTranslate2 fp32.
 
+`nmt` searches as the library does (`translate_many`: linear maps prepacked for oneDNN on the CPU,
+`Transformer.for_cpu_search`); the levers measured beside it:
+- `nmt-unpacked`: the model as trained, torch's own linear maps (the search before prepacking);
+- `nmt-parallel`: --threads batches searched at once, one thread each (Python threads: torch's kernels
+  release the GIL), against the default of one batch at a time on --threads threads;
+- `nmt-processes`: the same with forked processes in place of threads (no shared GIL; the fork is timed);
+- `ct2-export-parallel`: CTranslate2 the same way (inter_threads = --threads, intra_threads = 1, all
+  batches handed over at once), so that both systems get their better arrangement.
+`--dtype bfloat16` (nmt's and the ct2-export systems; the others stay float32) runs nmt's search under `torch.autocast("cpu", torch.bfloat16)` (the unpacked model:
+the prepacked weights are float32) and CTranslate2 with compute_type bfloat16 where it offers one; a system
+that refuses the type is reported as such.
+
 Two more lines bound what nmt's search could reach:
 - `matmuls` runs only its matrix products: the encoder, then per step the decoder layers' linear maps and
   the output projection, at the rows the search has (one per sentence at the first step, then `--beam`),
@@ -48,7 +60,8 @@ from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
 
 
-SYSTEMS = ("nmt", "generate", "ctranslate2", "matmuls", "kernels", "ct2-export", "ct2-export-int8")
+SYSTEMS = ("nmt", "nmt-unpacked", "nmt-parallel", "nmt-processes", "generate", "ctranslate2", "matmuls", "kernels", "ct2-export",
+           "ct2-export-parallel", "ct2-export-int8")
 DEFAULT_SYSTEMS = "nmt,generate,ctranslate2,matmuls,kernels"
 
 
@@ -64,6 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="alternate the systems this many times; best round kept")
     p.add_argument("--systems", default=DEFAULT_SYSTEMS, help=f"comma-separated, of {', '.join(SYSTEMS)} "
                                                               f"(default: %(default)s)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="the search's precision for nmt (autocast) and CTranslate2 (compute_type)")
     p.add_argument("--limit", type=int, default=0, help="only the first N sentences (a quick check)")
     p.add_argument("--json")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure this one system once, print JSON
@@ -92,27 +107,36 @@ def main():
             if out.returncode:
                 sys.exit(f"error: the {name} worker failed (exit {out.returncode})")
             res = json.loads(out.stdout.strip().splitlines()[-1])
+            if "unsupported" in res:
+                print(f"round {r + 1}: {name:12s} not measured: {res['unsupported']}", file=sys.stderr)
+                best[name] = res
+                continue
             print(f"round {r + 1}: {name:12s} {res['sentences_per_s']:7.1f} sentences/s {res['tokens_per_s']:7.0f} "
                   f"tokens/s ({res['target_tokens']} tokens)", file=sys.stderr)
-            if name not in best or res["tokens_per_s"] > best[name]["tokens_per_s"]:
+            if name not in best or res["tokens_per_s"] > best[name].get("tokens_per_s", 0):
                 best[name] = res
-    print(f"{'system':14s} {'sentences/s':>12s} {'target tok/s':>13s} {'vs generate':>12s}")
-    base = best.get("generate", {}).get("tokens_per_s")
+    anchor = "generate" if "generate" in systems else next((s for s in systems if s.startswith("ct2-export")), None)
+    base = best.get(anchor, {}).get("tokens_per_s")
+    print(f"{'system':20s} {'sentences/s':>12s} {'target tok/s':>13s} {'vs ' + (anchor or '-'):>22s}")
     for name in systems:
         b = best[name]
+        if "unsupported" in b:
+            print(f"{name:20s} {'-':>12s} {'-':>13s} {'-':>22s}  ({b['unsupported']})")
+            continue
         rel = f"{b['tokens_per_s'] / base:.2f}x" if base else "-"
-        print(f"{name:14s} {b['sentences_per_s']:12.1f} {b['tokens_per_s']:13.0f} {rel:>12s}")
-    info = best[systems[0]]
+        print(f"{name:20s} {b['sentences_per_s']:12.1f} {b['tokens_per_s']:13.0f} {rel:>22s}")
+    info = next(b for b in best.values() if "model" in b)
     print(f"({info['sentences']} sentences of test_2016_flickr, beam {args.beam}, batch {args.batch_size}, "
-          f"{args.length} tokens each, {args.threads} threads, best of {args.rounds} rounds, each system in a "
-          f"process of its own; {info['model']})")
+          f"{args.length} tokens each, {args.threads} threads, {args.dtype}, best of {args.rounds} rounds, each "
+          f"system in a process of its own; {info['model']})")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": best, "args": vars(args)}, indent=2))
 
 
 def measure(args, name: str) -> dict:
     """Set up what system `name` needs, run it once over all batches, and time that run."""
-    setup_cpu(args.threads)
+    parallel = name.endswith("-parallel") or name == "nmt-processes"
+    setup_cpu(1 if parallel else args.threads)
     torch.manual_seed(1)
     if args.checkpoint:
         model, ckpt, sp = load_model(args.checkpoint)
@@ -128,12 +152,41 @@ def measure(args, name: str) -> dict:
     L, K = args.length, args.beam
     marian = bench_common.marian_model(cfg).eval() if name in ("generate", "ctranslate2") else None
 
+    bf16 = args.dtype == "bfloat16"
+    searcher = model if name == "nmt-unpacked" or bf16 else model.for_cpu_search()
+
     def run_nmt(batches):
         n = 0
-        for src in batches:
-            hyps = beam_search(model, src, beam=K, max_len_a=0, max_len_b=L, min_len=L - 1)
-            assert all(len(h.tokens) == L for h in hyps)
-            n += sum(len(h.tokens) for h in hyps)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for src in batches:
+                hyps = beam_search(searcher, src, beam=K, max_len_a=0, max_len_b=L, min_len=L - 1)
+                assert all(len(h.tokens) == L for h in hyps)
+                n += sum(len(h.tokens) for h in hyps)
+        return n
+
+    def run_parallel(run, batches):
+        """`run` over --threads interleaved shares of the batches at once, one Python thread each."""
+        import threading
+        counts = [0] * args.threads
+        workers = [threading.Thread(target=lambda i=i: counts.__setitem__(i, run(batches[i::args.threads])))
+                   for i in range(args.threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts)
+
+    def run_processes(run, batches):
+        """`run` over --threads interleaved shares of the batches in forked processes, one thread each."""
+        import multiprocessing
+        ctx = multiprocessing.get_context("fork")  # the children inherit `run` and the model: nothing is pickled
+        done = ctx.SimpleQueue()
+        procs = [ctx.Process(target=lambda i=i: done.put(run(batches[i::args.threads]))) for i in range(args.threads)]
+        for p in procs:
+            p.start()
+        n = sum(done.get() for _ in procs)
+        for p in procs:
+            p.join()
         return n
 
     def run_generate(batches):
@@ -181,25 +234,36 @@ def measure(args, name: str) -> dict:
     translator = None
     if name == "ctranslate2":
         translator = bench_common.ctranslate2_model(marian, sp, tempfile.mkdtemp(prefix="nmt-ct2-"), args.threads)
-    elif name in ("ct2-export", "ct2-export-int8"):  # nmt's own weights, written by nmt.ct2.export
+    elif name.startswith("ct2-export"):  # nmt's own weights, written by nmt.ct2.export
         import ctranslate2
 
         from nmt import ct2
         out = Path(tempfile.mkdtemp(prefix="nmt-export-")) / "model"
         ct2.export(args.checkpoint, out, quantization="int8" if name.endswith("int8") else None)
-        translator = ctranslate2.Translator(str(out), device="cpu", intra_threads=args.threads)
+        offered = ctranslate2.get_supported_compute_types("cpu")
+        if bf16 and "bfloat16" not in offered:
+            return {"system": name, "unsupported": f"CTranslate2 {ctranslate2.__version__} offers no bfloat16 on "
+                                                   f"this CPU, only {', '.join(sorted(offered))}"}
+        translator = ctranslate2.Translator(str(out), device="cpu", compute_type="bfloat16" if bf16 else "default",
+                                            inter_threads=args.threads if parallel else 1,
+                                            intra_threads=1 if parallel else args.threads)
     pieces = {id(src): [[sp.id_to_piece(int(t)) for t in row if t != PAD] for row in src] for src in batches}
 
     def run_ctranslate2(batches):
+        """One call per batch; with -parallel, one call for all (CTranslate2 splits them into batches of
+        --batch-size and runs inter_threads of them at once)."""
         n = 0
-        for src in batches:
-            res = translator.translate_batch(pieces[id(src)], beam_size=K, max_batch_size=args.batch_size,
+        for group in ([[p for src in batches for p in pieces[id(src)]]] if parallel else
+                      [pieces[id(src)] for src in batches]):
+            res = translator.translate_batch(group, beam_size=K, max_batch_size=args.batch_size,
                                              min_decoding_length=L, max_decoding_length=L, return_end_token=True)
             n += sum(len(r.hypotheses[0]) for r in res)
         return n
 
-    runners = {"nmt": run_nmt, "generate": run_generate, "ctranslate2": run_ctranslate2, "ct2-export": run_ctranslate2,
-               "ct2-export-int8": run_ctranslate2, "matmuls": run_floor,
+    runners = {"nmt": run_nmt, "nmt-unpacked": run_nmt, "nmt-parallel": lambda b: run_parallel(run_nmt, b),
+               "nmt-processes": lambda b: run_processes(run_nmt, b),
+               "generate": run_generate, "ctranslate2": run_ctranslate2, "ct2-export": run_ctranslate2,
+               "ct2-export-parallel": run_ctranslate2, "ct2-export-int8": run_ctranslate2, "matmuls": run_floor,
                "kernels": lambda batches: run_floor(batches, kernels=True)}
     runners[name](batches[-1:])  # warm-up, untimed: one-off set-up of the libraries and the allocator
     t0 = time.perf_counter()

@@ -27,3 +27,13 @@ def test_bench_decode_rejects_an_unknown_system():
     res = subprocess.run([sys.executable, str(SCRIPT), "--systems", "nmt,fast"], capture_output=True, text=True)
     assert res.returncode == 2
     assert "--systems: unknown fast" in res.stderr
+
+
+def test_gpu_check_refuses_without_a_gpu_and_writes_nothing(tmp_path):
+    import os
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "NMT_PY": sys.executable}
+    res = subprocess.run([str(SCRIPT.parent / "gpu_check.sh"), "--out", str(tmp_path / "bench")], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert res.returncode == 3, res.stderr
+    assert "no CUDA GPU visible" in res.stderr and "nothing was measured" in res.stderr
+    assert not (tmp_path / "bench").exists()

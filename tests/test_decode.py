@@ -260,3 +260,62 @@ def test_greedy_probabilities_are_at_the_temperature_asked_for(tiny_run, toy_cor
     tokens = {t: [json.loads(x)["ids"] for x in (tmp_path / f"t{t}.txt.tokens.jsonl").read_text().splitlines()]
               for t in ("1", "2")}
     assert tokens["1"] == tokens["2"] and tokens["2"][0] == h.tokens
+
+
+@pytest.fixture(scope="module")
+def extra_sets_run(toy_multi30k, tmp_path_factory):
+    """A tiny model trained on a Multi30k-layout directory with two more test sets: test_2018_flickr (both
+    languages) and test_2017_mscoco (English only, so not a pair)."""
+    from conftest import toy_pairs, write_lines
+    from nmt.train import main as train
+    d = tmp_path_factory.mktemp("extra") / "m30k"
+    shutil.copytree(toy_multi30k, d)
+    pairs = toy_pairs(12, 7)
+    write_lines(d / "test_2018_flickr.en.gz", [s for s, _ in pairs], gz=True)
+    write_lines(d / "test_2018_flickr.de.gz", [t for _, t in pairs], gz=True)
+    write_lines(d / "test_2017_mscoco.en.gz", [s for s, _ in pairs[:5]], gz=True)
+    run = d.parent / "run"
+    assert train(["--run-dir", str(run), "--data-dir", str(d), "--preset", "smoke", "--max-steps", "15",
+                  "--vocab-size", "64", "--max-train-len", "60", *TINY_MODEL]) == 0
+    return run
+
+
+def test_test_sets_all_decodes_every_pair_of_the_data_directory(extra_sets_run, capsys):
+    assert main(["--checkpoint", str(extra_sets_run), "--test-sets", "all", "--beam", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "test sets: test_2016_flickr, test_2018_flickr" in err
+    made = sorted(p.name.split(".")[0] for p in (extra_sets_run / "eval").glob("*.metrics.json"))
+    assert made == ["test_2016_flickr", "test_2018_flickr"]
+    m = json.loads(next((extra_sets_run / "eval").glob("test_2018_flickr.*.metrics.json")).read_text())
+    assert m["sentences"] == 12 and m["bleu"] is not None
+
+
+def test_test_sets_list_skips_and_names_an_absent_set(extra_sets_run, capsys, tmp_path):
+    assert main(["--checkpoint", str(extra_sets_run), "--test-sets", "test_2017_mscoco,test_2018_flickr",
+                 "--beam", "1", "--output", str(tmp_path / "h.txt")]) == 0
+    assert "test sets: test_2018_flickr (not in the data directory: test_2017_mscoco)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "h.txt.metrics.json").read_text())["sentences"] == 12
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--test-sets", "train"], "--test-sets 'train': expected \"all\" or a comma-separated list"),
+    (["--test-sets", "all", "--output", "x.txt"], "--output/--metrics name one file"),
+    (["--test-sets", "test_2017_mscoco"], "--test-sets test_2017_mscoco: none found for en-de"),
+])
+def test_bad_test_sets_are_refused_before_anything_is_written(flags, message, extra_sets_run, capsys, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in extra_sets_run.rglob("*"))
+    assert main(["--checkpoint", str(extra_sets_run), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in extra_sets_run.rglob("*")) == before and not (tmp_path / "x.txt").exists()
+
+
+def test_a_study_gets_one_column_group_per_test_set(extra_sets_run, tmp_path):
+    from nmt.study import main as study
+    out = tmp_path / "r"
+    assert study(["--checkpoint", str(extra_sets_run), "--test-sets", "all", "--results", str(out)]) == 0
+    data = json.loads((out / "comparison.json").read_text())
+    assert sorted({r["test_set"] for r in data["rows"]}) == ["test_2016_flickr", "test_2018_flickr"]
+    md = (out / "comparison.md").read_text()
+    assert "test_2016_flickr" in md and "test_2018_flickr" in md

@@ -128,3 +128,23 @@ def test_dropout_rate_scale_and_seed():
     torch.manual_seed(3)
     assert torch.equal(d(x), y)
     assert torch.equal(d.eval()(x), x)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch without oneDNN")
+def test_prepacked_copy_gives_the_same_logits_and_leaves_the_model_alone():
+    m = model(seed=3)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    packed = m.for_cpu_search()
+    assert isinstance(packed.decoder[0].self_qkv, nmt.model.PackedLinear) and packed.packed_output is not None
+    assert m.packed_output is None and isinstance(m.decoder[0].self_qkv, torch.nn.Linear)  # the original untouched
+    src, tgt = torch.tensor([[5, 6, 7, 8, EOS], [9, 10, EOS, PAD, PAD]]), torch.tensor([[BOS, 11, 12], [BOS, 13, 14]])
+    assert torch.allclose(packed(src, tgt), m(src, tgt), atol=1e-5)
+    state_a, state_b = m.init_state(src), packed.init_state(src)
+    prev = torch.tensor([BOS, BOS])
+    assert torch.allclose(packed.decode_step(prev, state_b), m.decode_step(prev, state_a), atol=1e-5)
+    assert set(m.state_dict()) == set(before) and all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+
+
+def test_no_prepacking_where_it_does_not_apply():
+    m = model().to(torch.bfloat16)
+    assert m.for_cpu_search() is m

@@ -5,7 +5,7 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.model import BOS, EOS, PAD, Transformer
-from nmt.search import beam_search, block_width, greedy, hypothesis_limits, top_candidates, translate
+from nmt.search import beam_search, block_width, greedy, hypothesis_limits, top_candidates, translate, translate_many
 
 A, B = 4, 5  # the toy's two words; V = 6 (pad, unk, bos, eos, a, b)
 V = 6
@@ -204,3 +204,14 @@ def test_search_memory_estimate_lowers_the_batch_or_refuses():
         check_search_size(m, 4, 64, 20, memory_bytes=per)
     with pytest.raises(UsageError, match="at most the vocabulary size, 100"):
         check_search_size(m, 101, 1, 20, memory_bytes=10**12)
+
+
+def test_prepacked_search_finds_the_same_hypotheses():
+    torch.manual_seed(4)
+    m = Transformer(ModelConfig(vocab_size=48, d_model=32, n_heads=4, encoder_layers=1, decoder_layers=2, d_ff=64,
+                                dropout=0.0, max_positions=40)).eval()
+    src = [[int(t) for t in torch.randint(4, 48, (n,))] + [EOS] for n in (3, 7, 5, 9)]
+    a = translate_many(m, src, [(1, 1.0), (3, 1.0)], batch_size=2, prepack=True)
+    b = translate_many(m, src, [(1, 1.0), (3, 1.0)], batch_size=2, prepack=False)
+    for job in a:
+        assert [h.tokens for h in a[job]] == [h.tokens for h in b[job]]

@@ -203,3 +203,62 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
         assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"]), c["claim"]
     assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
                                str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0
+
+
+def test_a_pooled_claim_pairs_every_model_pair_and_seed_by_hand():
+    """a = [a1, a2], b = [b1, b2]: one difference per (pair, seed) both sides have; a model with no rows makes
+    its claim 'not measured'."""
+    from types import SimpleNamespace as Row
+
+    from nmt.experiment import judge_claims
+    from nmt.studyfile import ClaimSpec, ModelRef
+    vals = {("a1", 1): 0.10, ("a1", 2): 0.12, ("b1", 1): 0.15, ("b1", 2): 0.16,
+            ("a2", 1): 0.20, ("a2", 2): 0.21, ("a2", 3): 0.30, ("b2", 1): 0.22, ("b2", 2): 0.25}
+    rows = [Row(model=m, seed=s, t_kind="1", test_set="t", ece_forced=v) for (m, s), v in vals.items()]
+    pooled = ClaimSpec("pooled", "ece_forced", (ModelRef("a1"), ModelRef("a2")), (ModelRef("b1"), ModelRef("b2")),
+                       "less")
+    absent = ClaimSpec("absent", "ece_forced", ModelRef("a1"), ModelRef("ghost"), "less")
+    c, none = judge_claims(SimpleStudy((pooled, absent)), rows)
+    assert c.seeds == ["a1:1", "a1:2", "a2:1", "a2:2"] and c.n == 4  # a2's seed 3 has no b2 to pair with
+    assert c.differences == pytest.approx([-0.05, -0.04, -0.02, -0.04])
+    assert c.estimate == pytest.approx(-0.0375) and c.a == [{"model": "a1", "temperature": "1"},
+                                                           {"model": "a2", "temperature": "1"}]
+    assert c.ci[1] < 0 and c.verdict == "holds"  # sd 0.0126, t(3) 3.182: -0.0375 ± 0.0200
+    assert c.ci == pytest.approx([-0.0375 - 3.1824 * 0.012583 / 2, -0.0375 + 3.1824 * 0.012583 / 2], abs=1e-4)
+    assert none.n == 0 and none.verdict == "not measured (no runs)"
+    again = recompute(c.to_dict())
+    assert (again.ci, again.verdict) == (c.ci, c.verdict)
+
+
+class SimpleStudy:
+    def __init__(self, claims):
+        self.claims = claims
+
+
+@pytest.mark.parametrize("a, b, message", [
+    ('["ls"]', '"hard"', r"claims\[0\]\.b: a pooled claim pairs a\[i\] with b\[i\]"),
+    ('["ls", "hard"]', '["hard"]', r"claims\[0\]\.b: a pooled claim pairs"),
+    ('[]', '[]', r"claims\[0\]\.a: \[\]: expected a model, or a non-empty list"),
+    ('["ls", "nobody"]', '["hard", "hard"]', r"claims\[0\]\.a\[1\]: 'nobody': not a model"),
+])
+def test_a_bad_pooled_claim_names_its_key(a, b, message, tmp_path, toy_multi30k):
+    f = toy_study(tmp_path / "s.toml", toy_multi30k)
+    f.write_text(f.read_text().replace('a = "ls"\nb = "hard"', f'a = {a}\nb = {b}', 1))
+    with pytest.raises(StudyError, match=message):
+        load_study(f)
+
+
+def test_partial_evaluates_the_runs_there_are_and_names_the_others(toy_results, tmp_path, capsys):
+    d, f = toy_results
+    three = tmp_path / "three.toml"
+    three.write_text(f.read_text().replace("seeds = [1, 2]", "seeds = [1, 2, 3]").replace(
+        'beams = [1, 3]\ntest_sets = "all"', ""))
+    out = tmp_path / "r"
+    assert study(["run", str(three), "--runs", str(d / "runs"), "--results", str(out), "--partial"]) == 0
+    data = json.loads((out / "comparison.json").read_text())
+    assert len(data["meta"]["missing_runs"]) == 2 and all("_seed3" in m for m in data["meta"]["missing_runs"])
+    assert {r["seed"] for r in data["rows"]} == {1, 2} and not list((d / "runs/en-de/smoke").glob("*_seed3"))
+    assert "**Partial results**" in (out / "comparison.md").read_text()
+    empty = tmp_path / "empty"
+    assert study(["run", str(three), "--runs", str(empty), "--results", str(tmp_path / "r2"), "--partial"]) == 2
+    assert "--partial: none of the 6 runs" in capsys.readouterr().err and not (tmp_path / "r2").exists()

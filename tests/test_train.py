@@ -108,6 +108,8 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(toy_corpus,
                          capture_output=True, text=True, env=ENV, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 rank(s)" in two.stderr
+    ranks = [json.loads(x) for x in (tmp_path / "two" / "log.jsonl").read_text().splitlines() if '"ranks"' in x]
+    assert [(e["world"], e["weights_agree"]) for e in ranks] == [(2, True)]  # both ranks end with the same weights
     a, b = weights(tmp_path / "one" / "checkpoint_last.pt"), weights(tmp_path / "two" / "checkpoint_last.pt")
     # Key biases add the same q.b to every attention score of a query: softmax cancels them, their true
     # gradient is 0, and Adam turns the float noise of the two summation orders into different (harmless)

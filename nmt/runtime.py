@@ -37,10 +37,8 @@ def setup_cpu(threads: int = 0) -> None:
         pass
 
 
-def cpu_bf16_capability() -> dict:
-    """What this CPU offers for bf16 matrix products: its flags (avx512_bf16, amx_bf16) and, measured now, the
-    speed of a 1024 x 1024 product in bf16 against float32 (best of 3 each; about 0.1 s)."""
-    import time
+def cpu_bf16_flags() -> list:
+    """This CPU's bf16 flags among avx512_bf16, amx_bf16, amx_tile (/proc/cpuinfo; [] where it cannot be read)."""
     flags = set()
     try:
         with open("/proc/cpuinfo") as f:
@@ -50,7 +48,14 @@ def cpu_bf16_capability() -> dict:
                     break
     except OSError:
         pass
-    has = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    return sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+def cpu_bf16_capability() -> dict:
+    """What this CPU offers for bf16 matrix products: its flags (avx512_bf16, amx_bf16) and, measured now, the
+    speed of a 1024 x 1024 product in bf16 against float32 (best of 3 each; about 0.1 s)."""
+    import time
+    has = cpu_bf16_flags()
     a = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))  # the global generators untouched
     times = {}
     for dtype in (torch.float32, torch.bfloat16):
@@ -64,6 +69,17 @@ def cpu_bf16_capability() -> dict:
         times[str(dtype).replace("torch.", "")] = best
     return {"flags": has, "fp32_s": times["float32"], "bf16_s": times["bfloat16"],
             "bf16_speedup": times["float32"] / times["bfloat16"]}
+
+
+def check_cpu_amp(amp: str) -> None:
+    """Refuse (UsageError) an --amp the CPU cannot run: fp16 anywhere, bf16 without bf16 units. Cheap (the flags
+    only), so that training refuses before it writes anything."""
+    from nmt.config import UsageError
+    if amp == "fp16":
+        raise UsageError("--amp fp16: not on the CPU (expected bf16, auto or none)")
+    if amp == "bf16" and not cpu_bf16_flags():
+        raise UsageError("--amp bf16: this CPU has no bf16 units (no avx512_bf16 / amx_bf16 flag); expected none "
+                         "or auto")
 
 
 BF16_MIN_SPEEDUP = 1.5  # --amp auto uses bf16 on the CPU only where its products are at least this much faster
@@ -87,12 +103,9 @@ def autocast_for(amp: str, device):
         dtype = torch.bfloat16 if bf16 else torch.float16
         scaler = None if bf16 else torch.amp.GradScaler("cuda")
         return torch.autocast("cuda", dtype=dtype), scaler, {"precision": "bf16" if bf16 else "fp16", "amp": amp}
+    check_cpu_amp(amp)
     cap = cpu_bf16_capability()
     record = {"amp": amp, "cpu_bf16": cap}
-    if amp == "fp16":
-        raise UsageError("--amp fp16: not on the CPU (expected bf16, auto or none)")
-    if amp == "bf16" and not cap["flags"]:
-        raise UsageError("--amp bf16: this CPU has no bf16 units (no avx512_bf16 / amx_bf16 flag); expected none")
     if amp == "bf16" or (cap["flags"] and cap["bf16_speedup"] >= BF16_MIN_SPEEDUP):
         return torch.autocast("cpu", dtype=torch.bfloat16), None, {**record, "precision": "bf16"}
     return contextlib.nullcontext(), None, {**record, "precision": "fp32"}

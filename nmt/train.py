@@ -46,7 +46,7 @@ from nmt.files import RunLock, write_json_atomic
 from nmt.loss import smoothing_prior
 from nmt.model import PAD, Transformer, count_parameters
 from nmt.objective import Objective, loss_on_batch
-from nmt.runtime import autocast_for, pick_device, seed_everything, setup_cpu
+from nmt.runtime import autocast_for, check_cpu_amp, pick_device, seed_everything, setup_cpu
 
 log = logging.getLogger("nmt.train")
 
@@ -612,6 +612,8 @@ def start(args) -> int:
             run_dir.mkdir(parents=True, exist_ok=True)
             lock = RunLock(run_dir).acquire()
         tcfg, mcfg, resuming = resolve_configs(args, run_dir)
+        if pick_device(tcfg.device).type == "cpu":
+            check_cpu_amp(tcfg.amp)  # before the tokenizer and the data: nothing written for an --amp refused
         if not tcfg.hub or tcfg.train_src:
             for split in ("train", "val"):
                 check_parallel(*split_files(tcfg, split))

@@ -16,6 +16,7 @@
    should leave less information about the input in the logits, the reason it distils worse.
 
   python -m nmt.visualize --study studies/main.toml        # the first seed of each model of the study
+  python -m nmt.visualize --study studies/main.toml --all-seeds   # every seed: tables over seeds, verdicts
   python -m nmt.visualize --checkpoint A --checkpoint B --tokens Hund Katze Straße
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, read_text_pairs
 from nmt.evaluate import eval_batches
 from nmt.model import PAD
-from nmt.files import write_json_atomic
+from nmt.files import write_json_atomic, write_text_atomic
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
 log = logging.getLogger("nmt.visualize")
@@ -157,8 +158,10 @@ def logit_differences(model, batches, a: int, b: int, n_positions: int, passes: 
 # -- the command -------------------------------------------------------------------------------
 
 def models_of(args) -> list:
+    """[(path, study model name or None, seed or None)]: the --checkpoint paths, or the study's runs (the first
+    seed of each model; with --all-seeds, every seed)."""
     if args.checkpoint:
-        return list(args.checkpoint)
+        return [(p, None, None) for p in args.checkpoint]
     if not args.study:
         raise UsageError("expected --checkpoint (repeat) or --study FILE")
     from nmt.runs import plan
@@ -166,14 +169,14 @@ def models_of(args) -> list:
     study = load_study(args.study)
     planned = plan(study, args.runs or study.runs)
     first = {m.name: min(m.seeds) for m in study.models}
-    chosen = [r for r in planned if r.seed == first[r.model]]
+    chosen = [r for r in planned if args.all_seeds or r.seed == first[r.model]]
     missing = [r for r in chosen if r.status != "done"]
     if missing:
         raise DataError(f"{missing[0].dir}: not trained (run the study first: python -m nmt.study run {args.study})")
-    return [r.dir for r in chosen]
+    return [(r.dir, r.model, r.seed) for r in chosen]
 
 
-def draw(panels, tokens_text, path):
+def draw(panels, tokens_text, path, caption: str = ""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -191,7 +194,8 @@ def draw(panels, tokens_text, path):
                      f"distance CV {g['distance_cv']:.3f}", fontsize=9)
         ax.set_aspect("equal", adjustable="box")
         ax.legend(fontsize=8, markerscale=3)
-    fig.suptitle("Penultimate layer projected on the plane of three output templates", fontsize=10)
+    fig.suptitle("Penultimate layer projected on the plane of three output templates" + (f"\n{caption}" if caption
+                                                                                          else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -201,17 +205,76 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nmt.visualize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", action="append", help="checkpoint or run directory (repeat); default: --runs")
-    p.add_argument("--study", help="a study file: the first seed of each of its models")
+    p.add_argument("--study", help="a study file: the first seed of each of its models (--all-seeds: every seed)")
+    p.add_argument("--all-seeds", action="store_true", help="with --study: every seed; tables over seeds, verdicts")
     p.add_argument("--runs", help="with --study: where its runs are (default: the study's `runs`)")
     p.add_argument("--tokens", nargs=3, help="three target words/pieces (default: chosen with the first model)")
     p.add_argument("--train-sentences", type=int, default=4000, help="training pairs to collect from")
     p.add_argument("--max-per-token", type=int, default=400)
     p.add_argument("--mi-positions", type=int, default=300, help="N: reference positions for the MI estimate")
     p.add_argument("--mi-passes", type=int, default=20, help="L: stochastic (dropout) passes per position")
+    p.add_argument("--mi-repeats", type=int, default=5, help="MI estimates with other dropout seeds: its standard "
+                                                             "error over the dropout noise (default: %(default)s)")
     p.add_argument("--results", default="results/representations")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1)
     return cli.run(lambda: run(p.parse_args(argv)))
+
+
+def mutual_information(model, batches, a: int, b: int, args) -> dict:
+    """MI of z_a - z_b repeated with --mi-repeats dropout seeds: mean, standard error over the repeats, values."""
+    values, n = [], 0
+    for r in range(max(1, args.mi_repeats)):
+        y = logit_differences(model, batches, a, b, args.mi_positions, args.mi_passes, args.seed + 1000 * r)
+        values.append(gaussian_mutual_information(y))
+        n = y.size(0)
+    k = len(values)
+    mean = sum(values) / k
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k) if k > 1 else None
+    return {"mi": mean, "se": se, "values": values, "n": n, "passes": args.mi_passes, "log_n": math.log(max(n, 1))}
+
+
+def analyse(path, tokens, args, device) -> tuple:
+    """(entry of representations.json, figure panels, tokens) for one checkpoint; `tokens` None: chosen here."""
+    model, ckpt, sp = ckpt_io.load_model(path, device)
+    tcfg = train_config_from(ckpt["train_config"])
+    label = describe(ckpt["train_config"])[1]
+    val_src, val_ref = read_text_pairs(tcfg, "val")
+    tr_src, tr_ref = read_text_pairs(tcfg, "train")
+    data = {"train": (tr_src[:args.train_sentences], tr_ref[:args.train_sentences]), "val": (val_src, val_ref)}
+    batches = {k: list(eval_batches(sp, s, r, model.cfg.max_positions, device)) for k, (s, r) in data.items()}
+    if tokens is None:
+        tokens = token_ids(sp, args.tokens) if args.tokens else choose_tokens(model, sp, batches["val"])
+    text = {t: sp.id_to_piece(t).lstrip("▁") for t in tokens}
+    W = model.embed.weight.detach()
+    basis, origin = plane_basis(W[tokens])
+    entry = {"model": label, "checkpoint": ckpt["path"], "alpha": tcfg.alpha, "seed": tcfg.seed, "geometry": {}}
+    panels = []
+    for split, bs in batches.items():
+        vecs = penultimate_by_token(model, bs, tokens, args.max_per_token)
+        pts = {t: ((v - origin) @ basis).cpu() for t, v in vecs.items()}  # (n, D) -> (n, 2)
+        if any(len(v) < 2 for v in pts.values()):
+            raise DataError(f"{split}: fewer than 2 positions for a chosen token; pick others with --tokens")
+        g = geometry(pts)
+        entry["geometry"][split] = {**g, "radius": {text[t]: r for t, r in g["radius"].items()},
+                                    "radius_over_distance": {text[t]: r for t, r in g["radius_over_distance"].items()},
+                                    "counts": {text[t]: n for t, n in g["counts"].items()}}
+        panels.append({"model": label, "split": split, "points": pts, "geometry": g})
+    # Mutual information of the two confusable tokens' logit difference: the final model (with its standard
+    # error over dropout seeds), and one estimate for each kept epoch.
+    a, b = tokens[0], tokens[1]
+    entry["mutual_information"] = [{"checkpoint": Path(ckpt["path"]).name,
+                                    **mutual_information(model, batches["train"], a, b, args)}]
+    epochs = sorted(Path(ckpt["path"]).parent.glob("checkpoint_epoch*.pt"),
+                    key=lambda q: int(q.stem.replace("checkpoint_epoch", "")))
+    for cpath in epochs:
+        y = logit_differences(ckpt_io.load_model(cpath, device)[0], batches["train"], a, b, args.mi_positions,
+                              args.mi_passes, args.seed)
+        entry["mutual_information"].append({"checkpoint": cpath.name, "mi": gaussian_mutual_information(y),
+                                            "n": y.size(0), "passes": y.size(1), "log_n": math.log(y.size(0))})
+    log.info("%s seed %s: I(X; z_%s - z_%s) = %.3f nats", label, tcfg.seed, text[a], text[b],
+             entry["mutual_information"][0]["mi"])
+    return entry, panels, tokens, text
 
 
 def run(args) -> int:
@@ -219,63 +282,99 @@ def run(args) -> int:
     device = pick_device(args.device)
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    paths = models_of(args)
-    tokens = None
-    panels, report = [], {"models": []}
-    for path in paths:
-        model, ckpt, sp = ckpt_io.load_model(path, device)
-        tcfg = train_config_from(ckpt["train_config"])
-        label = describe(ckpt["train_config"])[1]
-        val_src, val_ref = read_text_pairs(tcfg, "val")
-        tr_src, tr_ref = read_text_pairs(tcfg, "train")
-        data = {"train": (tr_src[:args.train_sentences], tr_ref[:args.train_sentences]), "val": (val_src, val_ref)}
-        batches = {k: list(eval_batches(sp, s, r, model.cfg.max_positions, device)) for k, (s, r) in data.items()}
-        if tokens is None:
-            tokens = token_ids(sp, args.tokens) if args.tokens else choose_tokens(model, sp, batches["val"])
-            tokens_text = {t: sp.id_to_piece(t).lstrip("▁") for t in tokens}
-            log.info("tokens: %s", ", ".join(tokens_text[t] for t in tokens))
-        W = model.embed.weight.detach()
-        basis, origin = plane_basis(W[tokens])
-        entry = {"model": label, "checkpoint": ckpt["path"], "alpha": tcfg.alpha, "geometry": {}}
-        for split, bs in batches.items():
-            vecs = penultimate_by_token(model, bs, tokens, args.max_per_token)
-            pts = {t: ((v - origin) @ basis).cpu() for t, v in vecs.items()}  # (n, D) -> (n, 2)
-            if any(len(v) < 2 for v in pts.values()):
-                raise DataError(f"{split}: fewer than 2 positions for a chosen token; pick others with --tokens")
-            g = geometry(pts)
-            entry["geometry"][split] = {**g, "radius": {tokens_text[t]: r for t, r in g["radius"].items()},
-                                        "radius_over_distance": {tokens_text[t]: r for t, r in
-                                                                 g["radius_over_distance"].items()},
-                                        "counts": {tokens_text[t]: n for t, n in g["counts"].items()}}
-            panels.append({"model": label, "split": split, "points": pts, "geometry": g})
-        # Mutual information of the two confusable tokens' logit difference, for this and its kept epochs.
-        a, b = tokens[0], tokens[1]
-        entry["mutual_information"] = []
-        run_dir = Path(ckpt["path"]).parent
-        for cpath in [Path(ckpt["path"])] + sorted(run_dir.glob("checkpoint_epoch*.pt"),
-                                                    key=lambda q: int(q.stem.replace("checkpoint_epoch", ""))):
-            m = model if cpath == Path(ckpt["path"]) else ckpt_io.load_model(cpath, device)[0]
-            y = logit_differences(m, batches["train"], a, b, args.mi_positions, args.mi_passes, args.seed)
-            mi = gaussian_mutual_information(y)
-            entry["mutual_information"].append({"checkpoint": cpath.name, "mi": mi, "n": y.size(0), "passes": y.size(1),
-                                                "log_n": math.log(y.size(0))})
-            log.info("%s %s: I(X; z_%s - z_%s) = %.3f nats (log N = %.3f)", label, cpath.name, tokens_text[a],
-                     tokens_text[b], mi, math.log(y.size(0)))
+    tokens, text, report, panels = None, None, {"models": []}, {}
+    for path, name, seed in models_of(args):
+        entry, ps, tokens, text = analyse(path, tokens, args, device)
+        entry["study_model"] = name
         report["models"].append(entry)
-    report["tokens"] = [tokens_text[t] for t in tokens]
-    draw(panels, tokens_text, out / "penultimate.png")
+        panels.setdefault(seed, []).extend(ps)
+    report["tokens"] = [text[t] for t in tokens]
+    report["tokens_chosen_on"] = report["models"][0]["checkpoint"]
+    caption = (f"tokens {', '.join(report['tokens'])}, chosen once on {report['models'][0]['model']} "
+               f"seed {report['models'][0]['seed']} and used for every model")
+    for seed, ps in panels.items():
+        draw(ps, text, out / ("penultimate.png" if seed in (None, min(panels)) else f"penultimate_seed{seed}.png"),
+             caption + ("" if seed is None else f"; seed {seed}"))
+    if args.all_seeds:
+        from nmt.studyfile import load_study
+        report.update(summarise(report["models"], load_study(args.study)))
+        write_text_atomic(out / "representations.md", markdown(report))
     write_json_atomic(report, out / "representations.json")
+    print_report(report, out)
+    return 0
+
+
+def print_report(report: dict, out: Path) -> None:
     print(f"tokens: {', '.join(report['tokens'])}  (MI over z_{report['tokens'][0]} - z_{report['tokens'][1]})")
-    print(f"{'model':28s} {'split':6s} {'radius/dist':>11s} {'dist CV':>8s} {'min/max':>8s}")
+    print(f"{'model':28s} {'seed':>4s} {'split':6s} {'radius/dist':>11s} {'dist CV':>8s} {'min/max':>8s}")
     for e in report["models"]:
         for split, g in e["geometry"].items():
-            print(f"{e['model']:28s} {split:6s} {g['mean_radius_over_distance']:11.3f} {g['distance_cv']:8.3f} "
-                  f"{g['distance_min_over_max']:8.3f}")
+            print(f"{e['model']:28s} {str(e['seed']):>4s} {split:6s} {g['mean_radius_over_distance']:11.3f} "
+                  f"{g['distance_cv']:8.3f} {g['distance_min_over_max']:8.3f}")
     for e in report["models"]:
-        mis = ", ".join(f"{m['checkpoint']}: {m['mi']:.3f}" for m in e["mutual_information"])
-        print(f"{e['model']:28s} I(X;Y) nats (log N = {e['mutual_information'][0]['log_n']:.3f}): {mis}")
+        final = e["mutual_information"][0]
+        se = f" ± {final['se']:.3f} (dropout)" if final.get("se") is not None else ""
+        rest = ", ".join(f"{m['checkpoint']}: {m['mi']:.3f}" for m in e["mutual_information"][1:])
+        print(f"{e['model']:28s} seed {e['seed']}: I(X;Y) = {final['mi']:.3f}{se} nats (log N = {final['log_n']:.3f})"
+              + (f"; {rest}" if rest else ""))
+    for c in report.get("claims", []):
+        print(f"{c['claim']}: {c['verdict']} (Holm: {c['verdict_holm']})")
     print(f"figure: {out / 'penultimate.png'}  numbers: {out / 'representations.json'}")
-    return 0
+
+
+# -- over seeds: tables and verdicts -----------------------------------------------------------
+
+# (key, what, its value in an entry); the paper predicts each lower with label smoothing.
+QUANTITIES = [("radius_val", "cluster radius / centre distance (val)",
+               lambda e: e["geometry"]["val"]["mean_radius_over_distance"]),
+              ("cv_val", "CV of the centre distances (val)", lambda e: e["geometry"]["val"]["distance_cv"]),
+              ("radius_train", "cluster radius / centre distance (train)",
+               lambda e: e["geometry"]["train"]["mean_radius_over_distance"]),
+              ("cv_train", "CV of the centre distances (train)", lambda e: e["geometry"]["train"]["distance_cv"]),
+              ("mi", "I(X; z_a - z_b), nats", lambda e: e["mutual_information"][0]["mi"])]
+CLAIMED = ("radius_val", "cv_val", "mi")  # the claims judged (Holm over them); the train split is reported
+
+
+def summarise(entries: list, study) -> dict:
+    """{"summary": per study model and quantity mean, std, n over seeds; "claims": each quantity of each model
+    lower than the baseline's (the paper's predictions), paired over seeds, Holm-adjusted (nmt.stats)}."""
+    from nmt.stats import adjust, judge
+    per = {}
+    for e in entries:
+        for key, _, get in QUANTITIES:
+            per.setdefault(e["study_model"], {}).setdefault(key, {})[e["seed"]] = get(e)
+    summary = []
+    for model, qs in per.items():
+        for key, what, _ in QUANTITIES:
+            v = list(qs[key].values())
+            m = sum(v) / len(v)
+            sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None
+            summary.append({"model": model, "quantity": key, "what": what, "mean": m, "std": sd, "n": len(v)})
+    base = study.evaluate.baseline or study.models[0].name
+    claims = [judge(f"{what}: {m} < {base}", key, {"model": m}, {"model": base}, "less", per[m][key], per[base][key],
+                    source="paper", test_set="train" if key == "mi" else "val")
+              for m in per if m != base for key, what, _ in QUANTITIES if key in CLAIMED]
+    return {"summary": summary, "claims": [c.to_dict() for c in adjust(claims)], "baseline": base}
+
+
+def markdown(report: dict) -> str:
+    models = list(dict.fromkeys(s["model"] for s in report["summary"]))
+    head = "| quantity | " + " | ".join(models) + " |\n|---|" + "---|" * len(models) + "\n"
+    rows = []
+    for key, what, _ in QUANTITIES:
+        cells = []
+        for m in models:
+            s = next(x for x in report["summary"] if (x["model"], x["quantity"]) == (m, key))
+            cells.append(f"{s['mean']:.3f} ± {s['std']:.3f} (n = {s['n']})" if s["std"] is not None
+                         else f"{s['mean']:.3f} (n = 1)")
+        rows.append(f"| {what} | " + " | ".join(cells) + " |")
+    from nmt.report import claim_line
+    claims = "\n".join(claim_line(c) for c in report["claims"])
+    return (f"# Representations over seeds\n\nTokens {', '.join(report['tokens'])}, chosen once (the rule of "
+            f"`nmt.visualize.choose_tokens`) on `{report['tokens_chosen_on']}` and used for every model; MI over "
+            f"z_{report['tokens'][0]} − z_{report['tokens'][1]}, its noise from dropout (not the paper's input "
+            f"augmentation). Cells: mean ± std over seeds.\n\n{head}" + "\n".join(rows)
+            + f"\n\n## Claims (paired over seeds against `{report['baseline']}`, Holm over these)\n\n{claims}\n")
 
 
 if __name__ == "__main__":

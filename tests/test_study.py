@@ -262,3 +262,29 @@ def test_partial_evaluates_the_runs_there_are_and_names_the_others(toy_results, 
     empty = tmp_path / "empty"
     assert study(["run", str(three), "--runs", str(empty), "--results", str(tmp_path / "r2"), "--partial"]) == 2
     assert "--partial: none of the 6 runs" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def test_representations_over_every_seed_of_a_study(toy_results, tmp_path):
+    """nmt.visualize --all-seeds: tokens chosen once (first model, first seed), every seed analysed, tables
+    over seeds, and the paper's three predictions judged against the baseline, paired over seeds."""
+    from nmt.visualize import main as visualize
+    d, f = toy_results
+    out = tmp_path / "rep"
+    assert visualize(["--study", str(f), "--runs", str(d / "runs"), "--all-seeds", "--tokens", "der", "mit",
+                      "auf", "--results", str(out), "--mi-positions", "20", "--mi-passes", "3", "--mi-repeats", "2",
+                      "--train-sentences", "200"]) == 0
+    rep = json.loads((out / "representations.json").read_text())
+    assert [(e["study_model"], e["seed"]) for e in rep["models"]] == [("hard", 1), ("hard", 2), ("ls", 1), ("ls", 2)]
+    assert "hard+flags" in rep["tokens_chosen_on"] and "_seed1" in rep["tokens_chosen_on"]
+    assert all(e["mutual_information"][0]["se"] is not None and len(e["mutual_information"][0]["values"]) == 2
+               for e in rep["models"])
+    mi = next(s for s in rep["summary"] if (s["model"], s["quantity"]) == ("ls", "mi"))
+    by_hand = [e["mutual_information"][0]["mi"] for e in rep["models"] if e["study_model"] == "ls"]
+    assert mi["n"] == 2 and mi["mean"] == pytest.approx(sum(by_hand) / 2)
+    assert [c["metric"] for c in rep["claims"]] == ["radius_val", "cv_val", "mi"]
+    c = rep["claims"][2]
+    assert c["differences"] == pytest.approx([by_hand[i] - [e["mutual_information"][0]["mi"] for e in rep["models"]
+                                                            if e["study_model"] == "hard"][i] for i in (0, 1)])
+    assert recompute(c).verdict == c["verdict"]
+    assert (out / "penultimate.png").is_file() and (out / "penultimate_seed2.png").is_file()
+    assert "± " in (out / "representations.md").read_text()

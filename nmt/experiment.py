@@ -55,11 +55,20 @@ def relative(path) -> str:
 
 # -- one model ----------------------------------------------------------------------------------------
 
+def corpus_config(tcfg):
+    """The config whose corpus a run is tested on: a sequence-level student trained on its teacher's translations
+    (`nmt.seqkd`) is tested on its teacher's corpus (its --tokenizer names the teacher's run)."""
+    if tcfg.train_src and Path(tcfg.train_src).parent.name == "seqkd" and tcfg.tokenizer:
+        return ckpt_io.read_run_config(Path(tcfg.tokenizer))[0]
+    return tcfg
+
+
 def test_data(study: Study, tcfg) -> list:
     """[(name, source lines, reference lines)] of the study's test sets for a model's corpus; "all": every
     {split}.{src,tgt}.gz pair of the data directory beyond train and val (the absent ones are skipped)."""
     if study.data.test:
         return [(name, read_text(src), read_text(ref)) for name, src, ref in study.data.test]
+    tcfg = corpus_config(tcfg)
     names = list(study.evaluate.test_sets)
     if names == ["all"]:
         names = test_sets_of(tcfg)
@@ -275,9 +284,10 @@ def provenance(argv, started: float, device, study: Study, runs: list) -> dict:
             d = Path(r["dir"])
             tcfg = ckpt_io.read_run_config(d if d.is_dir() else d.parent)[0]
             for split in ["train", "val", *r["test_sets"]]:
-                for p in split_files(tcfg, split):
-                    if p.is_file() and p.name not in corpus:
-                        corpus[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in split_files(tcfg if split == "train" else corpus_config(tcfg), split):
+                    name = relative(p) if p.parent.name == "seqkd" else p.name  # a teacher's translations: its own
+                    if p.is_file() and name not in corpus:
+                        corpus[name] = hashlib.sha256(p.read_bytes()).hexdigest()
         except (DataError, OSError, ValueError):  # a corpus or config that is gone: no checksum
             pass
     args = [relative(a) if os.path.exists(a) else a for a in argv]

@@ -23,9 +23,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmt import seqkd
 from nmt.checkpoint import read_run_config
 from nmt.config import PRESET_MINUTES, UsageError, flag
-from nmt.data import find_data_dir
+from nmt.data import find_data_dir, split_files
 from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
 
 log = logging.getLogger("nmt.runs")
@@ -100,7 +101,14 @@ def train_arguments(study: Study, spec: ModelSpec, seed: int, runs_root) -> list
                  "--valid-tgt", data.valid[1]]
     elif data.dir:
         args += ["--data-dir", data.dir]
-    if spec.teacher:
+    if spec.teacher and spec.distill.kind == "sequence":  # the teacher's translations as targets, plain NLL
+        teacher = run_dir(study, study.model(spec.teacher), seed, runs_root)
+        src, tgt, _ = seqkd.paths(teacher)
+        valid = split_files(read_run_config(teacher)[0], "val")
+        args = [a for i, a in enumerate(args) if a != "--data-dir" and (i == 0 or args[i - 1] != "--data-dir")]
+        args += ["--train-src", str(src), "--train-tgt", str(tgt), "--valid-src", str(valid[0]),
+                 "--valid-tgt", str(valid[1]), "--tokenizer", str(teacher)]
+    elif spec.teacher:
         teacher = run_dir(study, study.model(spec.teacher), seed, runs_root)
         args += ["--teacher", str(teacher), "--distill-beta", f"{spec.distill.beta:g}",
                  "--distill-temperature", f"{spec.distill.temperature:g}"]
@@ -181,6 +189,12 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(self)
 
 
+def prepare_student(study: Study, spec: ModelSpec, seed: int, runs_root) -> None:
+    """A sequence-level student needs its teacher's translations (`nmt.seqkd`): made once per teacher."""
+    if spec.teacher and spec.distill.kind == "sequence":
+        seqkd.teacher_targets(run_dir(study, study.model(spec.teacher), seed, runs_root))
+
+
 def train_missing(study: Study, runs: list, runs_root, launcher: str = "local", slurm: dict = None) -> None:
     """Train every run of `runs` that is not done, with the launcher; a failed run stops the study (exit 2)."""
     todo = [r for r in runs if r.status != "done"]
@@ -194,6 +208,7 @@ def train_missing(study: Study, runs: list, runs_root, launcher: str = "local", 
                 spec = study.model(r.model)
                 if (spec.teacher is not None) != stage:
                     continue
+                prepare_student(study, spec, r.seed, runs_root)
                 cmd = train_command(study, spec, r.seed, runs_root)
                 cmd += ["--resume"] if (r.dir / "checkpoint_last.pt").is_file() else []
                 log.info("training %s seed %d: %s", r.model, r.seed, " ".join(cmd[1:]))
@@ -223,6 +238,7 @@ def submit_all(study: Study, todo: list, runs_root, launcher: str, slurm: dict) 
             spec = study.model(r.model)
             if (spec.teacher is not None) != stage:
                 continue
+            prepare_student(study, spec, r.seed, runs_root)  # here, before the job: the teacher's translations
             job = executor.submit(TrainJob(train_command(study, spec, r.seed, runs_root), str(r.dir), str(Path.cwd())))
             log.info("submitted %s seed %d: job %s", r.model, r.seed, job.job_id)
             jobs.append((r, job))

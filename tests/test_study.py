@@ -288,3 +288,37 @@ def test_representations_over_every_seed_of_a_study(toy_results, tmp_path):
     assert recompute(c).verdict == c["verdict"]
     assert (out / "penultimate.png").is_file() and (out / "penultimate_seed2.png").is_file()
     assert "± " in (out / "representations.md").read_text()
+
+
+def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_multi30k, tmp_path):
+    """distill = { kind = "sequence" }: the teacher translates its training sources once (beam 4, into its run's
+    seqkd/), the student trains on those targets, and the provenance holds their hash."""
+    from nmt.checkpoint import load_model, read_run_config
+    from nmt.data import load_pairs, read_text_pairs
+    from nmt.evaluate import encode_for_model
+    from nmt.search import translate
+    f = tmp_path / "seq.toml"
+    f.write_text(f'name = "seq"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n{TOY_FLAGS}\n\n'
+                 '[[models]]\nname = "hard"\n\n[[models]]\nname = "seqkd"\nteacher = "hard"\n'
+                 'distill = { kind = "sequence" }\n\n[evaluate]\nbeam = 2\nsweep = "none"\n')
+    runs = tmp_path / "runs"
+    assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 0
+    teacher = next((runs / "en-de/smoke").glob("hard+*_seed1"))
+    student = next((runs / "en-de/smoke").glob("kd-sequence-*_seed1"))
+    tcfg = read_run_config(student)[0]
+    assert tcfg.train_tgt == str(teacher / "seqkd" / "train.beam4.tgt") and tcfg.teacher is None
+    model, _, sp = load_model(teacher)
+    sources, _ = read_text_pairs(read_run_config(teacher)[0], "train")
+    hyps = [sp.decode(h.ids) for h in translate(model, encode_for_model(sp, sources, model.cfg.max_positions), beam=4)]
+    assert (teacher / "seqkd" / "train.beam4.tgt").read_text().splitlines() == hyps
+    pairs = load_pairs(tcfg, "train")
+    assert list(pairs["tgt"]) == hyps and list(pairs["src"]) == sources  # the student's targets: the teacher's output
+    prov = json.loads((tmp_path / "r" / "comparison.json").read_text())["meta"]["provenance"]
+    import hashlib
+    want = hashlib.sha256((teacher / "seqkd" / "train.beam4.tgt").read_bytes()).hexdigest()
+    assert want in prov["corpus_sha256"].values() if "corpus_sha256" in prov else want in json.dumps(prov)
+    # A second run reuses the translations, and refuses them once they were changed.
+    (teacher / "seqkd" / "train.beam4.tgt").write_text("changed\n")
+    from nmt.seqkd import teacher_targets
+    with pytest.raises(Exception, match="sha256 differs"):
+        teacher_targets(teacher)

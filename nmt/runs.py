@@ -96,20 +96,18 @@ def train_arguments(study: Study, spec: ModelSpec, seed: int, runs_root) -> list
     if spec.confidence_penalty:
         args += ["--confidence-penalty", f"{spec.confidence_penalty:g}"]
     data = study.data
-    if data.train:
+    teacher = run_dir(study, study.model(spec.teacher), seed, runs_root) if spec.teacher else None
+    if teacher and spec.distill.kind == "sequence":  # the teacher's translations as targets, plain NLL
+        src, tgt, _ = seqkd.paths(teacher)
+        valid = split_files(read_run_config(teacher)[0], "val")
+        args += ["--train-src", str(src), "--train-tgt", str(tgt), "--valid-src", str(valid[0]),
+                 "--valid-tgt", str(valid[1]), "--tokenizer", str(teacher)]
+    elif data.train:
         args += ["--train-src", data.train[0], "--train-tgt", data.train[1], "--valid-src", data.valid[0],
                  "--valid-tgt", data.valid[1]]
     elif data.dir:
         args += ["--data-dir", data.dir]
-    if spec.teacher and spec.distill.kind == "sequence":  # the teacher's translations as targets, plain NLL
-        teacher = run_dir(study, study.model(spec.teacher), seed, runs_root)
-        src, tgt, _ = seqkd.paths(teacher)
-        valid = split_files(read_run_config(teacher)[0], "val")
-        args = [a for i, a in enumerate(args) if a != "--data-dir" and (i == 0 or args[i - 1] != "--data-dir")]
-        args += ["--train-src", str(src), "--train-tgt", str(tgt), "--valid-src", str(valid[0]),
-                 "--valid-tgt", str(valid[1]), "--tokenizer", str(teacher)]
-    elif spec.teacher:
-        teacher = run_dir(study, study.model(spec.teacher), seed, runs_root)
+    if teacher and spec.distill.kind == "token":
         args += ["--teacher", str(teacher), "--distill-beta", f"{spec.distill.beta:g}",
                  "--distill-temperature", f"{spec.distill.temperature:g}"]
     for k, v in spec.flags:

@@ -53,9 +53,9 @@ class _LabelSmoothedNLL(torch.autograd.Function):
 
     d loss / d log p_ik = -(1 - alpha) [k = y_i] - alpha pi_k + beta p_ik (log p_ik + 1) and d nll / d log p_ik =
     -[k = y_i] at kept positions, 0 at padding (dH/d log p_k = -p_k (log p_k + 1), with p = exp(log p)): one
-    (..., V) fill (or a prior broadcast), one scatter, and with a penalty one exp, where autograd's own graph
-    (gather, sum, index, where) makes several (..., V) passes. scripts/bench_loss.py times it against
-    F.cross_entropy.
+    (..., V) fill (or a prior broadcast), zeros written into the padding rows alone, one scatter, and with a
+    penalty one more (..., V) product, where autograd's own graph (gather, sum, index, where) makes several
+    (..., V) passes. scripts/bench_loss.py times it against F.cross_entropy (docs/benchmarks.md).
     """
 
     @staticmethod
@@ -76,10 +76,9 @@ class _LabelSmoothedNLL(torch.autograd.Function):
         probs = None
         if beta:
             probs = lprobs.exp()
-            entropy = -(probs * lprobs).sum(-1)  # (...)
+            entropy = -(probs.unsqueeze(-2) @ lprobs.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # rowwise dot, (...)
             loss = loss - beta * torch.where(keep, entropy, zero).sum()
-        ctx.save_for_backward(safe_target, keep, prior if prior is not None else None, lprobs if beta else None,
-                              probs)
+        ctx.save_for_backward(safe_target, keep, prior, lprobs if beta else None, probs)
         ctx.alpha, ctx.beta, ctx.ignore_index, ctx.shape, ctx.dtype = alpha, beta, ignore_index, lprobs.shape, lprobs.dtype
         return loss, nll
 
@@ -87,15 +86,20 @@ class _LabelSmoothedNLL(torch.autograd.Function):
     def backward(ctx, grad_loss, grad_nll):
         safe_target, keep, prior, lprobs, probs = ctx.saved_tensors
         alpha, beta, V = ctx.alpha, ctx.beta, ctx.shape[-1]
-        if prior is None:  # -alpha/(V-1) on every real class, 0 on the padding class ...
+        if beta:  # beta p_k (log p_k + 1), then - alpha pi_k
+            grad = torch.addcmul(probs, probs, lprobs).mul_(beta * grad_loss)
+            if alpha:
+                pi = _uniform(V, ctx.ignore_index) if prior is None else prior
+                grad.sub_(alpha * grad_loss * pi.to(device=grad.device, dtype=ctx.dtype))
+        elif prior is None:  # -alpha/(V-1) on every real class, 0 on the padding class ...
             grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=safe_target.device)
             grad.fill_(-alpha / (V - 1) * grad_loss)
             grad[..., ctx.ignore_index] = 0.0
         else:  # ... or -alpha pi_k
             grad = (-alpha * grad_loss * prior.to(ctx.dtype)).expand(ctx.shape).clone()
-        if beta:  # + beta p_k (log p_k + 1)
-            grad.add_(probs * (lprobs + 1.0) * (beta * grad_loss))
-        grad[~keep] = 0.0  # nothing at padding positions
+        pad_rows = (~keep).reshape(-1).nonzero().squeeze(1)  # nothing at padding positions (rows, not a full pass)
+        if pad_rows.numel():
+            grad.view(-1, V).index_fill_(0, pad_rows, 0.0)
         # ... then the one-hot part at y: -(1 - alpha) from the loss, -1 from the nll.
         onehot = keep.to(ctx.dtype) * (-(1.0 - alpha) * grad_loss - grad_nll)  # (...)
         grad.scatter_add_(-1, safe_target.unsqueeze(-1), onehot.unsqueeze(-1))

@@ -1,0 +1,91 @@
+"""Choose a setting on validation, among finished runs that differ in it: a table and the choice, as JSON.
+
+    python scripts/choose_on_val.py --by nll RUN_DIR... [--names A B ...] [--json OUT]
+    python scripts/choose_on_val.py --by bleu RUN_DIR... [--beam 4] [--work DIR] [--json OUT]
+
+For each run: its minutes (log.jsonl's "done"), its final model's validation NLL at T = 1 and at the
+temperature fitted on validation (temperature.json), and with --by bleu its validation BLEU (beam 4, T = 1,
+`python -m nmt.decode --split val`, hypotheses under --work, never in the run). The choice:
+  --by nll   the lowest validation NLL at the fitted temperature (comparable across smoothing: NLL at T = 1
+             penalises a smoothed model for its flatter distribution);
+  --by bleu  the highest validation BLEU among the runs whose fitted-T NLL is within --nll-margin of the best.
+Test splits are never read. Used for the student preset, the confidence penalty's beta and the temperature
+of the beta = 1 students (docs/results.md says which choice each made).
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def run_summary(run: Path) -> dict:
+    """Minutes and validation NLLs of a finished run; a ValueError naming the file when it is not finished."""
+    log = run / "log.jsonl"
+    done = [json.loads(x) for x in log.read_text().splitlines() if '"event": "done"' in x] if log.is_file() else []
+    if not done:
+        raise ValueError(f"{log}: no \"done\" event (the run has not finished)")
+    temps = json.loads((run / "temperature.json").read_text())
+    final = temps.get(done[-1]["final"])
+    if final is None:
+        raise ValueError(f"{run / 'temperature.json'}: no entry for the final model {done[-1]['final']}")
+    return {"run": str(run), "minutes": done[-1]["minutes"], "val_nll_t1": final["nll_t1"],
+            "val_nll_fitted": final["nll"], "temperature": final["temperature"]}
+
+
+def val_bleu(run: Path, beam: int, work: Path) -> float:
+    out = work / f"{run.name}.val.beam{beam}.txt"
+    cmd = [sys.executable, "-m", "nmt.decode", "--checkpoint", str(run), "--split", "val", "--beam", str(beam),
+           "--output", str(out), "--metrics", str(out) + ".json"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(Path(str(out) + ".json").read_text())["bleu"]
+
+
+def choose(rows: list, by: str, nll_margin: float) -> int:
+    """The index of the chosen row (see the module's docstring)."""
+    best_nll = min(r["val_nll_fitted"] for r in rows)
+    if by == "nll":
+        return min(range(len(rows)), key=lambda i: rows[i]["val_nll_fitted"])
+    near = [i for i, r in enumerate(rows) if r["val_nll_fitted"] <= best_nll + nll_margin]
+    return max(near, key=lambda i: rows[i]["val_bleu"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--by", choices=("nll", "bleu"), required=True)
+    p.add_argument("--names", nargs="+", help="what each run stands for (default: its directory name)")
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--nll-margin", type=float, default=0.02)
+    p.add_argument("--work", type=Path, help="--by bleu: where validation hypotheses go (default: a temporary one)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    names = args.names or [r.name for r in args.runs]
+    if len(names) != len(args.runs):
+        p.error(f"--names: {len(names)} names for {len(args.runs)} runs")
+    try:
+        rows = [{"name": n, **run_summary(r)} for n, r in zip(names, args.runs)]
+    except (ValueError, OSError) as e:
+        print(f"choose_on_val: {e}", file=sys.stderr)
+        return 2
+    if args.by == "bleu":
+        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+            for row, run in zip(rows, args.runs):
+                row["val_bleu"] = val_bleu(run, args.beam, Path(tmp))
+    pick = choose(rows, args.by, args.nll_margin)
+    cols = ["name", "minutes", "val_nll_t1", "val_nll_fitted", "temperature"] + (["val_bleu"] if args.by == "bleu" else [])
+    print(" | ".join(cols))
+    for i, r in enumerate(rows):
+        print(" | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + (" <- chosen" if i == pick else ""))
+    if args.json:
+        rule = ("lowest validation NLL at the fitted temperature" if args.by == "nll" else
+                f"highest validation BLEU (beam {args.beam}) among NLL at fitted T within {args.nll_margin} of the best")
+        args.json.write_text(json.dumps({"rule": rule, "chosen": rows[pick]["name"], "rows": rows,
+                                         "command": "python scripts/choose_on_val.py " + " ".join(argv or sys.argv[1:])},
+                                        indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

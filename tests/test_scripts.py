@@ -1,0 +1,63 @@
+"""The small scripts that choose and check runs: scripts/check_replay.py, scripts/choose_on_val.py."""
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+
+def _script(name):
+    """A script of scripts/ as a module, to call its main() in-process."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_check_replay_finds_todays_training_identical_and_a_changed_number(tiny_run, tmp_path, capsys):
+    """scripts/check_replay.py retrains a run's first updates and compares its log exactly: the tiny run
+    replays identically; the same run with one logged loss moved by 1e-12 does not; a linear schedule past
+    its warm-up is refused."""
+    replay = _script("check_replay")
+    assert replay.main([str(tiny_run), "--steps", "20", "--work", str(tmp_path)]) == 0
+    assert "are identical" in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    lines = (copy / "log.jsonl").read_text().splitlines()
+    i = next(i for i, x in enumerate(lines) if '"event": "train"' in x and '"step": 10,' in x)
+    e = json.loads(lines[i])
+    e["loss"] += 1e-12
+    lines[i] = json.dumps(e)
+    (copy / "log.jsonl").write_text("\n".join(lines) + "\n")
+    assert replay.main([str(copy), "--steps", "20", "--work", str(tmp_path)]) == 1
+    assert "train at update 10: loss" in capsys.readouterr().out
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["train_config"]["lr_schedule"] = "linear"
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert replay.main([str(copy), "--steps", "21", "--work", str(tmp_path)]) == 2
+    assert "--steps 21: the run's linear schedule" in capsys.readouterr().err
+
+
+def test_choose_on_val_by_hand():
+    """--by nll: the lowest fitted-T NLL; --by bleu: the best BLEU among NLLs within the margin of the best."""
+    choose = _script("choose_on_val").choose
+    rows = [{"val_nll_fitted": 1.80, "val_bleu": 35.0}, {"val_nll_fitted": 1.79, "val_bleu": 34.0},
+            {"val_nll_fitted": 1.81, "val_bleu": 36.0}, {"val_nll_fitted": 1.95, "val_bleu": 40.0}]
+    assert choose(rows, "nll", 0.02) == 1
+    assert choose(rows, "bleu", 0.02) == 2  # 1.81 <= 1.79 + 0.02; the 40.0 is too far on NLL
+    assert choose(rows, "bleu", 0.005) == 1
+
+
+def test_choose_on_val_reads_a_finished_run_and_refuses_an_unfinished_one(tiny_run, tmp_path, capsys):
+    tool = _script("choose_on_val")
+    out = tmp_path / "choice.json"
+    assert tool.main(["--by", "bleu", str(tiny_run), "--names", "tiny", "--work", str(tmp_path), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["chosen"] == "tiny" and got["rows"][0]["val_nll_fitted"] <= got["rows"][0]["val_nll_t1"]
+    assert 0 <= got["rows"][0]["val_bleu"] <= 100
+    assert not list(tiny_run.glob("eval*"))  # nothing written into the run
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "log.jsonl").write_text('{"event": "start_run"}\n')
+    assert tool.main(["--by", "nll", str(unfinished)]) == 2
+    assert "has not finished" in capsys.readouterr().err

@@ -44,6 +44,8 @@ def parse_args(argv):
                                                                           "local executor)")
     p.add_argument("--dry-run", action="store_true", help="list what would be trained, with estimated minutes")
     p.add_argument("--no-train", action="store_true", help="evaluate only; a missing run is an error")
+    p.add_argument("--train-only", action="store_true", help="train what is missing and stop: no test set is read "
+                                                             "(for settings chosen on validation first)")
     p.add_argument("--partial", action="store_true", help="evaluate only the runs trained so far (nothing is "
                                                           "trained); the results name the missing ones")
     p.add_argument("--beam", type=int, help="override the study's beam size")
@@ -69,6 +71,8 @@ def run_file(args, argv) -> int:
         print(f"study {study.name} ({args.file}): runs in {runs_root}/\n{describe_plan(planned)}")
         return 0
     missing = [r for r in planned if r.status != "done"]
+    if args.train_only and (args.no_train or args.partial):
+        raise UsageError("--train-only: not with --no-train or --partial (they evaluate without training)")
     if args.partial:
         done = [r for r in planned if r.status == "done"]
         if not done:
@@ -78,6 +82,9 @@ def run_file(args, argv) -> int:
         raise UsageError(f"--no-train: {len(missing)} runs are not trained, e.g. {missing[0].dir} (drop --no-train "
                          f"to train them)")
     train_missing(study, planned, runs_root, args.launcher, dict(study.slurm))
+    if args.train_only:
+        print(f"study {study.name}: trained; nothing evaluated (--train-only)\n{describe_plan(plan(study, runs_root))}")
+        return 0
     return evaluate_and_write(study, plan(study, runs_root), args, argv)
 
 

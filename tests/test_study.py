@@ -138,6 +138,11 @@ def test_a_second_run_trains_nothing_and_a_dry_run_says_so(toy_results, capsys):
     assert study(["run", str(f), "--runs", str(d / "runs"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("done") == 4 and "0 of 4 runs to train" in out
+    # --train-only trains what is missing (nothing here) and evaluates nothing: no test set read, no results
+    assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(d / "nothing"), "--train-only"]) == 0
+    assert "nothing evaluated (--train-only)" in capsys.readouterr().out and not (d / "nothing").exists()
+    assert study(["run", str(f), "--runs", str(d / "runs"), "--train-only", "--partial"]) == 2
+    assert "--train-only: not with --no-train or --partial" in capsys.readouterr().err
 
 
 def test_a_run_dir_of_other_settings_is_refused(toy_results, tmp_path, capsys):

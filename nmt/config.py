@@ -234,23 +234,28 @@ PRESETS = {
     "gpu": dict(d_model=512, n_heads=8, encoder_layers=6, decoder_layers=6, d_ff=2048, dropout=0.3,
                 vocab_size=8000, max_tokens=8192, lr=7e-4, warmup_steps=1000, max_epochs=40, patience=5,
                 average_last=5, amp="auto"),
+    "student": dict(d_model=128, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=512, dropout=0.1,
+                    vocab_size=8000, max_tokens=2500, lr=8e-3, warmup_steps=400, lr_schedule="linear", max_epochs=6,
+                    average_last=2),
     "smoke": dict(d_model=64, n_heads=2, encoder_layers=1, decoder_layers=1, d_ff=128, dropout=0.1,
                   vocab_size=1000, max_tokens=2000, lr=2e-3, warmup_steps=50, max_steps=100, max_epochs=1),
 }
 # Minutes a whole run of each preset takes on 2 CPU cores (docs/results.md); None: not measured.
-PRESET_MINUTES = {"cpu": 15, "gpu": None, "smoke": 0.3}
+PRESET_MINUTES = {"cpu": 15, "gpu": None, "student": 7, "smoke": 0.3}
 PRESET_NOTES = {
     "cpu": "the study's recipe on 2 CPU cores (docs/results.md has its minutes and scores)",
     "gpu": "a larger model for one GPU: its numbers are unmeasured until a GPU run exists",
+    "student": "the distillation studies' student (1.95M parameters): the CPU recipe at d_model 128, 2+2 layers, its "
+               "learning rate chosen on validation (docs/results.md)",
     "smoke": "a tiny model for a few updates: checks the pipeline in a minute; not a result",
 }
 
 
 def describe_presets() -> str:
-    lines = []
+    lines, w = [], max(map(len, PRESETS))
     for name, values in PRESETS.items():
-        lines.append(f"  {name:6s} {PRESET_NOTES[name]}")
-        lines.append("         " + " ".join(f"{flag(k)} {v}" for k, v in values.items()))
+        lines.append(f"  {name:{w}s} {PRESET_NOTES[name]}")
+        lines.append(" " * (w + 3) + " ".join(f"{flag(k)} {v}" for k, v in values.items()))
     return "\n".join(lines)
 
 

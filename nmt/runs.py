@@ -5,9 +5,9 @@ Each (model, seed) of a study has one run directory, named from its identity, ne
     RUNS/PAIR/PRESET/NAME_seedS      e.g. runs/en-de/cpu/hard_seed1, runs/en-de/cpu/uniform0.1_seed2
 
 NAME is `hard`, or the smoothing prior and alpha (`uniform0.1`, `unigram0.1`, `masked0.1`), `cp` and beta
-for the confidence penalty, a student's `kd-token-b0.5-T1-from-` plus its teacher's name, and the extra
-flags sorted (`+max-epochs3`). Two studies that name the same model share its runs. A directory that holds a
-run trained with other settings is refused (`check_matches`), never retrained over.
+for the confidence penalty, a student's `kd-token-b0.5-T1-from-` (or `kd-sequence-from-`) plus its teacher's
+name, and the extra flags sorted (`+max-epochs3`). Two studies that name the same model share its runs. A
+directory that holds a run trained with other settings is refused (`check_matches`), never retrained over.
 
 Launchers: `local` trains one run after another here (`python -m nmt.train`, resumed where interrupted);
 `slurm` submits each as a job through submitit (pre-empted jobs are requeued and resume); `submitit-local`
@@ -49,7 +49,8 @@ class PlannedRun:
 def model_dir_name(spec: ModelSpec, study: Study) -> str:
     if spec.teacher:
         d = spec.distill
-        name = f"kd-{d.kind}-b{d.beta:g}-T{d.temperature:g}-from-{model_dir_name(study.model(spec.teacher), study)}"
+        how = "sequence" if d.kind == "sequence" else f"token-b{d.beta:g}-T{d.temperature:g}"  # (no beta, T: plain NLL)
+        name = f"kd-{how}-from-{model_dir_name(study.model(spec.teacher), study)}"
     elif spec.confidence_penalty:
         name = f"cp{spec.confidence_penalty:g}" + (f"-{spec.smoothing}{spec.alpha:g}" if spec.alpha else "")
     else:

@@ -309,7 +309,7 @@ def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_m
     runs = tmp_path / "runs"
     assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 0
     teacher = next((runs / "en-de/smoke").glob("hard+*_seed1"))
-    student = next((runs / "en-de/smoke").glob("kd-sequence-*_seed1"))
+    student = next((runs / "en-de/smoke").glob("kd-sequence-from-hard+*_seed1"))
     tcfg = read_run_config(student)[0]
     assert tcfg.train_tgt == str(teacher / "seqkd" / "train.beam4.tgt") and tcfg.teacher is None
     model, _, sp = load_model(teacher)

@@ -49,7 +49,8 @@ class PlannedRun:
 def model_dir_name(spec: ModelSpec, study: Study) -> str:
     if spec.teacher:
         d = spec.distill
-        how = "sequence" if d.kind == "sequence" else f"token-b{d.beta:g}-T{d.temperature:g}"  # (no beta, T: plain NLL)
+        # a sequence-level student has no beta or T: plain NLL on its teacher's translations
+        how = "sequence" if d.kind == "sequence" else f"token-b{d.beta:g}-T{d.temperature:g}"
         name = f"kd-{how}-from-{model_dir_name(study.model(spec.teacher), study)}"
     elif spec.confidence_penalty:
         name = f"cp{spec.confidence_penalty:g}" + (f"-{spec.smoothing}{spec.alpha:g}" if spec.alpha else "")

@@ -378,4 +378,3 @@ def test_amp_bf16_on_a_cpu_without_bf16_is_refused_before_anything_is_written(to
     assert not (tmp_path / "runs").exists()
     assert train(toy_train_args(toy_corpus, run_dir, "--amp", "fp16", "--max-steps", "2")) == 2
     assert "--amp fp16: not on the CPU" in capsys.readouterr().err and not (tmp_path / "runs").exists()
-

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from nmt.checkpoint import read_run_config  # noqa: E402
 from nmt.config import UsageError  # noqa: E402
+from nmt.data import DataError  # noqa: E402
 
 TRAIN_KEYS = ("loss", "nll", "lr")
 VALID_KEYS = ("loss", "nll", "accuracy", "ece")
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
             work.mkdir()
             train(tcfg, mcfg, resuming=False)
             diffs, compared = compare(old, log_events(work), steps)
-    except UsageError as e:
+    except (UsageError, DataError) as e:  # a bad run directory, or its corpus missing or changed
         print(f"check_replay: {e}", file=sys.stderr)
         return 2
     from nmt.experiment import git_state

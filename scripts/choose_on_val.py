@@ -20,26 +20,39 @@ import tempfile
 from pathlib import Path
 
 
+def read_json(path: Path, line_no: int = 0, text: str = None):
+    """One JSON value (a file, or line `line_no` of it); a ValueError naming the file (and line) when malformed."""
+    try:
+        return json.loads(path.read_text() if text is None else text)
+    except json.JSONDecodeError as e:
+        where = f"{path}:{line_no}" if line_no else str(path)
+        raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+
+
 def run_summary(run: Path) -> dict:
     """Minutes and validation NLLs of a finished run; a ValueError naming the file when it is not finished."""
     log = run / "log.jsonl"
-    done = [json.loads(x) for x in log.read_text().splitlines() if '"event": "done"' in x] if log.is_file() else []
+    lines = log.read_text().splitlines() if log.is_file() else []
+    done = [read_json(log, i, x) for i, x in enumerate(lines, 1) if '"event": "done"' in x]
     if not done:
         raise ValueError(f"{log}: no \"done\" event (the run has not finished)")
-    temps = json.loads((run / "temperature.json").read_text())
-    final = temps.get(done[-1]["final"])
-    if final is None:
-        raise ValueError(f"{run / 'temperature.json'}: no entry for the final model {done[-1]['final']}")
-    return {"run": str(run), "minutes": done[-1]["minutes"], "val_nll_t1": final["nll_t1"],
-            "val_nll_fitted": final["nll"], "temperature": final["temperature"]}
+    temps = read_json(run / "temperature.json")
+    try:
+        final = temps[done[-1]["final"]]
+        return {"run": str(run), "minutes": float(done[-1]["minutes"]), "val_nll_t1": float(final["nll_t1"]),
+                "val_nll_fitted": float(final["nll"]), "temperature": float(final["temperature"])}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{run}: log.jsonl's \"done\" event or temperature.json lacks {e} "
+                         f"(expected done.final, done.minutes, and nll, nll_t1, temperature for the final model)") from None
 
 
 def val_bleu(run: Path, beam: int, work: Path) -> float:
     out = work / f"{run.name}.val.beam{beam}.txt"
     cmd = [sys.executable, "-m", "nmt.decode", "--checkpoint", str(run), "--split", "val", "--beam", str(beam),
            "--output", str(out), "--metrics", str(out) + ".json"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return json.loads(Path(str(out) + ".json").read_text())["bleu"]
+    if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+        raise ValueError(f"{run}: `{' '.join(cmd[1:])}` failed (its error is above)")
+    return float(read_json(Path(str(out) + ".json"))["bleu"])
 
 
 def choose(rows: list, by: str, nll_margin: float) -> int:
@@ -66,13 +79,13 @@ def main(argv=None) -> int:
         p.error(f"--names: {len(names)} names for {len(args.runs)} runs")
     try:
         rows = [{"name": n, **run_summary(r)} for n, r in zip(names, args.runs)]
+        if args.by == "bleu":
+            with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+                for row, run in zip(rows, args.runs):
+                    row["val_bleu"] = val_bleu(run, args.beam, Path(tmp))
     except (ValueError, OSError) as e:
         print(f"choose_on_val: {e}", file=sys.stderr)
         return 2
-    if args.by == "bleu":
-        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-            for row, run in zip(rows, args.runs):
-                row["val_bleu"] = val_bleu(run, args.beam, Path(tmp))
     pick = choose(rows, args.by, args.nll_margin)
     cols = ["name", "minutes", "val_nll_t1", "val_nll_fitted", "temperature"] + (["val_bleu"] if args.by == "bleu" else [])
     print(" | ".join(cols))

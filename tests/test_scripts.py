@@ -61,3 +61,28 @@ def test_choose_on_val_reads_a_finished_run_and_refuses_an_unfinished_one(tiny_r
     (unfinished / "log.jsonl").write_text('{"event": "start_run"}\n')
     assert tool.main(["--by", "nll", str(unfinished)]) == 2
     assert "has not finished" in capsys.readouterr().err
+
+
+def test_choose_on_val_names_a_malformed_file(tiny_run, tmp_path, capsys):
+    """A damaged temperature.json or log line is a named error (exit 2), never a traceback."""
+    tool = _script("choose_on_val")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    (copy / "temperature.json").write_text('{"final": ')
+    assert tool.main(["--by", "nll", str(copy)]) == 2
+    assert f"{copy / 'temperature.json'}: not valid JSON" in capsys.readouterr().err
+    (copy / "temperature.json").write_text("{}")
+    assert tool.main(["--by", "nll", str(copy)]) == 2
+    assert "temperature.json lacks" in capsys.readouterr().err
+
+
+def test_check_replay_names_a_missing_corpus(tiny_run, tmp_path, capsys):
+    """A run whose corpus is gone is bad input (exit 2, the path named), not a crash."""
+    replay = _script("check_replay")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["train_config"]["train_src"] = str(tmp_path / "gone.en")
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert replay.main([str(copy), "--steps", "10", "--work", str(tmp_path)]) == 2
+    assert str(tmp_path / "gone.en") in capsys.readouterr().err

@@ -16,10 +16,6 @@ from nmt.train import inverse_sqrt, main
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "nmt.train", *args], capture_output=True, text=True, env=ENV, **kw)
-
-
 def weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
@@ -74,8 +70,7 @@ def test_tiny_run_outputs(tiny_run):
 def test_killed_and_resumed_run_ends_with_the_same_weights(toy_corpus, tmp_path):
     # Dropout on: the RNG state must survive the kill too.
     common = ["--max-epochs", "12", "--save-every-steps", "3", "--dropout", "0.1", "--no-fit-temperature"]
-    ref = run(toy_train_args(toy_corpus, tmp_path / "ref", *common), timeout=300)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+    assert main(toy_train_args(toy_corpus, tmp_path / "ref", *common)) == 0  # in-process: only the victim is killed
 
     victim = tmp_path / "victim"
     proc = subprocess.Popen([sys.executable, "-m", "nmt.train", *toy_train_args(toy_corpus, victim, *common)],
@@ -92,8 +87,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(toy_corpus, tmp_path)
     proc.wait()
     assert '"done"' not in log.read_text(), "the run finished before it could be killed"
 
-    res = run(toy_train_args(toy_corpus, victim, *common, "--resume"), timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert main(toy_train_args(toy_corpus, victim, *common, "--resume")) == 0
     a, b = weights(tmp_path / "ref" / "checkpoint_last.pt"), weights(victim / "checkpoint_last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert '"resume"' in log.read_text()
@@ -101,8 +95,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(toy_corpus, tmp_path)
 
 def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(toy_corpus, tmp_path):
     common = ["--max-steps", "6", "--max-epochs", "1", "--no-fit-temperature", "--seed", "3"]
-    one = run(toy_train_args(toy_corpus, tmp_path / "one", *common), timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
+    assert main(toy_train_args(toy_corpus, tmp_path / "one", *common)) == 0
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "nmt.train", *toy_train_args(toy_corpus, tmp_path / "two", *common)],
                          capture_output=True, text=True, env=ENV, timeout=300)
@@ -220,9 +213,7 @@ def test_a_signal_in_epoch_1_saves_and_the_run_resumes(sig, code, toy_corpus, tm
     assert "interrupted at update" in err and "--resume" in err and "Traceback" not in err
     last = torch.load(run_dir / "checkpoint_last.pt", weights_only=False)
     assert last["step"] >= 1 and '"interrupted"' in log.read_text()
-    res = run(toy_train_args(toy_corpus, run_dir, "--max-epochs", "2", "--no-fit-temperature", "--resume"),
-              timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert main(toy_train_args(toy_corpus, run_dir, "--max-epochs", "2", "--no-fit-temperature", "--resume")) == 0
 
 
 def test_kill_during_the_first_checkpoint_write_leaves_a_run_that_starts_again(toy_corpus, tmp_path):
@@ -243,12 +234,11 @@ def test_kill_during_the_first_checkpoint_write_leaves_a_run_that_starts_again(t
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "checkpoint_last.pt").exists()
-    res = run(args, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert main(args) == 0
     assert not list(run_dir.glob(".*.tmp*")) and (run_dir / "checkpoint_last.pt").is_file()
 
 
-def test_two_trainings_in_one_run_dir_one_is_refused(toy_corpus, tmp_path):
+def test_two_trainings_in_one_run_dir_one_is_refused(toy_corpus, tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = toy_train_args(toy_corpus, run_dir, "--max-epochs", "300", "--no-fit-temperature")
     first = subprocess.Popen([sys.executable, "-m", "nmt.train", *args], stdout=subprocess.DEVNULL,
@@ -258,10 +248,12 @@ def test_two_trainings_in_one_run_dir_one_is_refused(toy_corpus, tmp_path):
         while time.time() < deadline and not (run_dir / ".lock").exists():
             time.sleep(0.01)
         for extra in ([], ["--resume"]):
-            second = run(args + extra, timeout=120)
-            assert second.returncode == 2, second.stderr[-2000:]
-            assert f"another process (PID {first.pid}) is writing this run" in second.stderr
+            assert main(args + extra) == 2
+            assert f"another process (PID {first.pid}) is writing this run" in capsys.readouterr().err
         assert run_dir.is_dir()  # the refused process removed nothing
+        log = run_dir / "log.jsonl"
+        while time.time() < deadline and not (log.exists() and '"event": "train"' in log.read_text()):
+            time.sleep(0.01)  # the first one's loop has started: SIGTERM is its clean stop, not a kill
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=120)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 
 def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: float, ignore_index: int,
-                            prior: torch.Tensor = None, confidence_penalty: float = 0.0):
-    """Cross-entropy against label-smoothed targets (minus a confidence penalty), and the plain NLL.
+                            prior: torch.Tensor = None):
+    """Cross-entropy against label-smoothed targets, and the plain NLL.
 
     lprobs (N, V) or (..., V) log-probabilities; target (...) class ids. The smoothed target at a position
     with reference y is
@@ -24,20 +24,20 @@ def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: f
     with `prior` pi a length-V distribution with pi_pad = 0; None is the uniform prior of Szegedy et al. 2016
     (pi_k = 1 / (V - 1) for k != pad). Summing over positions i whose target is not `ignore_index`,
 
-        loss = sum_i (1 - alpha) * (-log p_i,y_i) + alpha * (-sum_k pi_k log p_ik) - beta * H(p_i)
-        nll  = sum_i -log p_i,y_i,          H(p_i) = -sum_k p_ik log p_ik,   beta = `confidence_penalty`
+        loss = sum_i (1 - alpha) * (-log p_i,y_i) + alpha * (-sum_k pi_k log p_ik)
+        nll  = sum_i -log p_i,y_i.
 
-    (the confidence penalty of Pereyra et al. 2017, Eq. 2). The uniform term is the row sum of the log-
-    probabilities (as fairseq's `label_smoothed_nll_loss`), a prior's is one matrix-vector product, so no
-    (..., V) target tensor is built. Padding positions add exactly zero to both sums and to the gradient;
-    alpha = beta = 0 gives loss == nll exactly.
+    The uniform term is the row sum of the log-probabilities (as fairseq's `label_smoothed_nll_loss`), a
+    prior's is one matrix-vector product, so no (..., V) target tensor is built. Padding positions add exactly
+    zero to both sums and to the gradient; alpha = 0 gives loss == nll exactly. With a confidence penalty,
+    `confidence_penalty_loss` (from the logits).
 
     Convention: `F.cross_entropy(label_smoothing=alpha)` spreads alpha over all V classes, padding
     included (q_k = (1 - alpha) [k = y] + alpha / V); here padding gets no mass.
     """
     if prior is not None and is_uniform_prior(prior, ignore_index):
         prior = None  # the row-sum path: the same numbers as no prior, to the bit
-    return _LabelSmoothedNLL.apply(lprobs, target, float(alpha), int(ignore_index), prior, float(confidence_penalty))
+    return _LabelSmoothedNLL.apply(lprobs, target, float(alpha), int(ignore_index), prior)
 
 
 def is_uniform_prior(prior: torch.Tensor, ignore_index: int) -> bool:
@@ -51,15 +51,14 @@ def is_uniform_prior(prior: torch.Tensor, ignore_index: int) -> bool:
 class _LabelSmoothedNLL(torch.autograd.Function):
     """The formula of `label_smoothed_nll_loss`, with a hand-written backward.
 
-    d loss / d log p_ik = -(1 - alpha) [k = y_i] - alpha pi_k + beta p_ik (log p_ik + 1) and d nll / d log p_ik =
-    -[k = y_i] at kept positions, 0 at padding (dH/d log p_k = -p_k (log p_k + 1), with p = exp(log p)): one
-    (..., V) fill (or a prior broadcast), zeros written into the padding rows alone, one scatter, and with a
-    penalty one more (..., V) product, where autograd's own graph (gather, sum, index, where) makes several
-    (..., V) passes. scripts/bench_loss.py times it against F.cross_entropy (docs/benchmarks.md).
+    d loss / d log p_ik = -(1 - alpha) [k = y_i] - alpha pi_k and d nll / d log p_ik = -[k = y_i] at kept
+    positions, 0 at padding: one (..., V) fill (or a prior broadcast), zeros written into the padding rows
+    alone, one scatter, where autograd's own graph (gather, sum, index, where) makes several (..., V) passes.
+    scripts/bench_loss.py times it against F.cross_entropy (docs/benchmarks.md).
     """
 
     @staticmethod
-    def forward(ctx, lprobs, target, alpha, ignore_index, prior, beta):
+    def forward(ctx, lprobs, target, alpha, ignore_index, prior):
         keep = target != ignore_index  # (...)
         safe_target = target.masked_fill(~keep, 0)
         zero = lprobs.new_zeros(())
@@ -73,35 +72,98 @@ class _LabelSmoothedNLL(torch.autograd.Function):
         else:
             smooth = -(lprobs @ prior.to(lprobs.dtype))  # -sum_k pi_k log p_k: (..., V) x (V,) -> (...)
             loss = (1.0 - alpha) * nll + alpha * torch.where(keep, smooth, zero).sum()
-        probs = None
-        if beta:
-            probs = lprobs.exp()
-            entropy = -(probs.unsqueeze(-2) @ lprobs.unsqueeze(-1)).squeeze(-1).squeeze(-1)  # rowwise dot, (...)
-            loss = loss - beta * torch.where(keep, entropy, zero).sum()
-        ctx.save_for_backward(safe_target, keep, prior, lprobs if beta else None, probs)
-        ctx.alpha, ctx.beta, ctx.ignore_index, ctx.shape, ctx.dtype = alpha, beta, ignore_index, lprobs.shape, lprobs.dtype
+        ctx.save_for_backward(safe_target, keep, prior)
+        ctx.alpha, ctx.ignore_index, ctx.shape, ctx.dtype = alpha, ignore_index, lprobs.shape, lprobs.dtype
         return loss, nll
 
     @staticmethod
     def backward(ctx, grad_loss, grad_nll):
-        safe_target, keep, prior, lprobs, probs = ctx.saved_tensors
-        alpha, beta, V = ctx.alpha, ctx.beta, ctx.shape[-1]
-        if beta:  # beta p_k (log p_k + 1), then - alpha pi_k
-            grad = torch.addcmul(probs, probs, lprobs).mul_(beta * grad_loss)
-            if alpha:
-                pi = _uniform(V, ctx.ignore_index) if prior is None else prior
-                grad.sub_(alpha * grad_loss * pi.to(device=grad.device, dtype=ctx.dtype))
-        elif prior is None:  # -alpha/(V-1) on every real class, 0 on the padding class ...
+        safe_target, keep, prior = ctx.saved_tensors
+        alpha, V = ctx.alpha, ctx.shape[-1]
+        if prior is None:  # -alpha/(V-1) on every real class, 0 on the padding class ...
             grad = torch.empty(ctx.shape, dtype=ctx.dtype, device=safe_target.device)
             grad.fill_(-alpha / (V - 1) * grad_loss)
             grad[..., ctx.ignore_index] = 0.0
         else:  # ... or -alpha pi_k
             grad = (-alpha * grad_loss * prior.to(ctx.dtype)).expand(ctx.shape).clone()
-        pad_rows = (~keep).reshape(-1).nonzero().squeeze(1)  # nothing at padding positions (rows, not a full pass)
-        if pad_rows.numel():
-            grad.view(-1, V).index_fill_(0, pad_rows, 0.0)
+        _zero_padding_rows(grad, keep)
         # ... then the one-hot part at y: -(1 - alpha) from the loss, -1 from the nll.
         onehot = keep.to(ctx.dtype) * (-(1.0 - alpha) * grad_loss - grad_nll)  # (...)
+        grad.scatter_add_(-1, safe_target.unsqueeze(-1), onehot.unsqueeze(-1))
+        return grad, None, None, None, None
+
+
+def _zero_padding_rows(grad: torch.Tensor, keep: torch.Tensor) -> None:
+    """Zeros into the rows of `grad` (..., V) at padding positions (~keep), those rows alone: no full pass."""
+    pad_rows = (~keep).reshape(-1).nonzero().squeeze(1)
+    if pad_rows.numel():
+        grad.view(-1, grad.size(-1)).index_fill_(0, pad_rows, 0.0)
+
+
+def confidence_penalty_loss(logits: torch.Tensor, target: torch.Tensor, beta: float, ignore_index: int,
+                            alpha: float = 0.0, prior: torch.Tensor = None):
+    """The confidence penalty (Pereyra et al. 2017, Eq. 2), with optional label smoothing, from the logits.
+
+    logits z (..., V); target (...) class ids; p = softmax(z). Summing over positions i whose target is not
+    `ignore_index`,
+
+        loss = sum_i (1 - alpha) * (-log p_i,y_i) + alpha * (-sum_k pi_k log p_ik) - beta * H(p_i)
+        nll  = sum_i -log p_i,y_i,          H(p_i) = -sum_k p_ik log p_ik,
+
+    with `prior` pi as in `label_smoothed_nll_loss` (None: uniform over the non-padding classes): beta = 0
+    is that loss on log_softmax(z). Written with log Z_i = logsumexp_k z_ik and E_i = sum_k p_ik z_ik, so no
+    log-probability tensor is ever formed: -log p_i,y = log Z_i - z_i,y, -sum_k pi_k log p_ik = log Z_i -
+    pi . z_i, H(p_i) = log Z_i - E_i; and log Z_i = max_k z_ik - log max_k p_ik (softmax divides by the sum
+    of exp(z - max)). The gradient (hand-written, `_ConfidencePenalty`):
+
+        d loss / d z_ik = p_ik (1 + beta (z_ik - E_i)) - (1 - alpha) [k = y_i] - alpha pi_k
+        d nll / d z_ik  = p_ik - [k = y_i],     both 0 at padding positions.
+    """
+    if prior is not None and is_uniform_prior(prior, ignore_index):
+        prior = None
+    return _ConfidencePenalty.apply(logits, target, float(beta), int(ignore_index), float(alpha), prior)
+
+
+class _ConfidencePenalty(torch.autograd.Function):
+    """`confidence_penalty_loss`: one softmax, two row maxima and one row dot product forward; one fused
+    (..., V) multiply-add and one product backward, against F.cross_entropy's log-softmax, its exp in the
+    backward and its fill (scripts/bench_loss.py, docs/benchmarks.md)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, beta, ignore_index, alpha, prior):
+        keep = target != ignore_index  # (...)
+        safe_target = target.masked_fill(~keep, 0)
+        zero = logits.new_zeros(())
+        probs = torch.softmax(logits, -1)  # (..., V)
+        log_z = logits.amax(-1) - probs.amax(-1).log()  # (...)
+        expected = (probs * logits).sum(-1)  # E_i = sum_k p_ik z_ik, (...)
+        nll_i = log_z - logits.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
+        per_pos = (1.0 - beta) * log_z + beta * expected - (1.0 - alpha) * (log_z - nll_i)  # (...)
+        if alpha:
+            V = logits.size(-1)
+            if prior is None:  # pi . z = (sum_k z_k - z_pad) / (V - 1)
+                pi_z = (logits.sum(-1) - logits[..., ignore_index]) / (V - 1)
+            else:
+                pi_z = logits @ prior.to(logits.dtype)  # (..., V) x (V,) -> (...)
+            per_pos = per_pos - alpha * pi_z
+        loss = torch.where(keep, per_pos, zero).sum()
+        nll = torch.where(keep, nll_i, zero).sum()
+        ctx.save_for_backward(safe_target, keep, prior, logits, probs, expected)
+        ctx.beta, ctx.alpha, ctx.ignore_index = beta, alpha, ignore_index
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_nll):
+        safe_target, keep, prior, logits, probs, expected = ctx.saved_tensors
+        beta, alpha, V = ctx.beta, ctx.alpha, logits.size(-1)
+        # p_k (c_i + g beta z_k) with c_i = g + g_nll - g beta E_i: one fused multiply-add, one product
+        c = (grad_loss + grad_nll) - (grad_loss * beta) * expected  # (...)
+        grad = torch.add(c.unsqueeze(-1), logits, alpha=float(grad_loss * beta)).mul_(probs)  # (..., V)
+        if alpha:
+            pi = _uniform(V, ctx.ignore_index) if prior is None else prior
+            grad.sub_(alpha * grad_loss * pi.to(device=grad.device, dtype=grad.dtype))
+        _zero_padding_rows(grad, keep)
+        onehot = keep.to(grad.dtype) * (-(1.0 - alpha) * grad_loss - grad_nll)  # (...)
         grad.scatter_add_(-1, safe_target.unsqueeze(-1), onehot.unsqueeze(-1))
         return grad, None, None, None, None, None
 

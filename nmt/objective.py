@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from nmt.loss import distillation_loss, label_smoothed_nll_loss
+from nmt.loss import confidence_penalty_loss, distillation_loss, label_smoothed_nll_loss
 from nmt.model import PAD
 
 
@@ -28,11 +28,13 @@ def loss_on_batch(net, src, tgt_in, tgt_out, objective: Objective):
     positions (`keep`); losses are taken in float32 (bf16 logits under autocast are promoted first)."""
     keep = tgt_out != PAD  # (B, T)
     logits = net(src, tgt_in, keep=keep)  # (N, V)
-    lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
     o = objective
+    if o.teacher is None and o.confidence_penalty:
+        return confidence_penalty_loss(logits.float(), tgt_out[keep], o.confidence_penalty, PAD, alpha=o.alpha,
+                                       prior=o.prior)
+    lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
     if o.teacher is None:
-        return label_smoothed_nll_loss(lprobs, tgt_out[keep], o.alpha, PAD, prior=o.prior,
-                                       confidence_penalty=o.confidence_penalty)
+        return label_smoothed_nll_loss(lprobs, tgt_out[keep], o.alpha, PAD, prior=o.prior)
     with torch.no_grad():
         teacher_logits = o.teacher(src, tgt_in, keep=keep)  # (N, V)
     return distillation_loss(lprobs, teacher_logits, tgt_out[keep], o.distill_beta, o.distill_temperature, PAD,

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nmt.loss import label_smoothed_nll_loss, smoothing_prior
+from nmt.loss import confidence_penalty_loss, label_smoothed_nll_loss, smoothing_prior
 from nmt.runtime import setup_cpu
 
 
@@ -49,7 +49,10 @@ def main():
             alpha = 0.0 if "confidence_penalty" in kw else args.alpha
 
             def ours():
-                loss, _ = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, 0, **kw)
+                if "confidence_penalty" in kw:  # from the logits, as nmt.objective calls it
+                    loss, _ = confidence_penalty_loss(logits, target, kw["confidence_penalty"], 0)
+                else:
+                    loss, _ = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, 0, **kw)
                 loss.backward()
                 logits.grad = None
 

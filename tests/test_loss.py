@@ -149,7 +149,7 @@ def test_distillation_matches_its_formula_and_ignores_padding(temperature):
 
 # -- the smoothing family: priors and the confidence penalty ---------------------------------------
 
-from nmt.loss import _LabelSmoothedNLL, smoothing_prior  # noqa: E402
+from nmt.loss import _LabelSmoothedNLL, confidence_penalty_loss, smoothing_prior  # noqa: E402
 
 
 def dense_family(lprobs, target, alpha, pad, prior, beta):
@@ -175,7 +175,11 @@ def test_family_matches_the_dense_reference_and_gradcheck(alpha, beta, kind):
     V = logits.size(-1)
     prior = some_prior(V) if kind == "prior" else smoothing_prior("uniform", torch.ones(V), PAD)
     lp = F.log_softmax(logits, -1)
-    loss, nll = label_smoothed_nll_loss(lp, target, alpha, PAD, prior=prior, confidence_penalty=beta)
+    if beta:  # the confidence penalty takes the logits
+        fn = lambda x: confidence_penalty_loss(x, target, beta, PAD, alpha=alpha, prior=prior)  # noqa: E731
+    else:
+        fn = lambda x: label_smoothed_nll_loss(F.log_softmax(x, -1), target, alpha, PAD, prior=prior)  # noqa: E731
+    loss, nll = fn(logits)
     ref = dense_family(lp, target, alpha, PAD, prior, beta)
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     g, = torch.autograd.grad(loss + 0.5 * nll, logits, retain_graph=True)
@@ -183,8 +187,6 @@ def test_family_matches_the_dense_reference_and_gradcheck(alpha, beta, kind):
     g_ref, = torch.autograd.grad(ref + 0.5 * ref_nll, logits)
     assert torch.allclose(g, g_ref, atol=1e-12)
     assert g[target == PAD].abs().max().item() == 0.0  # no gradient reaches padding
-    fn = lambda x: label_smoothed_nll_loss(F.log_softmax(x, -1), target, alpha, PAD, prior=prior,  # noqa: E731
-                                           confidence_penalty=beta)
     assert torch.autograd.gradcheck(fn, (logits.detach().requires_grad_(),))
 
 
@@ -199,7 +201,7 @@ def test_the_uniform_prior_passed_explicitly_is_todays_loss_to_the_bit():
     gb, = torch.autograd.grad(b[0], logits)
     assert torch.equal(ga, gb)
     # and the matrix-vector path on the same prior agrees to rounding
-    c = _LabelSmoothedNLL.apply(lp, target, 0.1, PAD, u, 0.0)
+    c = _LabelSmoothedNLL.apply(lp, target, 0.1, PAD, u)
     assert c[0].item() == pytest.approx(a[0].item(), rel=1e-6)
 
 
@@ -216,6 +218,25 @@ def test_priors_by_hand():
 
 def test_confidence_penalty_by_hand():
     # p = (0.1, 0.2, 0.3, 0.4), target 2: NLL 1.2039728; H = 1.2798542; beta 0.5: 1.2039728 - 0.6399271
-    lp = torch.tensor([P]).log()
-    loss, nll = label_smoothed_nll_loss(lp, torch.tensor([2]), 0.0, PAD, confidence_penalty=0.5)
+    loss, nll = confidence_penalty_loss(torch.tensor([P]).log() + 3.0, torch.tensor([2]), 0.5, PAD)  # any shift of z
     assert loss.item() == pytest.approx(1.2039728 - 0.5 * 1.2798542, abs=1e-6) and nll.item() == pytest.approx(1.2039728)
+
+
+def test_confidence_penalty_at_beta_0_is_label_smoothing_and_large_logits_stay_exact():
+    """beta = 0 on the logits path is `label_smoothed_nll_loss` on log_softmax; float32 logits of size ~60
+    (log Z from the row maxima, no overflow) agree with the float64 dense reference to float32 rounding."""
+    logits, target = random_batch()
+    for alpha in (0.0, 0.1):
+        a = confidence_penalty_loss(logits, target, 0.0, PAD, alpha=alpha)
+        b = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, PAD)
+        assert a[0].item() == pytest.approx(b[0].item(), rel=1e-12) and a[1].item() == pytest.approx(b[1].item(), rel=1e-12)
+    big = (logits.detach() * 30).float().requires_grad_()
+    loss, nll = confidence_penalty_loss(big, target, 0.3, PAD)
+    lp64 = F.log_softmax(big.detach().double(), -1)
+    ref = dense_family(lp64, target, 0.0, PAD, smoothing_prior("uniform", torch.ones(11), PAD), 0.3)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    g, = torch.autograd.grad(loss, big)
+    x = big.detach().double().requires_grad_()
+    g_ref, = torch.autograd.grad(dense_family(F.log_softmax(x, -1), target, 0.0, PAD,
+                                              smoothing_prior("uniform", torch.ones(11), PAD), 0.3), x)
+    assert torch.allclose(g.double(), g_ref, atol=1e-5)

@@ -146,6 +146,17 @@ def test_gradient_accumulation_makes_fewer_larger_updates(toy_corpus, tmp_path):
     assert steps[1] == (steps[0] + 1) // 2  # ceil(batches / 2) updates
 
 
+def test_a_confidence_penalty_run_trains_through_the_logits_loss(toy_corpus, tmp_path):
+    """--confidence-penalty reaches `confidence_penalty_loss`: every logged loss is the NLL minus beta times a
+    positive entropy, so below the NLL; the run ends with finite weights."""
+    run_dir = tmp_path / "cp"
+    assert main(toy_train_args(toy_corpus, run_dir, "--max-steps", "20", "--confidence-penalty", "0.3",
+                               "--no-fit-temperature")) == 0
+    train = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines() if '"event": "train"' in x]
+    assert train and all(e["loss"] < e["nll"] for e in train)
+    assert all(torch.isfinite(v).all() for v in weights(run_dir / "checkpoint_last.pt").values())
+
+
 # -- settings that cannot work, runs that failed early, one writer per run -------------------------
 
 @pytest.mark.parametrize("flags, message", [

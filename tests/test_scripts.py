@@ -14,6 +14,13 @@ def _script(name):
     return mod
 
 
+def _copy(run: Path, tmp_path: Path) -> Path:
+    """A copy of a run to damage (the session's tiny run stays as it is)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    return copy
+
+
 def test_check_replay_finds_todays_training_identical_and_a_changed_number(tiny_run, tmp_path, capsys):
     """scripts/check_replay.py retrains a run's first updates and compares its log exactly: the tiny run
     replays identically; the same run with one logged loss moved by 1e-12 does not; a linear schedule past
@@ -21,8 +28,7 @@ def test_check_replay_finds_todays_training_identical_and_a_changed_number(tiny_
     replay = _script("check_replay")
     assert replay.main([str(tiny_run), "--steps", "20", "--work", str(tmp_path)]) == 0
     assert "are identical" in capsys.readouterr().out
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_run, copy)
+    copy = _copy(tiny_run, tmp_path)
     lines = (copy / "log.jsonl").read_text().splitlines()
     i = next(i for i, x in enumerate(lines) if '"event": "train"' in x and '"step": 10,' in x)
     e = json.loads(lines[i])
@@ -66,8 +72,7 @@ def test_choose_on_val_reads_a_finished_run_and_refuses_an_unfinished_one(tiny_r
 def test_choose_on_val_names_a_malformed_file(tiny_run, tmp_path, capsys):
     """A damaged temperature.json or log line is a named error (exit 2), never a traceback."""
     tool = _script("choose_on_val")
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_run, copy)
+    copy = _copy(tiny_run, tmp_path)
     (copy / "temperature.json").write_text('{"final": ')
     assert tool.main(["--by", "nll", str(copy)]) == 2
     assert f"{copy / 'temperature.json'}: not valid JSON" in capsys.readouterr().err
@@ -79,8 +84,7 @@ def test_choose_on_val_names_a_malformed_file(tiny_run, tmp_path, capsys):
 def test_check_replay_names_a_missing_corpus(tiny_run, tmp_path, capsys):
     """A run whose corpus is gone is bad input (exit 2, the path named), not a crash."""
     replay = _script("check_replay")
-    copy = tmp_path / "copy"
-    shutil.copytree(tiny_run, copy)
+    copy = _copy(tiny_run, tmp_path)
     cfg = json.loads((copy / "config.json").read_text())
     cfg["train_config"]["train_src"] = str(tmp_path / "gone.en")
     (copy / "config.json").write_text(json.dumps(cfg))

@@ -242,6 +242,9 @@ PRESETS = {
 }
 # Minutes a whole run of each preset takes on 2 CPU cores (docs/results.md); None: not measured.
 PRESET_MINUTES = {"cpu": 15, "gpu": None, "student": 7, "smoke": 0.3}
+# A token-level student runs its teacher's forward pass at every batch: 11.6 minutes against 6.5 alone
+# (results/distill/README.md), so its estimate is the preset's times this.
+TOKEN_DISTILL_FACTOR = 1.8
 PRESET_NOTES = {
     "cpu": "the study's recipe on 2 CPU cores (docs/results.md has its minutes and scores)",
     "gpu": "a larger model for one GPU: its numbers are unmeasured until a GPU run exists",

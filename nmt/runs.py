@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nmt import seqkd
 from nmt.checkpoint import read_run_config
-from nmt.config import PRESET_MINUTES, UsageError, flag
+from nmt.config import PRESET_MINUTES, TOKEN_DISTILL_FACTOR, UsageError, flag
 from nmt.data import find_data_dir, split_files
 from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
 
@@ -84,8 +84,16 @@ def plan(study: Study, runs_root) -> list:
             status = run_status(d)
             if status != "new" or (d / "config.json").is_file():
                 check_matches(study, spec, seed, d)
-            out.append(PlannedRun(spec.name, seed, d, status, PRESET_MINUTES.get(spec.preset)))
+            out.append(PlannedRun(spec.name, seed, d, status, estimated_minutes(spec)))
     return out
+
+
+def estimated_minutes(spec: ModelSpec):
+    """A whole run's minutes on 2 CPU cores: the preset's, more for a token-level student; None: unmeasured."""
+    minutes = PRESET_MINUTES.get(spec.preset)
+    if minutes is not None and spec.teacher and spec.distill.kind == "token":
+        minutes = round(minutes * TOKEN_DISTILL_FACTOR, 1)
+    return minutes
 
 
 def train_arguments(study: Study, spec: ModelSpec, seed: int, runs_root) -> list:

@@ -145,6 +145,18 @@ def test_a_second_run_trains_nothing_and_a_dry_run_says_so(toy_results, capsys):
     assert "--train-only: not with --no-train or --partial" in capsys.readouterr().err
 
 
+def test_a_dry_run_estimates_a_token_level_student_with_its_teachers_forward_pass(tmp_path, capsys):
+    """The committed distillation study, planned into an empty runs directory: a student alone or a
+    sequence-level one at the student preset's 7 minutes, a token-level one at 7 x 1.8 (its teacher runs at
+    every batch), a teacher at the CPU preset's 15: 6 x 15 + 12 x 7 + 12 x 12.6 = 325.2 minutes."""
+    assert study(["run", str(ROOT / "studies" / "distill.toml"), "--runs", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    lines = {tuple(x.split()[1:4]): x.split("~")[-1] for x in out.splitlines() if "seed" in x}
+    assert lines[("alone", "seed", "1")] == "7 min" and lines[("seq-hard", "seed", "2")] == "7 min"
+    assert lines[("kd-ls-T2", "seed", "3")] == "12.6 min" and lines[("hard", "seed", "1")] == "15 min"
+    assert "30 of 30 runs to train, about 325.2 minutes" in out
+
+
 def test_a_run_dir_of_other_settings_is_refused(toy_results, tmp_path, capsys):
     """A directory where the study expects its model but which holds a run trained otherwise (here: another
     dropout) is refused, never retrained over or evaluated as if it were the study's."""

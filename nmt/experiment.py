@@ -155,17 +155,19 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
 
 def beam_sweep(model, sp, spec, seed: int, name: str, src_ids, ref, dcfg, t_fit: float, beams) -> list:
     """BLEU, length ratio, empty and truncated shares at every beam size, at T = 1 and the fitted T (a search
-    of its own, so that the main searches keep their batches)."""
+    of its own, so that the main searches keep their batches), and the seconds the whole sweep took."""
     jobs = [(b, t) for b in beams for t in (1.0, t_fit)]
     t0 = time.time()
     found = search(model, src_ids, dcfg, jobs)
+    seconds = time.time() - t0
     out = []
     for (b, t), hyps in found.items():
         s = corpus_scores([sp.decode(h.ids) for h in hyps], ref)
         out.append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
                     "t_kind": "1" if t == 1.0 else "fitted", "temperature": t, "beam": b, "bleu": s["bleu"],
-                    "length_ratio": s["length_ratio"], **length_shares(hyps, src_ids, dcfg, model.cfg.max_positions)})
-    log.info("  beam sweep %s seed %d: %d searches in %.0f s", spec.name, seed, len(jobs), time.time() - t0)
+                    "length_ratio": s["length_ratio"], **length_shares(hyps, src_ids, dcfg, model.cfg.max_positions),
+                    "sweep_seconds": seconds})  # the whole sweep of this model and seed, every beam and T
+    log.info("  beam sweep %s seed %d: %d searches in %.0f s", spec.name, seed, len(jobs), seconds)
     return out
 
 

@@ -195,7 +195,15 @@ def study_summary(data: dict, out_dir) -> str:
     return ("\n\n".join(parts) + "\n\n" + claims_markdown(jsonable(data["claims"]))
             + f"\nresults in {out_dir}/: comparison.md comparison.json reliability*.png hyps/ runs/"
             + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else "")
-            + (" beam_sweep.csv beam_sweep.png" if data["beam_sweep"] else ""))
+            + (" beam_sweep.csv beam_sweep.png" if data["beam_sweep"] else "")
+            + (f"\nbeam sweep: {sweep_minutes(data['beam_sweep']):.1f} minutes of search in all" if data["beam_sweep"]
+               else ""))
+
+
+def sweep_minutes(points: list) -> float:
+    """The beam sweep's total time: each (model, seed, test set) sweep once (its points share its seconds)."""
+    once = {(p["model"], p["seed"], p["test_set"]): p.get("sweep_seconds", 0.0) for p in points}
+    return sum(once.values()) / 60
 
 
 # -- figures ------------------------------------------------------------------------------------------
@@ -262,7 +270,7 @@ def write_beam_sweep(points: list, out_dir) -> None:
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "beam_sweep.csv", _csv(points, ["model", "label", "seed", "test_set", "t_kind",
                                                                 "temperature", "beam", "bleu", "length_ratio",
-                                                                "empty_share", "truncated_share"]))
+                                                                "empty_share", "truncated_share", "sweep_seconds"]))
     plt = _plt()
     name = points[0]["test_set"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -127,6 +127,7 @@ def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys
     with open(out / "beam_sweep.csv") as fh:
         beams = list(csv.DictReader(fh))
     assert len(beams) == 2 * 2 * 2 * 2 and {int(r["beam"]) for r in beams} == {1, 3}
+    assert all(float(r["sweep_seconds"]) > 0 for r in beams)  # each model-seed's sweep, timed
     for name in ("reliability.png", "temperature_sweep.png", "beam_sweep.png", "reliability_hard_t.png"):
         assert (out / name).stat().st_size > 10_000
     assert len(list((out / "runs" / "en-de" / "smoke").iterdir())) == 4
@@ -342,3 +343,12 @@ def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_m
     from nmt.seqkd import teacher_targets
     with pytest.raises(Exception, match="sha256 differs"):
         teacher_targets(teacher)
+
+
+def test_the_beam_sweeps_minutes_count_each_sweep_once():
+    """Every point of one (model, seed, test set) sweep carries that sweep's seconds: 30 s and 90 s sweeps of
+    three points each are 2 minutes in all, not 6."""
+    from nmt.report import sweep_minutes
+    points = [{"model": m, "seed": 1, "test_set": "t", "beam": b, "sweep_seconds": sec}
+              for m, sec in (("hard", 30.0), ("ls", 90.0)) for b in (1, 2, 4)]
+    assert sweep_minutes(points) == 2.0

@@ -15,6 +15,7 @@ before the search cannot hide the search's own. Exit 0: the estimate holds at ev
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -26,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def rss_bytes() -> int:
     """This process's resident memory now (/proc/self/statm)."""
-    import os
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -87,8 +87,9 @@ def main(argv=None) -> int:
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            print(f"bench_search_memory: beam {beam} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+        if res.returncode != 0:  # the child's own error, its last line (e.g. "RUN: checkpoint not found")
+            last = (res.stderr.strip().splitlines() or ["(no error output)"])[-1]
+            print(f"bench_search_memory: beam {beam}: {last}", file=sys.stderr)
             return 2
         rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print(f"{'beam':>4}  {'sentences':>9}  {'peak growth (MiB)':>17}  {'estimate (MiB)':>14}  {'growth / est.':>13}  "

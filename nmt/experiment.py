@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from nmt import checkpoint as ckpt_io
+from nmt import evalcache
 from nmt import report
 from nmt.calibration import (ECESignature, debiased_ece, ece_floor, inference_calibration, inference_labels,
                              teacher_forced_at)
@@ -313,10 +314,13 @@ def copy_run_files(run_dirs, out_dir: Path) -> None:
                 shutil.copyfile(d / name, dest / name)
 
 
-def evaluate_study(study: Study, planned: list, device, argv=(), missing=()) -> dict:
+def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cache_dir=None) -> dict:
     """Evaluate every run of `planned`; comparison.json's dict (rows typed). `missing`: the study's runs left out
-    (not trained yet), named in the results."""
+    (not trained yet), named in the results. With `cache_dir`, each run's evaluation is kept there as it finishes
+    and one kept by an earlier, interrupted call is used instead of evaluating again (`nmt.evalcache`); the
+    provenance names those runs."""
     started = time.time()
+    resumed = []
     order = [m.name for m in study.models]
     rows, sweep, beams, panels, hyps, refs, runs = [], [], [], {}, {}, {}, []
     first_seed = {m.name: min(m.seeds) for m in study.models}
@@ -324,7 +328,18 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=()) -> 
         spec = study.model(r.model)
         log.info("[%d/%d] %s seed %d: %s", i, len(planned), r.model, r.seed, r.dir)
         do_sweep = bool(study.evaluate.sweep) and (study.evaluate.sweep_seeds == "all" or r.seed == first_seed[r.model])
-        res = evaluate_model(study, spec, r.seed, r.dir, device, do_sweep)
+        res = None
+        if cache_dir is not None:
+            key = evalcache.entry_key(study, decode_config(study), spec, r.seed, r.dir, do_sweep, device)
+            res = evalcache.load(cache_dir, r.model, r.seed, key)
+            if res is not None:
+                log.info("  evaluated before, by an interrupted call (%s)", evalcache.entry_path(cache_dir, r.model,
+                                                                                               r.seed))
+                resumed.append(relative(r.dir))
+        if res is None:
+            res = evaluate_model(study, spec, r.seed, r.dir, device, do_sweep)
+            if cache_dir is not None:
+                evalcache.save(cache_dir, r.model, r.seed, key, res)
         rows += res["rows"]
         sweep += res["sweep"]
         beams += res["beam_sweep"]
@@ -348,7 +363,7 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=()) -> 
             "missing_runs": [relative(r.dir) for r in missing],
             "paired_bootstrap": bootstrap, "claims_test": {"orderings": "paired t over seeds, 95% interval",
                                                            "equivalence": "TOST, 90% interval", "multiplicity": "Holm"},
-            "provenance": provenance(argv, started, device, study, runs)}
+            "provenance": {**provenance(argv, started, device, study, runs), "evaluations_resumed": resumed}}
     data = {"format": FORMAT, "meta": meta, "signatures": report.signatures_of(rows), "rows": rows,
             "aggregate": aggregate(rows, order), "claims": claims, "sweep": sweep, "beam_sweep": beams}
     return {"data": data, "hyps": hyps, "panels": panels, "runs": [r.dir for r in planned]}

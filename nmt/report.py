@@ -132,7 +132,12 @@ def provenance_line(prov: dict) -> str:
             f"{state}; torch {prov['torch']}, sacrebleu {prov['sacrebleu']}, scipy {prov.get('scipy', '-')}, "
             f"sentencepiece {prov['sentencepiece']}; {prov['machine']['device']}, {prov['machine']['threads']} threads; "
             f"runs in {', '.join(sorted(set(prov.get('precision', {}).values()))) or 'fp32'}; "
-            f"{prov['wall_seconds']:.0f} s.")
+            f"{prov['wall_seconds']:.0f} s{resumed_note(prov)}.")
+
+
+def resumed_note(prov: dict) -> str:
+    n = len(prov.get("evaluations_resumed") or [])
+    return f" (this call; {n} runs were evaluated by an earlier, interrupted call: nmt.evalcache)" if n else ""
 
 
 def comparison_markdown(data: dict) -> str:

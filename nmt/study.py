@@ -11,7 +11,8 @@
 
 `run` reads and validates the whole file first (an unknown key, a missing field or a bad value: exit 2, nothing
 trained), trains each missing run (`nmt.runs`: finished runs are skipped, interrupted ones resumed, one lock per
-run), evaluates every run (`nmt.experiment`) and writes --results (default results/NAME): comparison.md/.json,
+run), evaluates every run (`nmt.experiment`; an interrupted evaluation, run again, resumes after the last run it
+finished: `nmt.evalcache`) and writes --results (default results/NAME): comparison.md/.json,
 figures, hypotheses, each run's config/log/temperature, provenance. Runs live in --runs (default: the study's
 `runs`, else runs/), best outside the checkout.
 """
@@ -22,7 +23,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from nmt import cli
+from nmt import cli, evalcache
 from nmt.config import UsageError
 from nmt.experiment import evaluate_study, rebuild, write_results
 from nmt.report import study_summary
@@ -92,8 +93,10 @@ def evaluate_and_write(study, planned, args, argv, missing=()) -> int:
     setup_cpu(args.threads)
     device = pick_device(args.device)
     out = Path(args.results or Path("results") / study.name)
-    result = evaluate_study(study, planned, device, argv, missing)
+    cache = out / evalcache.CACHE_DIR  # an interrupted evaluation resumes from here (nmt.evalcache)
+    result = evaluate_study(study, planned, device, argv, missing, cache_dir=cache)
     saved = write_results(result, out)
+    evalcache.clear(cache)
     print(study_summary(saved, out))
     return 0
 

@@ -352,3 +352,51 @@ def test_the_beam_sweeps_minutes_count_each_sweep_once():
     points = [{"model": m, "seed": 1, "test_set": "t", "beam": b, "sweep_seconds": sec}
               for m, sec in (("hard", 30.0), ("ls", 90.0)) for b in (1, 2, 4)]
     assert sweep_minutes(points) == 2.0
+
+
+def test_an_interrupted_evaluation_resumes_after_the_last_run_it_finished(toy_results, tmp_path, monkeypatch):
+    """Ctrl-C during the second run's evaluation: run again, only the three unfinished runs are evaluated, the
+    numbers equal an uninterrupted evaluation's, the provenance names the resumed run and the cache is gone.
+    A cache entry that does not match (another checkpoint, or edited) is evaluated again, never used."""
+    import nmt.experiment as experiment
+    d, f = toy_results
+    out = tmp_path / "r"
+    real, calls, interrupt = experiment.evaluate_model, [], [2]
+
+    def interrupt_second(study_, spec, seed, *a, **k):
+        calls.append((spec.name, seed))
+        if len(calls) in interrupt:
+            interrupt.clear()
+            raise KeyboardInterrupt
+        return real(study_, spec, seed, *a, **k)
+
+    monkeypatch.setattr(experiment, "evaluate_model", interrupt_second)
+    assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(out)]) == 130
+    cache = out / ".eval-cache"
+    assert [p.name for p in cache.iterdir()] == ["hard.seed1.json"] and not (out / "comparison.json").exists()
+    calls.clear()
+    assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(out)]) == 0
+    assert calls == [("hard", 2), ("ls", 1), ("ls", 2)] and not cache.exists()
+    data = json.loads((out / "comparison.json").read_text())
+    whole = json.loads((d / "results" / "comparison.json").read_text())
+    assert data["rows"] == whole["rows"] and data["claims"] == whole["claims"]
+    untimed = [[{k: v for k, v in p.items() if k != "sweep_seconds"} for p in x["beam_sweep"]] for x in (data, whole)]
+    assert untimed[0] == untimed[1] and len(untimed[0]) == 16
+    run1 = next((d / "runs/en-de/smoke").glob("hard+flags*_seed1"))
+    assert data["meta"]["provenance"]["evaluations_resumed"] == [experiment.relative(run1)]
+    assert "1 runs were evaluated by an earlier, interrupted call" in (out / "comparison.md").read_text()
+    # a stale key and an edited entry are both evaluated again
+    from nmt import evalcache
+    from nmt.studyfile import load_study
+    st = load_study(f)
+    key = evalcache.entry_key(st, experiment.decode_config(st), st.model("hard"), 1, run1, True, "cpu")
+    res = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}}
+    evalcache.save(cache, "hard", 1, key, res)
+    assert evalcache.load(cache, "hard", 1, key) == res
+    assert evalcache.load(cache, "hard", 1, "another key") is None
+    entry = json.loads((cache / "hard.seed1.json").read_text())
+    entry["rows"] = [{"model": "hard", "label": "x", "seed": 1, "t_kind": "1", "temperature": "1.0", "test_set": "t"}]
+    (cache / "hard.seed1.json").write_text(json.dumps(entry))
+    assert evalcache.load(cache, "hard", 1, key) is None  # a temperature that is not a number
+    evalcache.clear(cache)
+    assert not cache.exists()

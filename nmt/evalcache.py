@@ -1,0 +1,151 @@
+"""Resumable study evaluation: each (model, seed)'s finished evaluation is kept under RESULTS/.eval-cache/ until
+the study's results are written, so that an interrupted `python -m nmt.study run` (the end of a session, a
+kill) evaluates only the runs it had not finished when it is run again.
+
+An entry is JSON (never pickle), read back validated, and used only when its key matches: a SHA-256 of the
+checkpoint file's bytes, the study's evaluate and decode settings, the model's spec, the seed, whether the
+temperature sweep runs, the source of the `nmt` package (every nmt/*.py) and the torch and sacrebleu versions,
+and the device type. A stale, malformed or foreign entry is logged and evaluated again, never trusted.
+`clear` removes the entries once the results are written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from nmt import checkpoint as ckpt_io
+from nmt.data import DataError
+from nmt.files import write_json_atomic
+from nmt.results import row_from
+
+log = logging.getLogger("nmt.evalcache")
+CACHE_DIR = ".eval-cache"
+FORMAT = 1
+
+
+def code_digest() -> str:
+    """SHA-256 over the package's sources (file names and bytes, sorted): equal code, equal numbers."""
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def entry_key(study, decode_cfg, spec, seed: int, run_path, sweep: bool, device) -> str:
+    """What an evaluation of one model and seed depends on, hashed (see the module's docstring)."""
+    import sacrebleu
+    import torch
+    parts = {"format": FORMAT, "checkpoint_sha256": file_digest(ckpt_io.resolve(run_path)),
+             "evaluate": dataclasses.asdict(study.evaluate), "decode": dataclasses.asdict(decode_cfg),
+             "model": dataclasses.asdict(spec), "seed": seed, "sweep": bool(sweep), "code": code_digest(),
+             "torch": torch.__version__, "sacrebleu": sacrebleu.__version__, "device": str(device).split(":")[0]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def entry_path(cache_dir, model: str, seed: int) -> Path:
+    return Path(cache_dir) / f"{model}.seed{seed}.json"
+
+
+def save(cache_dir, model: str, seed: int, key: str, res: dict) -> None:
+    """`res` (experiment.evaluate_model's dict) as JSON; tuple keys become lists."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    obj = {"format": FORMAT, "key": key, "rows": [dataclasses.asdict(r) for r in res["rows"]],
+           "sweep": res["sweep"], "beam_sweep": res["beam_sweep"],
+           "panels": [[name, kind, t, cal] for (name, kind), (t, cal) in res["panels"].items()],
+           "hyps": [[name, kind, texts] for (name, kind), texts in res["hyps"].items()],
+           "references": res["references"]}
+    write_json_atomic(obj, entry_path(cache_dir, model, seed))
+
+
+def _strings(x, where: str) -> list:
+    if not isinstance(x, list) or not all(isinstance(s, str) for s in x):
+        raise DataError(f"{where}: expected a list of strings")
+    return x
+
+
+def _calibration(cal, where: str) -> dict:
+    """The fields the reliability figures read, each checked to be a number."""
+    if not isinstance(cal, dict) or not isinstance(cal.get("bins"), list) or not cal["bins"]:
+        raise DataError(f"{where}: expected a calibration table with bins")
+    number = (int, float)
+    for i, b in enumerate(cal["bins"]):
+        if not isinstance(b, dict) or not all(isinstance(b.get(k), number) and not isinstance(b.get(k), bool)
+                                              for k in ("lo", "hi", "count", "accuracy", "confidence")):
+            raise DataError(f"{where}.bins[{i}]: expected lo, hi, count, accuracy and confidence as numbers")
+    if not all(isinstance(cal.get(k), number) for k in ("ece", "n", "accuracy", "confidence")):
+        raise DataError(f"{where}: expected ece, n, accuracy and confidence as numbers")
+    return cal
+
+
+def _points(x, where: str) -> list:
+    if not isinstance(x, list) or not all(isinstance(p, dict) for p in x):
+        raise DataError(f"{where}: expected a list of tables")
+    return x
+
+
+def parse(obj: dict, where: str) -> dict:
+    """An entry's JSON back as evaluate_model's dict; a DataError naming the field for anything malformed."""
+    if obj.get("format") != FORMAT:
+        raise DataError(f"{where}: format {obj.get('format')!r}, expected {FORMAT}")
+    res = {"rows": [row_from(r, f"{where}: rows[{i}]") for i, r in enumerate(_points(obj.get("rows"), where))],
+           "sweep": _points(obj.get("sweep"), f"{where}: sweep"),
+           "beam_sweep": _points(obj.get("beam_sweep"), f"{where}: beam_sweep"), "panels": {}, "hyps": {}}
+    for name in ("panels", "hyps"):
+        if not isinstance(obj.get(name), list):
+            raise DataError(f"{where}: {name}: expected a list")
+    for i, p in enumerate(obj["panels"]):
+        if not (isinstance(p, list) and len(p) == 4 and isinstance(p[0], str) and isinstance(p[1], str)
+                and isinstance(p[2], (int, float))):
+            raise DataError(f"{where}: panels[{i}]: expected [test set, t_kind, T, calibration]")
+        res["panels"][p[0], p[1]] = (float(p[2]), _calibration(p[3], f"{where}: panels[{i}]"))
+    for i, h in enumerate(obj["hyps"]):
+        if not (isinstance(h, list) and len(h) == 3 and isinstance(h[0], str) and isinstance(h[1], str)):
+            raise DataError(f"{where}: hyps[{i}]: expected [test set, t_kind, hypotheses]")
+        res["hyps"][h[0], h[1]] = _strings(h[2], f"{where}: hyps[{i}]")
+    refs = obj.get("references")
+    if not isinstance(refs, dict):
+        raise DataError(f"{where}: references: expected a table")
+    res["references"] = {k: _strings(v, f"{where}: references.{k}") for k, v in refs.items()}
+    return res
+
+
+def load(cache_dir, model: str, seed: int, key: str):
+    """The entry of (model, seed) when its key matches, else None (a stale or malformed entry is logged)."""
+    path = entry_path(cache_dir, model, seed)
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: expected a JSON object")
+        if obj.get("key") != key:
+            log.info("  %s: made from another checkpoint, code or setting; evaluating again", path)
+            return None
+        return parse(obj, str(path))
+    except (ValueError, UnicodeDecodeError, DataError, TypeError) as e:
+        log.warning("  %s: unusable (%s); evaluating again", path, e)
+        return None
+
+
+def clear(cache_dir) -> None:
+    """Remove the entries (and the directory when nothing else is in it)."""
+    d = Path(cache_dir)
+    if not d.is_dir():
+        return
+    for p in d.glob("*.seed*.json"):
+        p.unlink(missing_ok=True)
+    try:
+        d.rmdir()
+    except OSError:
+        pass

@@ -240,3 +240,15 @@ def test_confidence_penalty_at_beta_0_is_label_smoothing_and_large_logits_stay_e
     g_ref, = torch.autograd.grad(dense_family(F.log_softmax(x, -1), target, 0.0, PAD,
                                               smoothing_prior("uniform", torch.ones(11), PAD), 0.3), x)
     assert torch.allclose(g.double(), g_ref, atol=1e-5)
+
+
+def test_the_penaltys_blocked_softmax_statistics_equal_whole_tensor_ops_to_the_bit():
+    """_softmax_stats works in blocks of 64 rows on the CPU (for speed); 231 rows: three full blocks and a
+    partial one, against softmax, the two maxima and the row dot product on the whole tensor."""
+    from nmt.loss import _softmax_stats
+    z = torch.randn(7, 33, 500, generator=torch.Generator().manual_seed(3)) * 4
+    p = torch.softmax(z, -1)
+    probs, log_z, expected = _softmax_stats(z)
+    assert torch.equal(probs, p) and probs.shape == z.shape
+    assert torch.equal(log_z, z.amax(-1) - p.amax(-1).log()) and log_z.shape == (7, 33)
+    assert torch.allclose(expected, (p * z).sum(-1), rtol=0, atol=1e-5) and expected.shape == (7, 33)

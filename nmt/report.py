@@ -161,9 +161,35 @@ def comparison_markdown(data: dict) -> str:
     parts.append("## Claims\n\nPaired over seeds: a 95% t-interval for an ordering, TOST with the study's margin "
                  "(90% interval) for an equivalence; holds / contradicted / inconclusive as the interval says; "
                  "p-values raw and Holm-adjusted over the study's claims.\n\n" + claims_markdown(data["claims"]))
+    if data.get("beam_sweep"):
+        parts.append(beam_sweep_markdown(data["beam_sweep"]))
     sig = "\n".join(f"- {name}: `{s}`" for name, s in data["signatures"].items())
     parts.append(f"Signatures:\n{sig}\n\n{provenance_line(meta['provenance'])}\n")
     return "\n".join(p for p in parts if p)
+
+
+def beam_sweep_markdown(points: list) -> str:
+    """comparison.md's beam-size section: per test set, BLEU, the length ratio and the empty / truncated shares
+    against the beam, one line per model and T, mean ± std over seeds (beam_sweep.csv has every seed)."""
+    beams = sorted({p["beam"] for p in points})
+    parts = [f"## Beam sizes\n\nEach model and seed searched again at beams {', '.join(map(str, beams))}, at T = 1 "
+             f"and at its fitted T; mean ± std over seeds; {sweep_minutes(points):.1f} minutes of search in all.\n"]
+    for name in dict.fromkeys(p["test_set"] for p in points):
+        lines = list(dict.fromkeys((p["model"], p["t_kind"]) for p in points if p["test_set"] == name))
+        for key, title, fmt in (("bleu", "BLEU", "{:.2f}"), ("length_ratio", "length ratio", "{:.3f}"),
+                                ("empty_share", "share of empty hypotheses", "{:.3f}"),
+                                ("truncated_share", "share cut at the length limit", "{:.3f}")):
+            body = []
+            for model, kind in lines:
+                ps = [p for p in points if (p["test_set"], p["model"], p["t_kind"]) == (name, model, kind)]
+                b = _bands(ps, "beam", key)
+                n = len({p["seed"] for p in ps})
+                body.append([ps[0]["label"] + (" + T" if kind == "fitted" else ""), "1" if kind == "1" else "fitted"]
+                            + [(fmt.format(b[k][0]) + (" ± " + fmt.format(b[k][1]) if n > 1 else "")) if k in b else "-"
+                               for k in beams] + [str(n)])
+            parts.append(f"### {name}: {title}\n\n"
+                         + markdown_table(["model", "T"] + [f"beam {k}" for k in beams] + ["n"], body) + "\n")
+    return "\n".join(parts)
 
 
 def headline(data: dict) -> str:

@@ -116,6 +116,13 @@ def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys
     md = (out / "comparison.md").read_text()
     assert "| hard targets + T |" in md and "**" in md and "Holm p" in md and "labels:ter-wang" in md
     assert "uncommitted changes" in md or "(clean tree)" in md
+    # the beam sweep's section: one line per model and T, a column per beam, mean ± std over the two seeds
+    bleu_table = md.split("### test_2016_flickr: BLEU\n\n")[1].split("\n\n")[0].splitlines()
+    assert bleu_table[0] == "| model | T | beam 1 | beam 3 | n |" and len(bleu_table) == 2 + 4
+    hard_b3 = [float(b["bleu"]) for b in csv.DictReader(open(out / "beam_sweep.csv"))
+               if (b["model"], b["t_kind"], b["beam"]) == ("hard", "1", "3")]
+    assert bleu_table[2].startswith("| hard targets | 1 | ") and f"{sum(hard_b3) / 2:.2f} ± " in bleu_table[2]
+    assert "### test_2016_flickr: share cut at the length limit" in md
     prov = data["meta"]["provenance"]
     assert prov["command"].startswith("python -m nmt.study run") and str(ROOT) not in prov["command"]
     # The Markdown is made from the JSON alone.

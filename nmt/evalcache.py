@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
-from nmt.data import DataError
+from nmt.data import DataError, file_sha256
 from nmt.files import write_json_atomic
 from nmt.results import row_from
 
@@ -34,19 +34,11 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def entry_key(study, decode_cfg, spec, seed: int, run_path, sweep: bool, device) -> str:
     """What an evaluation of one model and seed depends on, hashed (see the module's docstring)."""
     import sacrebleu
     import torch
-    parts = {"format": FORMAT, "checkpoint_sha256": file_digest(ckpt_io.resolve(run_path)),
+    parts = {"format": FORMAT, "checkpoint_sha256": file_sha256(ckpt_io.resolve(run_path)),
              "evaluate": dataclasses.asdict(study.evaluate), "decode": dataclasses.asdict(decode_cfg),
              "model": dataclasses.asdict(spec), "seed": seed, "sweep": bool(sweep), "code": code_digest(),
              "torch": torch.__version__, "sacrebleu": sacrebleu.__version__, "device": str(device).split(":")[0]}

@@ -318,9 +318,10 @@ def test_representations_over_every_seed_of_a_study(toy_results, tmp_path):
     assert "± " in (out / "representations.md").read_text()
 
 
-def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_multi30k, tmp_path):
+def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_results, toy_multi30k, tmp_path):
     """distill = { kind = "sequence" }: the teacher translates its training sources once (beam 4, into its run's
-    seqkd/), the student trains on those targets, and the provenance holds their hash."""
+    seqkd/), the student trains on those targets, and the provenance holds their hash. The teacher is the toy
+    study's hard seed-1 run (the same identity, so the same directory: it is not trained again)."""
     from nmt.checkpoint import load_model, read_run_config
     from nmt.data import load_pairs, read_text_pairs
     from nmt.evaluate import encode_for_model
@@ -329,9 +330,11 @@ def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_m
     f.write_text(f'name = "seq"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n{TOY_FLAGS}\n\n'
                  '[[models]]\nname = "hard"\n\n[[models]]\nname = "seqkd"\nteacher = "hard"\n'
                  'distill = { kind = "sequence" }\n\n[evaluate]\nbeam = 2\nsweep = "none"\n')
-    runs = tmp_path / "runs"
-    assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 0
+    runs = toy_results[0] / "runs"
     teacher = next((runs / "en-de/smoke").glob("hard+*_seed1"))
+    trained_before = (teacher / "checkpoint_last.pt").stat().st_mtime_ns
+    assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 0
+    assert (teacher / "checkpoint_last.pt").stat().st_mtime_ns == trained_before
     student = next((runs / "en-de/smoke").glob("kd-sequence-from-hard+*_seed1"))
     tcfg = read_run_config(student)[0]
     assert tcfg.train_tgt == str(teacher / "seqkd" / "train.beam4.tgt") and tcfg.teacher is None

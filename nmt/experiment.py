@@ -396,6 +396,24 @@ def write_results(result: dict, out_dir) -> dict:
     return saved
 
 
+def redraw_figures(results_dir, out_dir) -> list:
+    """The sweeps' CSVs and figures (temperature_sweep, beam_sweep) redrawn from DIR/comparison.json alone into
+    `out_dir`; returns the paths written. The reliability diagrams need each bin's counts, which comparison.json
+    does not keep, so they are drawn by the evaluation only."""
+    from nmt.results import load_comparison
+    data = load_comparison(results_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if data["sweep"]:
+        report.write_sweep(data["sweep"], data["rows"], out_dir, beam=data["meta"]["beam"])
+        written += [out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"]
+    if data["beam_sweep"]:
+        report.write_beam_sweep(data["beam_sweep"], out_dir)
+        written += [out_dir / "beam_sweep.csv", out_dir / "beam_sweep.png"]
+    return written
+
+
 def rebuild(results_dir, headline: bool = False) -> str:
     """comparison.md (or, with `headline`, the README's table and claims) remade from comparison.json alone."""
     from nmt.results import load_comparison

@@ -7,6 +7,7 @@
   python -m nmt.study run studies/pairs.toml --partial  # evaluate the runs trained so far; name the others
   python -m nmt.study --from-results results/main       # comparison.md again, from comparison.json alone
   python -m nmt.study --from-results results/main --headline    # the README's table and the claims
+  python -m nmt.study --from-results results/variants --figures /tmp/fig   # the sweeps' CSVs and figures again
   python -m nmt.study --checkpoint A --checkpoint B     # any models side by side, no claims
 
 `run` reads and validates the whole file first (an unknown key, a missing field or a bad value: exit 2, nothing
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from nmt import cli, evalcache
 from nmt.config import UsageError
-from nmt.experiment import evaluate_study, rebuild, write_results
+from nmt.experiment import evaluate_study, rebuild, redraw_figures, write_results
 from nmt.report import study_summary
 from nmt.runs import LAUNCHERS, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
@@ -55,6 +56,8 @@ def parse_args(argv):
     p.add_argument("--checkpoint", action="append", help="without a study file: a model to compare (repeat)")
     p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json")
     p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and claims")
+    p.add_argument("--figures", metavar="OUT", help="with --from-results: redraw the temperature and beam sweeps "
+                                                    "(CSV and PNG) from comparison.json into OUT")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return p.parse_args(argv)
@@ -106,6 +109,12 @@ def main(argv=None) -> int:
 
     def body():
         args = parse_args(argv)
+        if args.figures and not args.from_results:
+            raise UsageError("--figures: only with --from-results DIR (the figures are redrawn from its comparison.json)")
+        if args.from_results and args.figures:
+            written = redraw_figures(args.from_results, args.figures)
+            print("\n".join(map(str, written)) if written else f"{args.from_results}: no sweep to draw")
+            return 0
         if args.from_results:
             sys.stdout.write(rebuild(args.from_results, args.headline))
             return 0

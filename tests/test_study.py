@@ -233,6 +233,18 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
                                str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0
 
 
+def test_the_committed_sweeps_redraw_from_comparison_json_alone(tmp_path):
+    """--from-results DIR --figures OUT writes the sweeps' CSVs byte for byte as the evaluation wrote them, and
+    their figures; --figures without --from-results is refused."""
+    from nmt.study import main
+    for name, csv_name in (("main", "temperature_sweep.csv"),):
+        out = tmp_path / name
+        assert main(["--from-results", str(ROOT / "results" / name), "--figures", str(out)]) == 0
+        assert (out / csv_name).read_text() == (ROOT / "results" / name / csv_name).read_text(), name
+        assert (out / csv_name.replace(".csv", ".png")).stat().st_size > 10_000
+    assert main(["--figures", str(tmp_path / "x")]) == 2 and not (tmp_path / "x").exists()
+
+
 def test_a_pooled_claim_pairs_every_model_pair_and_seed_by_hand():
     """a = [a1, a2], b = [b1, b2]: one difference per (pair, seed) both sides have; a model with no rows makes
     its claim 'not measured'."""

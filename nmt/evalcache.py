@@ -19,7 +19,7 @@ from pathlib import Path
 from nmt import checkpoint as ckpt_io
 from nmt.data import DataError, file_sha256
 from nmt.files import write_json_atomic
-from nmt.results import row_from
+from nmt.results import calibration_table, row_from
 
 log = logging.getLogger("nmt.evalcache")
 CACHE_DIR = ".eval-cache"
@@ -66,20 +66,6 @@ def _strings(x, where: str) -> list:
     return x
 
 
-def _calibration(cal, where: str) -> dict:
-    """The fields the reliability figures read, each checked to be a number."""
-    if not isinstance(cal, dict) or not isinstance(cal.get("bins"), list) or not cal["bins"]:
-        raise DataError(f"{where}: expected a calibration table with bins")
-    number = (int, float)
-    for i, b in enumerate(cal["bins"]):
-        if not isinstance(b, dict) or not all(isinstance(b.get(k), number) and not isinstance(b.get(k), bool)
-                                              for k in ("lo", "hi", "count", "accuracy", "confidence")):
-            raise DataError(f"{where}.bins[{i}]: expected lo, hi, count, accuracy and confidence as numbers")
-    if not all(isinstance(cal.get(k), number) for k in ("ece", "n", "accuracy", "confidence")):
-        raise DataError(f"{where}: expected ece, n, accuracy and confidence as numbers")
-    return cal
-
-
 def _points(x, where: str) -> list:
     if not isinstance(x, list) or not all(isinstance(p, dict) for p in x):
         raise DataError(f"{where}: expected a list of tables")
@@ -100,7 +86,7 @@ def parse(obj: dict, where: str) -> dict:
         if not (isinstance(p, list) and len(p) == 4 and isinstance(p[0], str) and isinstance(p[1], str)
                 and isinstance(p[2], (int, float))):
             raise DataError(f"{where}: panels[{i}]: expected [test set, t_kind, T, calibration]")
-        res["panels"][p[0], p[1]] = (float(p[2]), _calibration(p[3], f"{where}: panels[{i}]"))
+        res["panels"][p[0], p[1]] = (float(p[2]), calibration_table(p[3], f"{where}: panels[{i}]"))
     for i, h in enumerate(obj["hyps"]):
         if not (isinstance(h, list) and len(h) == 3 and isinstance(h[0], str) and isinstance(h[1], str)):
             raise DataError(f"{where}: hyps[{i}]: expected [test set, t_kind, hypotheses]")

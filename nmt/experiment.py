@@ -37,8 +37,8 @@ from nmt.config import DecodeConfig, train_config_from
 from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
 from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, search, \
     validation_batches
-from nmt.files import DirLock, write_text_atomic
-from nmt.results import FORMAT, Row, aggregate
+from nmt.files import DirLock, write_json_atomic, write_text_atomic
+from nmt.results import FORMAT, Row, aggregate, reliability_json
 from nmt.model import EOS
 from nmt.search import hypothesis_limits
 from nmt.stats import adjust, judge
@@ -387,6 +387,7 @@ def write_results(result: dict, out_dir) -> dict:
             model, seed, name, kind = key
             write_text_atomic(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
                                         f".txt", "".join(h + "\n" for h in texts))
+        write_json_atomic(reliability_json(result["panels"]), out_dir / "reliability.json")
         report.write_reliability_figures(result["panels"], saved, out_dir)
         if saved["sweep"]:
             report.write_sweep(saved["sweep"], saved["rows"], out_dir, beam=saved["meta"]["beam"])
@@ -397,14 +398,18 @@ def write_results(result: dict, out_dir) -> dict:
 
 
 def redraw_figures(results_dir, out_dir) -> list:
-    """The sweeps' CSVs and figures (temperature_sweep, beam_sweep) redrawn from DIR/comparison.json alone into
-    `out_dir`; returns the paths written. The reliability diagrams need each bin's counts, which comparison.json
-    does not keep, so they are drawn by the evaluation only."""
-    from nmt.results import load_comparison
+    """The figures redrawn from the results directory's files alone into `out_dir`: the sweeps' CSVs and figures
+    from comparison.json, the reliability diagrams from reliability.json (the bins; results written before it
+    existed have none). Returns the paths written."""
+    from nmt.results import load_comparison, load_reliability
     data = load_comparison(results_dir)
+    panels = load_reliability(results_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    if panels:
+        report.write_reliability_figures(panels, data, out_dir)
+        written += sorted(out_dir.glob("reliability*.png"))
     if data["sweep"]:
         report.write_sweep(data["sweep"], data["rows"], out_dir, beam=data["meta"]["beam"])
         written += [out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"]

@@ -224,7 +224,7 @@ def study_summary(data: dict, out_dir) -> str:
                                                "chrf")])
         parts.append(f"{name}\n{text_table(head, body)}")
     return ("\n\n".join(parts) + "\n\n" + claims_markdown(jsonable(data["claims"]))
-            + f"\nresults in {out_dir}/: comparison.md comparison.json reliability*.png hyps/ runs/"
+            + f"\nresults in {out_dir}/: comparison.md comparison.json reliability.json reliability*.png hyps/ runs/"
             + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else "")
             + (" beam_sweep.csv beam_sweep.png" if data["beam_sweep"] else "")
             + (f"\nbeam sweep: {sweep_minutes(data['beam_sweep']):.1f} minutes of search in all" if data["beam_sweep"]

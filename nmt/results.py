@@ -3,7 +3,9 @@ and reading a comparison.json back, validated (it may have come from someone els
 or run).
 
 comparison.json: {"format": 2, "meta": {...}, "signatures": {...}, "rows": [Row], "aggregate": [...],
-"claims": [Claim], "sweep": [...], "beam_sweep": [...]}.
+"claims": [Claim], "sweep": [...], "beam_sweep": [...]}. reliability.json: {"format": 1, "panels": [{"model",
+"test_set", "t_kind", "temperature", "calibration": {"ece", "n", "accuracy", "confidence", "bins": [...]}}]}, the
+bins behind the reliability diagrams.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from nmt.data import DataError
 from nmt.files import read_json
 
 FORMAT = 2
+RELIABILITY_FORMAT = 1
+CALIBRATION_KEYS = ("ece", "n", "accuracy", "confidence")
+BIN_KEYS = ("lo", "hi", "count", "accuracy", "confidence")
 
 
 @dataclass
@@ -146,3 +151,50 @@ def load_comparison(results_dir) -> dict:
     if not isinstance(prov, dict):
         raise DataError(f"{path}: meta.provenance: expected a table")
     return data
+
+
+def calibration_table(cal, where: str) -> dict:
+    """The fields the reliability diagrams read, each checked to be a number; a DataError naming the field."""
+    if not isinstance(cal, dict) or not isinstance(cal.get("bins"), list) or not cal["bins"]:
+        raise DataError(f"{where}: expected a calibration table with bins")
+    number = (int, float)
+    for i, b in enumerate(cal["bins"]):
+        if not isinstance(b, dict) or not all(isinstance(b.get(k), number) and not isinstance(b.get(k), bool)
+                                              for k in BIN_KEYS):
+            raise DataError(f"{where}.bins[{i}]: expected {', '.join(BIN_KEYS)} as numbers")
+    if not all(isinstance(cal.get(k), number) and not isinstance(cal.get(k), bool) for k in CALIBRATION_KEYS):
+        raise DataError(f"{where}: expected {', '.join(CALIBRATION_KEYS)} as numbers")
+    return cal
+
+
+def reliability_json(panels: dict) -> dict:
+    """reliability.json's content from {(model, test set, t_kind): (T, calibration)}: only the drawn fields."""
+    return {"format": RELIABILITY_FORMAT, "panels": [
+        {"model": m, "test_set": name, "t_kind": kind, "temperature": t,
+         "calibration": {**{k: cal[k] for k in CALIBRATION_KEYS},
+                         "bins": [{k: b[k] for k in BIN_KEYS} for b in cal["bins"]]}}
+        for (m, name, kind), (t, cal) in panels.items()]}
+
+
+def load_reliability(results_dir):
+    """reliability.json back as {(model, test set, t_kind): (T, calibration)}, validated; None when the results
+    directory has none (results written before it existed)."""
+    from nmt.config import UsageError
+    path = Path(results_dir) / "reliability.json"
+    if not path.exists():
+        return None
+    try:
+        data = read_json(path, "reliability.json of a study")
+    except UsageError as e:
+        raise DataError(str(e)) from None
+    if data.get("format") != RELIABILITY_FORMAT or not isinstance(data.get("panels"), list):
+        raise DataError(f"{path}: expected format {RELIABILITY_FORMAT} with a list of panels")
+    out = {}
+    for i, p in enumerate(data["panels"]):
+        where = f"{path}: panels[{i}]"
+        if not (isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("model", "test_set", "t_kind"))
+                and isinstance(p.get("temperature"), (int, float)) and not isinstance(p.get("temperature"), bool)):
+            raise DataError(f"{where}: expected model, test_set, t_kind (strings) and temperature (a number)")
+        out[p["model"], p["test_set"], p["t_kind"]] = (float(p["temperature"]),
+                                                      calibration_table(p.get("calibration"), where + ".calibration"))
+    return out

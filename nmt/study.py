@@ -7,7 +7,7 @@
   python -m nmt.study run studies/pairs.toml --partial  # evaluate the runs trained so far; name the others
   python -m nmt.study --from-results results/main       # comparison.md again, from comparison.json alone
   python -m nmt.study --from-results results/main --headline    # the README's table and the claims
-  python -m nmt.study --from-results results/variants --figures /tmp/fig   # the sweeps' CSVs and figures again
+  python -m nmt.study --from-results results/variants --figures /tmp/fig   # every figure again, from its files
   python -m nmt.study --checkpoint A --checkpoint B     # any models side by side, no claims
 
 `run` reads and validates the whole file first (an unknown key, a missing field or a bad value: exit 2, nothing
@@ -56,8 +56,8 @@ def parse_args(argv):
     p.add_argument("--checkpoint", action="append", help="without a study file: a model to compare (repeat)")
     p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json")
     p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and claims")
-    p.add_argument("--figures", metavar="OUT", help="with --from-results: redraw the temperature and beam sweeps "
-                                                    "(CSV and PNG) from comparison.json into OUT")
+    p.add_argument("--figures", metavar="OUT", help="with --from-results: redraw every figure (the sweeps from "
+                                                    "comparison.json, the reliability diagrams from reliability.json) into OUT")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return p.parse_args(argv)
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     def body():
         args = parse_args(argv)
         if args.figures and not args.from_results:
-            raise UsageError("--figures: only with --from-results DIR (the figures are redrawn from its comparison.json)")
+            raise UsageError("--figures: only with --from-results DIR (the figures are redrawn from its files)")
         if args.from_results and args.figures:
             written = redraw_figures(args.from_results, args.figures)
             print("\n".join(map(str, written)) if written else f"{args.from_results}: no sweep to draw")

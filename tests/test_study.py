@@ -1,6 +1,7 @@
 """Study files: validation, the runner (local and through submitit), typed results, claims, rebuilds."""
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,7 +169,6 @@ def test_a_dry_run_estimates_a_token_level_student_with_its_teachers_forward_pas
 def test_a_run_dir_of_other_settings_is_refused(toy_results, tmp_path, capsys):
     """A directory where the study expects its model but which holds a run trained otherwise (here: another
     dropout) is refused, never retrained over or evaluated as if it were the study's."""
-    import shutil
     d, f = toy_results
     runs = tmp_path / "runs"
     shutil.copytree(d / "runs", runs, ignore=shutil.ignore_patterns(".lock", "cache"))
@@ -231,6 +231,29 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
             assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"]), c["claim"]
     assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
                                str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0
+
+
+def test_every_figure_redraws_from_the_results_files_alone(toy_results, tmp_path, capsys):
+    """--figures OUT: the sweeps' CSVs as the evaluation wrote them, and every figure it drew, by name, from
+    comparison.json and reliability.json (the diagrams' bins); a reliability.json with a bad bin is refused."""
+    d, _ = toy_results
+    out = d / "results"
+    assert study(["--from-results", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    drawn = {p.name for p in (tmp_path / "fig").iterdir()}
+    assert drawn == {p.name for p in out.iterdir() if p.suffix in (".png", ".csv")}
+    assert {"reliability.png", "reliability_hard_t.png", "beam_sweep.png", "temperature_sweep.png"} <= drawn
+    for name in ("temperature_sweep.csv", "beam_sweep.csv"):
+        assert (tmp_path / "fig" / name).read_text() == (out / name).read_text()
+    rel = json.loads((out / "reliability.json").read_text())
+    assert {(p["model"], p["t_kind"]) for p in rel["panels"]} == {(m, k) for m in ("hard", "ls") for k in ("1", "fitted")}
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad, ignore=shutil.ignore_patterns("*.png", "hyps", "runs"))
+    rel["panels"][1]["calibration"]["bins"][3]["count"] = "12"
+    (bad / "reliability.json").write_text(json.dumps(rel))
+    capsys.readouterr()
+    assert study(["--from-results", str(bad), "--figures", str(tmp_path / "fig2")]) == 2
+    assert "reliability.json: panels[1].calibration.bins[3]: expected lo, hi, count" in capsys.readouterr().err
+    assert not (tmp_path / "fig2").exists()
 
 
 def test_the_committed_sweeps_redraw_from_comparison_json_alone(tmp_path):

@@ -222,7 +222,7 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
     main_results = ROOT / "results" / "main"
     assert rebuild(main_results) == (main_results / "comparison.md").read_text()
     assert rebuild(main_results, headline=True) in (ROOT / "README.md").read_text()
-    for d in (main_results, ROOT / "results" / "pairs"):  # and the cross-pair table (issue 22)
+    for d in (main_results, ROOT / "results" / "pairs", ROOT / "results" / "variants"):  # and issues 22, 20
         assert rebuild(d) == (d / "comparison.md").read_text(), d
         data = json.loads((d / "comparison.json").read_text())
         assert data["meta"]["provenance"]["git_dirty"] is False and not data["meta"].get("missing_runs"), d
@@ -260,11 +260,13 @@ def test_the_committed_sweeps_redraw_from_comparison_json_alone(tmp_path):
     """--from-results DIR --figures OUT writes the sweeps' CSVs byte for byte as the evaluation wrote them, and
     their figures; --figures without --from-results is refused."""
     from nmt.study import main
-    for name, csv_name in (("main", "temperature_sweep.csv"),):
+    for name, csv_name in (("main", "temperature_sweep.csv"), ("variants", "beam_sweep.csv")):
         out = tmp_path / name
         assert main(["--from-results", str(ROOT / "results" / name), "--figures", str(out)]) == 0
         assert (out / csv_name).read_text() == (ROOT / "results" / name / csv_name).read_text(), name
         assert (out / csv_name.replace(".csv", ".png")).stat().st_size > 10_000
+    committed = {p.name for p in (ROOT / "results" / "variants").glob("*.png")}  # reliability.json: every diagram
+    assert committed <= {p.name for p in (tmp_path / "variants").iterdir()} and "reliability_cp_t.png" in committed
     assert main(["--figures", str(tmp_path / "x")]) == 2 and not (tmp_path / "x").exists()
 
 

@@ -236,6 +236,8 @@ def train_configs(spec: ModelSpec):
         values["smoothing"] = spec.smoothing
     if spec.confidence_penalty:
         values["confidence_penalty"] = spec.confidence_penalty
+    if spec.teacher and spec.distill.kind == "token":  # a sequence-level student trains on plain NLL
+        values["distill_beta"], values["distill_temperature"] = spec.distill.beta, spec.distill.temperature
     tnames = {f.name for f in dataclasses.fields(TrainConfig)}
     mnames = {f.name for f in dataclasses.fields(ModelConfig)}
     return (TrainConfig(**{k: v for k, v in values.items() if k in tnames}),

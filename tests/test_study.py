@@ -1,5 +1,6 @@
 """Study files: validation, the runner (local and through submitit), typed results, claims, rebuilds."""
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -164,6 +165,32 @@ def test_a_dry_run_estimates_a_token_level_student_with_its_teachers_forward_pas
     assert lines[("alone", "seed", "1")] == "7 min" and lines[("seq-hard", "seed", "2")] == "7 min"
     assert lines[("kd-ls-T2", "seed", "3")] == "12.6 min" and lines[("hard", "seed", "1")] == "15 min"
     assert "30 of 30 runs to train, about 325.2 minutes" in out
+
+
+@pytest.mark.parametrize("name", ["distill", "variants", "main"])
+def test_the_study_expects_the_configs_that_its_own_train_arguments_make(name, tmp_path):
+    """For every model of the committed study (a sequence-level student's arguments name its teacher's
+    translations, which an empty runs directory lacks), the TrainConfig and ModelConfig that `nmt.train` builds
+    from the study's arguments are the ones the study checks a finished run against (a token-level student's
+    distillation temperature included), field by field."""
+    from nmt.config import ModelConfig, TrainConfig, from_arguments
+    from nmt.runs import NOT_IDENTITY, train_arguments
+    from nmt.studyfile import PRESETS, train_configs
+    from nmt.train import parse_args
+    s = load_study(ROOT / "studies" / f"{name}.toml")
+    checked = 0
+    for spec in s.models:
+        if spec.teacher and spec.distill.kind == "sequence":
+            continue
+        args = parse_args(train_arguments(s, spec, 1, tmp_path))
+        made = (from_arguments(TrainConfig, args, preset=PRESETS[spec.preset]),
+                from_arguments(ModelConfig, args, preset=PRESETS[spec.preset]))
+        for want, got in zip(train_configs(spec), made):
+            for k in (f.name for f in dataclasses.fields(want)):
+                if k not in NOT_IDENTITY | {"seed", "vocab_size"}:
+                    assert getattr(want, k) == getattr(got, k), (spec.name, k)
+        checked += 1
+    assert checked == {"distill": 8, "variants": 5, "main": 2}[name]
 
 
 def test_a_run_dir_of_other_settings_is_refused(toy_results, tmp_path, capsys):

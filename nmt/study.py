@@ -56,8 +56,8 @@ def parse_args(argv):
     p.add_argument("--checkpoint", action="append", help="without a study file: a model to compare (repeat)")
     p.add_argument("--from-results", metavar="DIR", help="print comparison.md rebuilt from DIR/comparison.json")
     p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and claims")
-    p.add_argument("--figures", metavar="OUT", help="with --from-results: redraw every figure (the sweeps from "
-                                                    "comparison.json, the reliability diagrams from reliability.json) into OUT")
+    p.add_argument("--figures", metavar="OUT", help="with --from-results: redraw every figure into OUT (the sweeps "
+                                                    "from comparison.json, the diagrams from reliability.json)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return p.parse_args(argv)
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             raise UsageError("--figures: only with --from-results DIR (the figures are redrawn from its files)")
         if args.from_results and args.figures:
             written = redraw_figures(args.from_results, args.figures)
-            print("\n".join(map(str, written)) if written else f"{args.from_results}: no sweep to draw")
+            print("\n".join(map(str, written)) if written else f"{args.from_results}: no figure to draw")
             return 0
         if args.from_results:
             sys.stdout.write(rebuild(args.from_results, args.headline))

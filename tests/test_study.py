@@ -419,6 +419,26 @@ def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_r
         teacher_targets(teacher)
 
 
+def test_a_token_level_student_at_t2_trained_by_the_study_is_its_own_run_again(toy_results, toy_multi30k, tmp_path,
+                                                                                capsys):
+    """distill = { kind = "token", temperature = 2 }: the study trains the student with T = 2 and, planned
+    again, finds it done (not "a run of other settings"); the student's config holds the study's beta and T."""
+    from nmt.checkpoint import read_run_config
+    f = tmp_path / "kd.toml"
+    f.write_text(f'name = "kd"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n{TOY_FLAGS}\n\n'
+                 '[[models]]\nname = "hard"\n\n[[models]]\nname = "kd"\nteacher = "hard"\n'
+                 'distill = { kind = "token", beta = 0.3, temperature = 2.0 }\n')
+    runs = tmp_path / "runs"
+    shutil.copytree(toy_results[0] / "runs", runs, ignore=shutil.ignore_patterns(".lock", "cache"))
+    assert study(["run", str(f), "--runs", str(runs), "--train-only"]) == 0
+    student = next((runs / "en-de/smoke").glob("kd-token-b0.3-T2-from-hard+*_seed1"))
+    tcfg = read_run_config(student)[0]
+    assert (tcfg.distill_beta, tcfg.distill_temperature) == (0.3, 2.0)
+    capsys.readouterr()
+    assert study(["run", str(f), "--runs", str(runs), "--dry-run"]) == 0
+    assert "0 of 2 runs to train" in capsys.readouterr().out
+
+
 def test_the_beam_sweeps_minutes_count_each_sweep_once():
     """Every point of one (model, seed, test set) sweep carries that sweep's seconds: 30 s and 90 s sweeps of
     three points each are 2 minutes in all, not 6."""

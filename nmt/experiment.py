@@ -388,11 +388,7 @@ def write_results(result: dict, out_dir) -> dict:
             write_text_atomic(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
                                         f".txt", "".join(h + "\n" for h in texts))
         write_json_atomic(reliability_json(result["panels"]), out_dir / "reliability.json")
-        report.write_reliability_figures(result["panels"], saved, out_dir)
-        if saved["sweep"]:
-            report.write_sweep(saved["sweep"], saved["rows"], out_dir, beam=saved["meta"]["beam"])
-        if saved["beam_sweep"]:
-            report.write_beam_sweep(saved["beam_sweep"], out_dir)
+        report.write_figures(result["panels"], saved, out_dir)
         copy_run_files(result["runs"], out_dir)
     return saved
 
@@ -406,17 +402,7 @@ def redraw_figures(results_dir, out_dir) -> list:
     panels = load_reliability(results_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    if panels:
-        report.write_reliability_figures(panels, data, out_dir)
-        written += sorted(out_dir.glob("reliability*.png"))
-    if data["sweep"]:
-        report.write_sweep(data["sweep"], data["rows"], out_dir, beam=data["meta"]["beam"])
-        written += [out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"]
-    if data["beam_sweep"]:
-        report.write_beam_sweep(data["beam_sweep"], out_dir)
-        written += [out_dir / "beam_sweep.csv", out_dir / "beam_sweep.png"]
-    return written
+    return report.write_figures(panels or {}, data, out_dir)
 
 
 def rebuild(results_dir, headline: bool = False) -> str:

@@ -373,6 +373,23 @@ def write_reliability(panels: list, path, split: str = "test", ncols: int = 4) -
     return Path(path)
 
 
+def write_figures(panels: dict, data: dict, out_dir) -> list:
+    """Every figure of a study into `out_dir`: the reliability diagrams (from `panels`), the temperature sweep
+    and the beam sweep (CSV and PNG, where the study has them). Returns the paths written."""
+    out_dir = Path(out_dir)
+    written = []
+    if panels:
+        write_reliability_figures(panels, data, out_dir)
+        written += sorted(out_dir.glob("reliability*.png"))
+    if data["sweep"]:
+        write_sweep(data["sweep"], data["rows"], out_dir, beam=data["meta"]["beam"])
+        written += [out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"]
+    if data["beam_sweep"]:
+        write_beam_sweep(data["beam_sweep"], out_dir)
+        written += [out_dir / "beam_sweep.csv", out_dir / "beam_sweep.png"]
+    return written
+
+
 def write_reliability_figures(panels: dict, data: dict, out_dir) -> None:
     """reliability_MODEL[_t].png for the first seed of each model, and reliability.png with all of them (first
     test set). `panels`: {(model, test set, t_kind): (T, calibration)}."""

@@ -79,3 +79,22 @@ def test_distilled_student_uses_its_teachers_tokenizer(tiny_run, toy_corpus, tmp
     assert train(toy_train_args(toy_corpus, tmp_path / "bad", "--teacher", str(tiny_run), "--alpha", "0.1")) == 2
     assert "--teacher with --alpha" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_committed_representations_rebuild_their_tables_and_the_docs():
+    """results/representations holds the study behind docs/representations.md: representations.md is made from
+    representations.json alone, each claim follows from its per-seed differences, and every line of its table
+    and claims stands in the docs."""
+    from pathlib import Path
+
+    from nmt.stats import recompute
+    from nmt.visualize import markdown
+    root = Path(__file__).resolve().parents[1]
+    d = root / "results" / "representations"
+    rep = json.loads((d / "representations.json").read_text())
+    made = markdown(rep)
+    assert made == (d / "representations.md").read_text()
+    docs = (root / "docs" / "representations.md").read_text()
+    missing = [line for line in made.splitlines() if line.strip() and not line.startswith("#") and line not in docs]
+    assert not missing
+    assert len(rep["claims"]) == 3 and all(recompute(c).verdict == c["verdict"] for c in rep["claims"])

@@ -18,10 +18,13 @@
   python -m nmt.visualize --study studies/main.toml        # the first seed of each model of the study
   python -m nmt.visualize --study studies/main.toml --all-seeds   # every seed: tables over seeds, verdicts
   python -m nmt.visualize --checkpoint A --checkpoint B --tokens Hund Katze Straße
+  python -m nmt.visualize --from-results results/representations --figures /tmp/fig   # figures again, from
+                                                                    # penultimate_points.json alone
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -37,7 +40,7 @@ from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, read_text_pairs
 from nmt.evaluate import eval_batches
 from nmt.model import PAD
-from nmt.files import write_json_atomic, write_text_atomic
+from nmt.files import read_json, write_json_atomic, write_text_atomic
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
 log = logging.getLogger("nmt.visualize")
@@ -176,7 +179,9 @@ def models_of(args) -> list:
     return [(r.dir, r.model, r.seed) for r in chosen]
 
 
-def draw(panels, tokens_text, path, caption: str = ""):
+def draw(panels, path, caption: str = ""):
+    """One figure of panels as penultimate_points.json holds them: {model, split, points: {token text: [[x, y],
+    ...]}, geometry: {mean_radius_over_distance, distance_cv}}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -188,7 +193,7 @@ def draw(panels, tokens_text, path, caption: str = ""):
     for p in panels:
         ax = axes[rows.index(p["split"])][cols.index(p["model"])]
         for k, (tok, pts) in enumerate(p["points"].items()):
-            ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.5, color=f"C{k}", label=tokens_text[tok])
+            ax.scatter([q[0] for q in pts], [q[1] for q in pts], s=4, alpha=0.5, color=f"C{k}", label=tok)
         g = p["geometry"]
         ax.set_title(f"{p['model']} ({p['split']})\nradius/distance {g['mean_radius_over_distance']:.3f}, "
                      f"distance CV {g['distance_cv']:.3f}", fontsize=9)
@@ -218,7 +223,73 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results/representations")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1)
-    return cli.run(lambda: run(p.parse_args(argv)))
+    p.add_argument("--from-results", metavar="DIR", help=f"with --figures: redraw DIR's figures from DIR/{POINTS_FILE}")
+    p.add_argument("--figures", metavar="OUT", help="with --from-results: where the redrawn figures go")
+    args = p.parse_args(argv)
+    return cli.run(lambda: redraw(args) if args.from_results or args.figures else run(args))
+
+
+# -- the figures from their file -----------------------------------------------------------------
+
+POINTS_FILE = "penultimate_points.json"
+POINTS_FORMAT = 1
+PANEL_GEOMETRY = ("mean_radius_over_distance", "distance_cv")
+
+
+def rounded(points: torch.Tensor) -> list:
+    """(n, 2) points as [[x, y], ...] to 5 significant digits (the figure's resolution is far coarser)."""
+    return [[float(f"{v:.5g}") for v in q] for q in points.tolist()]
+
+
+def draw_figures(figures: list, out: Path) -> list:
+    for f in figures:
+        draw(f["panels"], out / f["file"], f["caption"])
+    return [out / f["file"] for f in figures]
+
+
+def load_points(results_dir) -> list:
+    """The figures of DIR/penultimate_points.json, every field checked; a DataError naming the file and the
+    entry for anything malformed (nothing in it is run or trusted)."""
+    path = Path(results_dir) / POINTS_FILE
+    try:
+        data = read_json(path, f"{POINTS_FILE} of nmt.visualize")
+    except UsageError as e:
+        raise DataError(str(e)) from None
+    if data.get("format") != POINTS_FORMAT or not isinstance(data.get("figures"), list) or not data["figures"]:
+        raise DataError(f"{path}: expected format {POINTS_FORMAT} with a list of figures")
+    for i, f in enumerate(data["figures"]):
+        where = f"{path}: figures[{i}]"
+        if not (isinstance(f, dict) and isinstance(f.get("file"), str) and isinstance(f.get("caption"), str)
+                and Path(f["file"]).name == f["file"] and f["file"].endswith(".png")
+                and isinstance(f.get("panels"), list) and f["panels"]):
+            raise DataError(f"{where}: expected file (a .png name, no folder), caption and a list of panels")
+        for j, p in enumerate(f["panels"]):
+            check_panel(p, f"{where}.panels[{j}]")
+    return data["figures"]
+
+
+def check_panel(p, where: str) -> None:
+    number = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)  # noqa: E731
+    if not (isinstance(p, dict) and isinstance(p.get("model"), str) and isinstance(p.get("split"), str)
+            and isinstance(p.get("geometry"), dict) and all(number(p["geometry"].get(k)) for k in PANEL_GEOMETRY)
+            and isinstance(p.get("points"), dict) and p["points"]):
+        raise DataError(f"{where}: expected model, split, geometry ({', '.join(PANEL_GEOMETRY)}) and points")
+    for tok, pts in p["points"].items():
+        if not (isinstance(pts, list) and all(isinstance(q, list) and len(q) == 2 and all(map(number, q))
+                                              for q in pts)):
+            raise DataError(f"{where}.points[{tok!r}]: expected a list of [x, y] pairs of numbers")
+
+
+def redraw(args) -> int:
+    if not (args.from_results and args.figures):
+        raise UsageError("--from-results DIR and --figures OUT go together (the figures are redrawn from "
+                         f"DIR/{POINTS_FILE} into OUT)")
+    figures = load_points(args.from_results)
+    out = Path(args.figures)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in draw_figures(figures, out):
+        print(path)
+    return 0
 
 
 def mutual_information(model, batches, a: int, b: int, args) -> dict:
@@ -259,7 +330,8 @@ def analyse(path, tokens, args, device) -> tuple:
         entry["geometry"][split] = {**g, "radius": {text[t]: r for t, r in g["radius"].items()},
                                     "radius_over_distance": {text[t]: r for t, r in g["radius_over_distance"].items()},
                                     "counts": {text[t]: n for t, n in g["counts"].items()}}
-        panels.append({"model": label, "split": split, "points": pts, "geometry": g})
+        panels.append({"model": label, "split": split, "points": {text[t]: rounded(p) for t, p in pts.items()},
+                       "geometry": {k: g[k] for k in PANEL_GEOMETRY}})
     # Mutual information of the two confusable tokens' logit difference: the final model (with its standard
     # error over dropout seeds), and one estimate for each kept epoch.
     a, b = tokens[0], tokens[1]
@@ -292,9 +364,12 @@ def run(args) -> int:
     report["tokens_chosen_on"] = report["models"][0]["checkpoint"]
     caption = (f"tokens {', '.join(report['tokens'])}, chosen once on {report['models'][0]['model']} "
                f"seed {report['models'][0]['seed']} and used for every model")
-    for seed, ps in panels.items():
-        draw(ps, text, out / ("penultimate.png" if seed in (None, min(panels)) else f"penultimate_seed{seed}.png"),
-             caption + ("" if seed is None else f"; seed {seed}"))
+    figures = [{"file": "penultimate.png" if seed in (None, min(panels)) else f"penultimate_seed{seed}.png",
+                "caption": caption + ("" if seed is None else f"; seed {seed}"), "panels": ps}
+               for seed, ps in panels.items()]
+    points = {"format": POINTS_FORMAT, "figures": figures}  # about 10k points: compact JSON
+    write_text_atomic(out / POINTS_FILE, json.dumps(points, ensure_ascii=False, separators=(",", ":")) + "\n")
+    draw_figures(figures, out)
     if args.all_seeds:
         from nmt.studyfile import load_study
         report.update(summarise(report["models"], load_study(args.study)))

@@ -356,10 +356,11 @@ def test_partial_evaluates_the_runs_there_are_and_names_the_others(toy_results, 
     assert "--partial: none of the 6 runs" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 
-def test_representations_over_every_seed_of_a_study(toy_results, tmp_path):
+def test_representations_over_every_seed_of_a_study(toy_results, tmp_path, capsys):
     """nmt.visualize --all-seeds: tokens chosen once (first model, first seed), every seed analysed, tables
-    over seeds, and the paper's three predictions judged against the baseline, paired over seeds."""
-    from nmt.visualize import main as visualize
+    over seeds, and the paper's three predictions judged against the baseline, paired over seeds; the figures
+    redrawn from their points file alone."""
+    from nmt.visualize import geometry, main as visualize
     d, f = toy_results
     out = tmp_path / "rep"
     assert visualize(["--study", str(f), "--runs", str(d / "runs"), "--all-seeds", "--tokens", "der", "mit",
@@ -380,6 +381,27 @@ def test_representations_over_every_seed_of_a_study(toy_results, tmp_path):
     assert recompute(c).verdict == c["verdict"]
     assert (out / "penultimate.png").is_file() and (out / "penultimate_seed2.png").is_file()
     assert "± " in (out / "representations.md").read_text()
+    # penultimate_points.json: the figures' points give representations.json's geometry (to their 5 digits),
+    # --from-results DIR --figures OUT draws the same figures by name, and a malformed file is refused, naming
+    # the entry, before anything is drawn.
+    points = json.loads((out / "penultimate_points.json").read_text())
+    assert [f["file"] for f in points["figures"]] == ["penultimate.png", "penultimate_seed2.png"]
+    for fig, seed in zip(points["figures"], (1, 2)):
+        for p in fig["panels"]:
+            entry = next(e for e in rep["models"] if (e["model"], e["seed"]) == (p["model"], seed))
+            g = geometry({t: torch.tensor(v) for t, v in p["points"].items()})
+            assert g["distance_cv"] == pytest.approx(entry["geometry"][p["split"]]["distance_cv"], rel=1e-4)
+            assert p["geometry"]["distance_cv"] == entry["geometry"][p["split"]]["distance_cv"]
+    assert visualize(["--from-results", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["penultimate.png", "penultimate_seed2.png"]
+    points["figures"][1]["panels"][2]["points"]["mit"][4] = [0.5, "1"]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "penultimate_points.json").write_text(json.dumps(points))
+    capsys.readouterr()
+    assert visualize(["--from-results", str(tmp_path / "bad"), "--figures", str(tmp_path / "fig2")]) == 2
+    assert "figures[1].panels[2].points['mit']: expected a list of [x, y] pairs" in capsys.readouterr().err
+    assert not (tmp_path / "fig2").exists()
+    assert visualize(["--figures", str(tmp_path / "fig3")]) == 2 and not (tmp_path / "fig3").exists()
 
 
 def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_results, toy_multi30k, tmp_path):

@@ -98,3 +98,27 @@ def test_the_committed_representations_rebuild_their_tables_and_the_docs():
     missing = [line for line in made.splitlines() if line.strip() and not line.startswith("#") and line not in docs]
     assert not missing
     assert len(rep["claims"]) == 3 and all(recompute(c).verdict == c["verdict"] for c in rep["claims"])
+
+
+def test_the_committed_penultimate_points_are_the_committed_geometry():
+    """results/representations/penultimate_points.json (the figures' points, which --from-results DIR --figures
+    OUT redraws) gives, for every seed, model and split, the geometry representations.json reports."""
+    from pathlib import Path
+
+    from nmt.visualize import load_points
+    d = Path(__file__).resolve().parents[1] / "results" / "representations"
+    rep = json.loads((d / "representations.json").read_text())
+    figures = load_points(d)
+    assert [f["file"] for f in figures] == ["penultimate.png", "penultimate_seed2.png", "penultimate_seed3.png"]
+    seen = set()
+    for fig, seed in zip(figures, (1, 2, 3)):
+        for p in fig["panels"]:
+            entry = next(e for e in rep["models"] if (e["model"], e["seed"]) == (p["model"], seed))
+            want = entry["geometry"][p["split"]]
+            g = geometry({t: torch.tensor(v) for t, v in p["points"].items()})
+            assert (g["mean_radius_over_distance"], g["distance_cv"]) == pytest.approx(
+                (want["mean_radius_over_distance"], want["distance_cv"]), rel=2e-5)
+            assert {t: len(v) for t, v in p["points"].items()} == want["counts"]
+            assert p["geometry"] == {k: want[k] for k in ("mean_radius_over_distance", "distance_cv")}
+            seen.add((entry["study_model"], seed, p["split"]))
+    assert len(seen) == 12 == 2 * 3 * 2

@@ -1,11 +1,13 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import toy_train_args
-from nmt.visualize import gaussian_mutual_information, geometry, main, plane_basis
+from nmt.stats import recompute
+from nmt.visualize import gaussian_mutual_information, geometry, load_points, main, markdown, plane_basis
 
 
 def test_mutual_information_by_hand():
@@ -85,10 +87,6 @@ def test_the_committed_representations_rebuild_their_tables_and_the_docs():
     """results/representations holds the study behind docs/representations.md: representations.md is made from
     representations.json alone, each claim follows from its per-seed differences, and every line of its table
     and claims stands in the docs."""
-    from pathlib import Path
-
-    from nmt.stats import recompute
-    from nmt.visualize import markdown
     root = Path(__file__).resolve().parents[1]
     d = root / "results" / "representations"
     rep = json.loads((d / "representations.json").read_text())
@@ -103,9 +101,6 @@ def test_the_committed_representations_rebuild_their_tables_and_the_docs():
 def test_the_committed_penultimate_points_are_the_committed_geometry():
     """results/representations/penultimate_points.json (the figures' points, which --from-results DIR --figures
     OUT redraws) gives, for every seed, model and split, the geometry representations.json reports."""
-    from pathlib import Path
-
-    from nmt.visualize import load_points
     d = Path(__file__).resolve().parents[1] / "results" / "representations"
     rep = json.loads((d / "representations.json").read_text())
     figures = load_points(d)

@@ -7,6 +7,10 @@ checkpoint file's bytes, the study's evaluate and decode settings, the model's s
 temperature sweep runs, the source of the `nmt` package (every nmt/*.py) and the torch and sacrebleu versions,
 and the device type. A stale, malformed or foreign entry is logged and evaluated again, never trusted.
 `clear` removes the entries once the results are written.
+
+`from_results` reads a run's evaluation back from a results directory a study wrote (comparison.json, hyps/,
+reliability.json; validated), for `python -m nmt.study run --reuse DIR`: the runs whose checkpoints are gone keep
+their committed numbers while the others are evaluated.
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ import logging
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
-from nmt.data import DataError, file_sha256
+from nmt.data import DataError, file_sha256, read_text
 from nmt.files import write_json_atomic
-from nmt.results import calibration_table, row_from
+from nmt.results import calibration_table, load_comparison, load_reliability, row_from
 
 log = logging.getLogger("nmt.evalcache")
 CACHE_DIR = ".eval-cache"
@@ -127,3 +131,76 @@ def clear(cache_dir) -> None:
         d.rmdir()
     except OSError:
         pass
+
+
+# -- evaluations kept in a committed results directory ------------------------------------------------------
+
+def _plain(x):
+    """`x` as JSON would give it back (tuples as lists), for comparing settings with a comparison.json's."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def _differences(mine: dict, theirs, where: str) -> None:
+    if not isinstance(theirs, dict):
+        raise DataError(f"{where}: expected a table")
+    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if diff:
+        shown = ", ".join(f"{k}={mine.get(k)!r}" for k in diff[:3])
+        raise DataError(f"{where}: {', '.join(diff)} differ from the study's ({shown}): its evaluations cannot be "
+                        f"reused")
+
+
+def origin_of(provenance: dict, run: str, results_dir) -> dict:
+    """Where a reused evaluation was made: the commit of the call that evaluated it (carried over when that
+    results directory had itself reused it)."""
+    earlier = provenance.get("evaluations_reused")
+    earlier = earlier.get(run) if isinstance(earlier, dict) else None
+    commit = earlier.get("git_commit") if isinstance(earlier, dict) else provenance.get("git_commit")
+    return {"results": str(results_dir), "git_commit": commit}
+
+
+def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
+    """{(model, seed): evaluate_model's dict, less "references"} for each run of `runs` whose evaluation the
+    results directory (a comparison.json that `python -m nmt.study run` wrote, its hyps/ and reliability.json)
+    holds, so that a run whose checkpoint is gone (a new machine) keeps its committed numbers. Used only when that
+    comparison.json was written with the study's evaluate and decode settings and the run's model spec, all
+    equal (else a DataError naming what differs), with both temperatures of every test set and each hypotheses
+    file present. Each dict's "config_dir" is the run's committed config directory (results/NAME/runs/...), its
+"origin" the results directory and the commit that evaluated it."""
+    results_dir = Path(results_dir)
+    data = load_comparison(results_dir)
+    meta, path = data["meta"], results_dir / "comparison.json"
+    _differences(_plain(dataclasses.asdict(study.evaluate)), meta.get("evaluate"), f"{path}: meta.evaluate")
+    _differences(_plain(dataclasses.asdict(decode_cfg)), meta.get("decode"), f"{path}: meta.decode")
+    models = {m.get("name"): m for m in meta.get("models") or [] if isinstance(m, dict)}
+    panels = load_reliability(results_dir) or {}
+    out = {}
+    for r in runs:
+        rows = [row for row in data["rows"] if row.model == r.model and row.seed == r.seed]
+        if not rows:
+            continue
+        _differences(_plain(dataclasses.asdict(study.model(r.model))), models.get(r.model),
+                     f"{path}: meta.models[{r.model}]")
+        tests = sorted({row.test_set for row in rows})
+        if sorted((row.test_set, row.t_kind) for row in rows) != sorted((t, k) for t in tests for k in ("1", "fitted")):
+            raise DataError(f"{path}: {r.model} seed {r.seed}: expected one row at T = 1 and one at the fitted T "
+                            f"for each test set")
+        res = {"rows": rows, "hyps": {}, "panels": {},
+               "sweep": [s for s in data.get("sweep") or [] if s.get("model") == r.model and s.get("seed") == r.seed],
+               "beam_sweep": [s for s in data.get("beam_sweep") or [] if s.get("model") == r.model
+                              and s.get("seed") == r.seed],
+               "config_dir": results_dir / "runs" / Path(*Path(r.dir).parts[-3:]),
+               "origin": origin_of(meta["provenance"], "/".join(Path(r.dir).parts[-3:]), results_dir)}
+        for row in rows:
+            hyp = results_dir / "hyps" / f"{r.model}.seed{r.seed}.{row.test_set}.T{round(row.temperature, 4)}" \
+                                         f".beam{meta.get('beam')}.txt"
+            if not hyp.is_file():
+                raise DataError(f"{hyp}: not found (the hypotheses of {r.model} seed {r.seed}, {row.test_set}, "
+                                f"T = {row.temperature:g})")
+            res["hyps"][row.test_set, row.t_kind] = read_text(hyp)
+            if (r.model, row.test_set, row.t_kind) in panels:
+                res["panels"][row.test_set, row.t_kind] = panels[r.model, row.test_set, row.t_kind]
+        if not (res["config_dir"] / "config.json").is_file():
+            raise DataError(f"{res['config_dir'] / 'config.json'}: not found (the run's config, for its test set)")
+        out[r.model, r.seed] = res
+    return out

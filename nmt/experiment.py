@@ -284,8 +284,7 @@ def provenance(argv, started: float, device, study: Study, runs: list) -> dict:
     corpus = {}
     for r in runs:
         try:
-            d = Path(r["dir"])
-            tcfg = ckpt_io.read_run_config(d if d.is_dir() else d.parent)[0]
+            tcfg = ckpt_io.read_run_config(r["files"])[0]  # the run's directory, or its committed files (--reuse)
             for split in ["train", "val", *r["test_sets"]]:
                 for p in split_files(tcfg if split == "train" else corpus_config(tcfg), split):
                     name = relative(p) if p.parent.name == "seqkd" else p.name  # a teacher's translations: its own
@@ -308,38 +307,73 @@ def copy_run_files(run_dirs, out_dir: Path) -> None:
     for d in run_dirs:
         d = Path(d) if Path(d).is_dir() else Path(d).parent
         dest = out_dir / "runs" / d.parent.parent.name / d.parent.name / d.name
+        if d.resolve() == dest.resolve():  # a reused run's files, already there (--reuse DIR with --results DIR)
+            continue
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "log.jsonl", "temperature.json"):
             if (d / name).is_file():
                 shutil.copyfile(d / name, dest / name)
 
 
-def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cache_dir=None) -> dict:
+def committed_references(study: Study, config_dir) -> dict:
+    """{test set: reference lines} of a run known only by its committed config.json (`--reuse`): its corpus's
+    test sets, its teacher's for a sequence-level student (the teacher's committed config lies beside it)."""
+    tcfg = ckpt_io.read_run_config(config_dir)[0]
+    if tcfg.train_src and Path(tcfg.train_src).parent.name == "seqkd" and tcfg.tokenizer:
+        tcfg = ckpt_io.read_run_config(Path(config_dir).parents[2] / Path(*Path(tcfg.tokenizer).parts[-3:]))[0]
+    return {name: ref for name, _, ref in test_data(study, tcfg)}
+
+
+def reused_evaluation(study: Study, r, res: dict) -> dict:
+    """A committed evaluation (`evalcache.from_results`) with its references, each hypotheses file checked to
+    have a line for every reference."""
+    refs = committed_references(study, res["config_dir"])
+    for (name, kind), texts in res["hyps"].items():
+        if name not in refs or len(texts) != len(refs[name]):
+            raise DataError(f"{res['config_dir']}: {r.model} seed {r.seed}, {name} at T kind {kind}: "
+                            f"{len(texts)} hypotheses for {len(refs.get(name, []))} references")
+    return {**res, "references": {name: refs[name] for name, _ in res["hyps"]}}
+
+
+def evaluation_of(study: Study, r, device, cache_dir, reused: dict, first_seed: bool):
+    """(evaluate_model's dict, how): "reused" (a committed results directory), "resumed" (nmt.evalcache) or
+    "evaluated"."""
+    if (r.model, r.seed) in reused:
+        return reused_evaluation(study, r, reused[r.model, r.seed]), "reused"
+    spec = study.model(r.model)
+    do_sweep = bool(study.evaluate.sweep) and (study.evaluate.sweep_seeds == "all" or first_seed)
+    if cache_dir is not None:
+        key = evalcache.entry_key(study, decode_config(study), spec, r.seed, r.dir, do_sweep, device)
+        res = evalcache.load(cache_dir, r.model, r.seed, key)
+        if res is not None:
+            log.info("  evaluated before, by an interrupted call (%s)", evalcache.entry_path(cache_dir, r.model,
+                                                                                           r.seed))
+            return res, "resumed"
+    res = evaluate_model(study, spec, r.seed, r.dir, device, do_sweep)
+    if cache_dir is not None:
+        evalcache.save(cache_dir, r.model, r.seed, key, res)
+    return res, "evaluated"
+
+
+def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cache_dir=None, reused=None) -> dict:
     """Evaluate every run of `planned`; comparison.json's dict (rows typed). `missing`: the study's runs left out
     (not trained yet), named in the results. With `cache_dir`, each run's evaluation is kept there as it finishes
-    and one kept by an earlier, interrupted call is used instead of evaluating again (`nmt.evalcache`); the
-    provenance names those runs."""
+    and one kept by an earlier, interrupted call is used instead of evaluating again (`nmt.evalcache`); `reused`:
+    {(model, seed): a committed evaluation} (`evalcache.from_results`) taken instead of evaluating. The provenance
+    names the runs of both."""
     started = time.time()
-    resumed = []
+    resumed, reused, from_dirs = [], reused or {}, {}
     order = [m.name for m in study.models]
     rows, sweep, beams, panels, hyps, refs, runs = [], [], [], {}, {}, {}, []
     first_seed = {m.name: min(m.seeds) for m in study.models}
     for i, r in enumerate(planned, 1):
-        spec = study.model(r.model)
         log.info("[%d/%d] %s seed %d: %s", i, len(planned), r.model, r.seed, r.dir)
-        do_sweep = bool(study.evaluate.sweep) and (study.evaluate.sweep_seeds == "all" or r.seed == first_seed[r.model])
-        res = None
-        if cache_dir is not None:
-            key = evalcache.entry_key(study, decode_config(study), spec, r.seed, r.dir, do_sweep, device)
-            res = evalcache.load(cache_dir, r.model, r.seed, key)
-            if res is not None:
-                log.info("  evaluated before, by an interrupted call (%s)", evalcache.entry_path(cache_dir, r.model,
-                                                                                               r.seed))
-                resumed.append(relative(r.dir))
-        if res is None:
-            res = evaluate_model(study, spec, r.seed, r.dir, device, do_sweep)
-            if cache_dir is not None:
-                evalcache.save(cache_dir, r.model, r.seed, key, res)
+        res, how = evaluation_of(study, r, device, cache_dir, reused, r.seed == first_seed[r.model])
+        if how == "resumed":
+            resumed.append(relative(r.dir))
+        if how == "reused":
+            origin = res["origin"]
+            from_dirs["/".join(Path(r.dir).parts[-3:])] = {**origin, "results": relative(origin["results"])}
         rows += res["rows"]
         sweep += res["sweep"]
         beams += res["beam_sweep"]
@@ -350,10 +384,11 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
         if r.seed == first_seed[r.model]:
             for (name, kind), panel in res["panels"].items():
                 panels[r.model, name, kind] = panel
-        cfg = ckpt_io.read_run_config(r.dir if Path(r.dir).is_dir() else Path(r.dir).parent)[2]
+        cfg_dir = res.get("config_dir") or (r.dir if Path(r.dir).is_dir() else Path(r.dir).parent)
+        cfg = ckpt_io.read_run_config(cfg_dir)[2]
         runs.append({"run": relative(r.dir), "dir": r.dir, "precision": (cfg.get("precision") or {}).get("precision",
                                                                                                          "fp32"),
-                     "test_sets": sorted({row.test_set for row in res["rows"]})})
+                     "test_sets": sorted({row.test_set for row in res["rows"]}), "files": cfg_dir})
     baseline = study.evaluate.baseline or order[0]
     bootstrap = paired_tests(rows, hyps, refs, baseline)
     claims = judge_claims(study, rows)
@@ -363,10 +398,11 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
             "missing_runs": [relative(r.dir) for r in missing],
             "paired_bootstrap": bootstrap, "claims_test": {"orderings": "paired t over seeds, 95% interval",
                                                            "equivalence": "TOST, 90% interval", "multiplicity": "Holm"},
-            "provenance": {**provenance(argv, started, device, study, runs), "evaluations_resumed": resumed}}
+            "provenance": {**provenance(argv, started, device, study, runs), "evaluations_resumed": resumed,
+                           "evaluations_reused": from_dirs}}
     data = {"format": FORMAT, "meta": meta, "signatures": report.signatures_of(rows), "rows": rows,
             "aggregate": aggregate(rows, order), "claims": claims, "sweep": sweep, "beam_sweep": beams}
-    return {"data": data, "hyps": hyps, "panels": panels, "runs": [r.dir for r in planned]}
+    return {"data": data, "hyps": hyps, "panels": panels, "runs": [r["files"] for r in runs]}
 
 
 def write_results(result: dict, out_dir) -> dict:

@@ -137,7 +137,13 @@ def provenance_line(prov: dict) -> str:
 
 def resumed_note(prov: dict) -> str:
     n = len(prov.get("evaluations_resumed") or [])
-    return f" (this call; {n} runs were evaluated by an earlier, interrupted call: nmt.evalcache)" if n else ""
+    notes = [f"{n} runs were evaluated by an earlier, interrupted call: nmt.evalcache"] if n else []
+    reused = prov.get("evaluations_reused") or {}
+    commits = sorted({str(o.get("git_commit"))[:7] for o in reused.values() if isinstance(o, dict)})
+    if reused:
+        notes.append(f"{len(reused)} runs' evaluations were reused from committed results (--reuse; evaluated at "
+                     f"commit {', '.join(commits)})")
+    return f" (this call; {'; '.join(notes)})" if notes else ""
 
 
 def comparison_markdown(data: dict) -> str:

@@ -5,6 +5,8 @@
   python -m nmt.study run studies/main.toml --launcher slurm    # each training a SLURM job (submitit)
   python -m nmt.study run studies/main.toml --no-train  # evaluate the runs there are; refuse if any is missing
   python -m nmt.study run studies/pairs.toml --partial  # evaluate the runs trained so far; name the others
+  python -m nmt.study run studies/distill.toml --partial --reuse results/distill   # and keep the committed
+                                                        # evaluations of runs whose checkpoints are gone
   python -m nmt.study --from-results results/main       # comparison.md again, from comparison.json alone
   python -m nmt.study --from-results results/main --headline    # the README's table and the claims
   python -m nmt.study --from-results results/variants --figures /tmp/fig   # every figure again, from its files
@@ -26,9 +28,9 @@ from pathlib import Path
 
 from nmt import cli, evalcache
 from nmt.config import UsageError
-from nmt.experiment import evaluate_study, rebuild, redraw_figures, write_results
+from nmt.experiment import decode_config, evaluate_study, rebuild, redraw_figures, write_results
 from nmt.report import study_summary
-from nmt.runs import LAUNCHERS, describe_plan, plan, train_missing
+from nmt.runs import LAUNCHERS, check_matches, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
 from nmt.studyfile import load_study, with_test_sets
 from nmt.adhoc import adhoc_study
@@ -50,6 +52,9 @@ def parse_args(argv):
                                                              "(for settings chosen on validation first)")
     p.add_argument("--partial", action="store_true", help="evaluate only the runs trained so far (nothing is "
                                                           "trained); the results name the missing ones")
+    p.add_argument("--reuse", metavar="DIR", help="with --partial or --no-train: a run not trained here (its "
+                   "checkpoint gone) keeps the evaluation DIR's committed results hold for it (same settings and "
+                   "model, checked); the provenance lists them")
     p.add_argument("--beam", type=int, help="override the study's beam size")
     p.add_argument("--test-sets", help='override the study\'s test sets: "all" (every {split}.{src,tgt}.gz pair '
                                        'of the data directory beyond train and val) or a comma-separated list')
@@ -74,17 +79,20 @@ def run_file(args, argv) -> int:
     if args.dry_run:
         print(f"study {study.name} ({args.file}): runs in {runs_root}/\n{describe_plan(planned)}")
         return 0
-    missing = [r for r in planned if r.status != "done"]
     if args.train_only and (args.no_train or args.partial):
         raise UsageError("--train-only: not with --no-train or --partial (they evaluate without training)")
+    reused = reusable(study, planned, args)
+    missing = [r for r in planned if r.status != "done" and (r.model, r.seed) not in reused]
     if args.partial:
-        done = [r for r in planned if r.status == "done"]
+        done = [r for r in planned if r.status == "done" or (r.model, r.seed) in reused]
         if not done:
             raise UsageError(f"--partial: none of the {len(planned)} runs of {args.file} is trained yet")
-        return evaluate_and_write(study, done, args, argv, missing)
+        return evaluate_and_write(study, done, args, argv, missing, reused)
     if missing and args.no_train:
         raise UsageError(f"--no-train: {len(missing)} runs are not trained, e.g. {missing[0].dir} (drop --no-train "
                          f"to train them)")
+    if args.no_train:
+        return evaluate_and_write(study, planned, args, argv, (), reused)
     train_missing(study, planned, runs_root, args.launcher, dict(study.slurm))
     if args.train_only:
         print(f"study {study.name}: trained; nothing evaluated (--train-only)\n{describe_plan(plan(study, runs_root))}")
@@ -92,12 +100,29 @@ def run_file(args, argv) -> int:
     return evaluate_and_write(study, plan(study, runs_root), args, argv)
 
 
-def evaluate_and_write(study, planned, args, argv, missing=()) -> int:
+def reusable(study, planned, args) -> dict:
+    """--reuse DIR: {(model, seed): committed evaluation} of the runs not trained here that DIR holds."""
+    if not args.reuse:
+        return {}
+    if not (args.partial or args.no_train):
+        raise UsageError("--reuse: only with --partial or --no-train (it stands in for runs that are not trained "
+                         "here)")
+    if not (Path(args.reuse) / "comparison.json").is_file():
+        raise UsageError(f"--reuse {args.reuse}: no comparison.json there (expected a study's results directory)")
+    todo = [r for r in planned if r.status != "done"]
+    reused = evalcache.from_results(args.reuse, study, decode_config(study), todo)
+    for r in todo:
+        if (r.model, r.seed) in reused:
+            check_matches(study, study.model(r.model), r.seed, reused[r.model, r.seed]["config_dir"])
+    return reused
+
+
+def evaluate_and_write(study, planned, args, argv, missing=(), reused=None) -> int:
     setup_cpu(args.threads)
     device = pick_device(args.device)
     out = Path(args.results or Path("results") / study.name)
     cache = out / evalcache.CACHE_DIR  # an interrupted evaluation resumes from here (nmt.evalcache)
-    result = evaluate_study(study, planned, device, argv, missing, cache_dir=cache)
+    result = evaluate_study(study, planned, device, argv, missing, cache_dir=cache, reused=reused)
     saved = write_results(result, out)
     evalcache.clear(cache)
     print(study_summary(saved, out))

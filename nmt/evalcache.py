@@ -24,6 +24,7 @@ from nmt import checkpoint as ckpt_io
 from nmt.data import DataError, file_sha256, read_text
 from nmt.files import write_json_atomic
 from nmt.results import calibration_table, load_comparison, load_reliability, row_from
+from nmt.runs import run_id
 
 log = logging.getLogger("nmt.evalcache")
 CACHE_DIR = ".eval-cache"
@@ -166,7 +167,7 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
     comparison.json was written with the study's evaluate and decode settings and the run's model spec, all
     equal (else a DataError naming what differs), with both temperatures of every test set and each hypotheses
     file present. Each dict's "config_dir" is the run's committed config directory (results/NAME/runs/...), its
-"origin" the results directory and the commit that evaluated it."""
+    "origin" the results directory and the commit that evaluated it."""
     results_dir = Path(results_dir)
     data = load_comparison(results_dir)
     meta, path = data["meta"], results_dir / "comparison.json"
@@ -189,8 +190,8 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
                "sweep": [s for s in data.get("sweep") or [] if s.get("model") == r.model and s.get("seed") == r.seed],
                "beam_sweep": [s for s in data.get("beam_sweep") or [] if s.get("model") == r.model
                               and s.get("seed") == r.seed],
-               "config_dir": results_dir / "runs" / Path(*Path(r.dir).parts[-3:]),
-               "origin": origin_of(meta["provenance"], "/".join(Path(r.dir).parts[-3:]), results_dir)}
+               "config_dir": results_dir / "runs" / run_id(r.dir),
+               "origin": origin_of(meta["provenance"], run_id(r.dir).as_posix(), results_dir)}
         for row in rows:
             hyp = results_dir / "hyps" / f"{r.model}.seed{r.seed}.{row.test_set}.T{round(row.temperature, 4)}" \
                                          f".beam{meta.get('beam')}.txt"

@@ -39,6 +39,7 @@ from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_te
     validation_batches
 from nmt.files import DirLock, write_json_atomic, write_text_atomic
 from nmt.results import FORMAT, Row, aggregate, reliability_json
+from nmt.runs import run_id
 from nmt.model import EOS
 from nmt.search import hypothesis_limits
 from nmt.stats import adjust, judge
@@ -56,11 +57,13 @@ def relative(path) -> str:
 
 # -- one model ----------------------------------------------------------------------------------------
 
-def corpus_config(tcfg):
+def corpus_config(tcfg, runs_root=None):
     """The config whose corpus a run is tested on: a sequence-level student trained on its teacher's translations
-    (`nmt.seqkd`) is tested on its teacher's corpus (its --tokenizer names the teacher's run)."""
+    (`nmt.seqkd`) is tested on its teacher's corpus (its --tokenizer names the teacher's run; with `runs_root`,
+    the teacher's run is looked up there, e.g. a results directory's runs/ for `--reuse`)."""
     if tcfg.train_src and Path(tcfg.train_src).parent.name == "seqkd" and tcfg.tokenizer:
-        return ckpt_io.read_run_config(Path(tcfg.tokenizer))[0]
+        teacher = Path(tcfg.tokenizer) if runs_root is None else Path(runs_root) / run_id(tcfg.tokenizer)
+        return ckpt_io.read_run_config(teacher)[0]
     return tcfg
 
 
@@ -306,7 +309,7 @@ def copy_run_files(run_dirs, out_dir: Path) -> None:
     """Each run's config.json, log.jsonl and temperature.json under results/NAME/runs/PAIR/PRESET/RUN/."""
     for d in run_dirs:
         d = Path(d) if Path(d).is_dir() else Path(d).parent
-        dest = out_dir / "runs" / d.parent.parent.name / d.parent.name / d.name
+        dest = out_dir / "runs" / run_id(d)
         if d.resolve() == dest.resolve():  # a reused run's files, already there (--reuse DIR with --results DIR)
             continue
         dest.mkdir(parents=True, exist_ok=True)
@@ -318,9 +321,7 @@ def copy_run_files(run_dirs, out_dir: Path) -> None:
 def committed_references(study: Study, config_dir) -> dict:
     """{test set: reference lines} of a run known only by its committed config.json (`--reuse`): its corpus's
     test sets, its teacher's for a sequence-level student (the teacher's committed config lies beside it)."""
-    tcfg = ckpt_io.read_run_config(config_dir)[0]
-    if tcfg.train_src and Path(tcfg.train_src).parent.name == "seqkd" and tcfg.tokenizer:
-        tcfg = ckpt_io.read_run_config(Path(config_dir).parents[2] / Path(*Path(tcfg.tokenizer).parts[-3:]))[0]
+    tcfg = corpus_config(ckpt_io.read_run_config(config_dir)[0], runs_root=Path(config_dir).parents[2])
     return {name: ref for name, _, ref in test_data(study, tcfg)}
 
 
@@ -373,7 +374,7 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
             resumed.append(relative(r.dir))
         if how == "reused":
             origin = res["origin"]
-            from_dirs["/".join(Path(r.dir).parts[-3:])] = {**origin, "results": relative(origin["results"])}
+            from_dirs[run_id(r.dir).as_posix()] = {**origin, "results": relative(origin["results"])}
         rows += res["rows"]
         sweep += res["sweep"]
         beams += res["beam_sweep"]

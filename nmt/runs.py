@@ -67,6 +67,11 @@ def run_dir(study: Study, spec: ModelSpec, seed: int, runs_root) -> Path:
     return Path(runs_root) / spec.pair / spec.preset / f"{model_dir_name(spec, study)}_seed{seed}"
 
 
+def run_id(d) -> Path:
+    """PAIR/PRESET/RUN of a run directory: where its small files lie under a results directory's runs/."""
+    return Path(*Path(d).parts[-3:])
+
+
 def run_status(d: Path) -> str:
     log_file = d / "log.jsonl"
     if log_file.is_file() and any(json.loads(x).get("event") == "done" for x in log_file.read_text().splitlines()

@@ -1,4 +1,5 @@
-"""The small scripts that choose and check runs: scripts/check_replay.py, scripts/choose_on_val.py."""
+"""The small scripts that choose and check runs and make docs tables: scripts/check_replay.py, scripts/choose_on_val.py,
+scripts/distill_tables.py."""
 import importlib.util
 import json
 import shutil
@@ -90,3 +91,20 @@ def test_check_replay_names_a_missing_corpus(tiny_run, tmp_path, capsys):
     (copy / "config.json").write_text(json.dumps(cfg))
     assert replay.main([str(copy), "--steps", "10", "--work", str(tmp_path)]) == 2
     assert str(tmp_path / "gone.en") in capsys.readouterr().err
+
+
+def test_distill_tables_by_hand_and_in_the_docs():
+    """scripts/distill_tables.py: a claim's cell is its Holm verdict, the difference and its interval with a
+    typographic minus; the committed results/distill gives exactly the two tables docs/representations.md shows."""
+    from nmt.results import load_comparison
+    mod = _script("distill_tables")
+    claims = [{"claim": "x < y, token KD, T=2", "metric": "test_nll", "verdict_holm": "holds", "estimate": 0.0534,
+               "ci": [0.0421, 0.0638], "n": 3},
+              {"claim": "x < y, token KD, T=2", "metric": "bleu_beam", "verdict_holm": "inconclusive",
+               "estimate": -0.284, "ci": [-2.004, 1.436], "n": 3}]
+    assert mod.claims_table({"claims": claims}).splitlines()[2] == (
+        "| token KD, T=2 | inconclusive (−0.28 [−2.00, +1.44]; n = 3) | - | **holds** (+0.053 [+0.042, +0.064]; n = 3) |")
+    root = Path(__file__).resolve().parent.parent
+    data = load_comparison(root / "results" / "distill")
+    docs = (root / "docs" / "representations.md").read_text()
+    assert mod.models_table(data) in docs and mod.claims_table(data) in docs

@@ -1,0 +1,76 @@
+"""The two tables of docs/representations.md's distillation section, made from results/distill/comparison.json.
+
+    python scripts/distill_tables.py [results/distill]
+
+1. Every model of the study (first test set): BLEU (beam, T = 1), teacher-forced token accuracy, test NLL at
+   T = 1, the fitted temperature, test NLL at the fitted T; mean ± std over the seeds, and n.
+2. The claims by setting (the text after the claim's first ", "): one column per metric, each cell the Holm
+   verdict and the difference (a − b) with its 95% interval and n.
+tests/test_study.py checks that docs/representations.md carries both tables as this prints them.
+"""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nmt.report import markdown_table, test_sets  # noqa: E402
+from nmt.results import load_comparison  # noqa: E402
+
+# (t_kind, metric key, column title, format)
+MODEL_COLUMNS = [("1", "bleu_beam", "BLEU beam", "{:.2f}"), ("1", "accuracy", "token accuracy", "{:.4f}"),
+                 ("1", "test_nll", "test NLL (T = 1)", "{:.3f}"), ("fitted", "temperature", "fitted T", "{:.3f}"),
+                 ("fitted", "test_nll", "test NLL (fitted T)", "{:.3f}")]
+CLAIM_COLUMNS = [("bleu_beam", "BLEU beam", "{:+.2f}"), ("accuracy", "token accuracy", "{:+.4f}"),
+                 ("test_nll", "NLL at the fitted T", "{:+.3f}")]
+
+
+def signed(fmt: str, x: float) -> str:
+    """A signed figure with a typographic minus, as the docs print them."""
+    return fmt.format(x).replace("-", "−")
+
+
+def models_table(data: dict) -> str:
+    """Table 1: one line per model, in the study's order."""
+    name = test_sets(data)[0]
+    agg = {(a["model"], a["t_kind"]): a for a in data["aggregate"] if a["test_set"] == name}
+    body = []
+    for model in data["meta"]["model_order"]:
+        if (model, "1") not in agg:
+            continue
+        cells = [agg[model, "1"]["label"]]
+        for kind, key, _, fmt in MODEL_COLUMNS:
+            a = agg[model, kind]
+            cells.append(fmt.format(a["mean"][key]) + ("" if a["std"].get(key) is None
+                                                       else " ± " + fmt.format(a["std"][key])))
+        body.append(cells + [str(agg[model, "1"]["n"])])
+    return markdown_table(["model"] + [t for _, _, t, _ in MODEL_COLUMNS] + ["n"], body)
+
+
+def claim_cell(c: dict, fmt: str) -> str:
+    verdict = f"**{c['verdict_holm']}**" if c["verdict_holm"] == "holds" else c["verdict_holm"]
+    if c["ci"] is None:
+        return f"{verdict} (n = {c['n']})"
+    lo, hi = (signed(fmt, x) for x in c["ci"])
+    return f"{verdict} ({signed(fmt, c['estimate'])} [{lo}, {hi}]; n = {c['n']})"
+
+
+def claims_table(data: dict) -> str:
+    """Table 2: one line per setting, one column per metric."""
+    settings: dict = {}
+    for c in data["claims"]:
+        settings.setdefault(c["claim"].split(", ", 1)[1], {})[c["metric"]] = c
+    body = [[setting] + [claim_cell(row[key], fmt) if key in row else "-" for key, _, fmt in CLAIM_COLUMNS]
+            for setting, row in settings.items()]
+    return markdown_table(["setting"] + [t for _, t, _ in CLAIM_COLUMNS], body)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    data = load_comparison(argv[0] if argv else ROOT / "results" / "distill")
+    print(models_table(data) + "\n\n" + claims_table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@
 1. Every model of the study (first test set): BLEU (beam, T = 1), teacher-forced token accuracy, test NLL at
    T = 1, the fitted temperature, test NLL at the fitted T; mean ± std over the seeds, and n.
 2. The claims by setting (the text after the claim's first ", "): one column per metric, each cell the Holm
-   verdict and the difference (a − b) with its 95% interval and n.
+   verdict (and the unadjusted one where it differs) and the difference (a − b) with its 95% interval and n.
 tests/test_study.py checks that docs/representations.md carries both tables as this prints them.
 """
 import sys
@@ -48,11 +48,13 @@ def models_table(data: dict) -> str:
 
 
 def claim_cell(c: dict, fmt: str) -> str:
+    """The Holm verdict (and the unadjusted one where they differ), the difference, its 95% interval and n."""
     verdict = f"**{c['verdict_holm']}**" if c["verdict_holm"] == "holds" else c["verdict_holm"]
+    before = "" if c["verdict"] == c["verdict_holm"] else f"{c['verdict']} before Holm; "
     if c["ci"] is None:
-        return f"{verdict} (n = {c['n']})"
+        return f"{verdict} ({before}n = {c['n']})"
     lo, hi = (signed(fmt, x) for x in c["ci"])
-    return f"{verdict} ({signed(fmt, c['estimate'])} [{lo}, {hi}]; n = {c['n']})"
+    return f"{verdict} ({before}{signed(fmt, c['estimate'])} [{lo}, {hi}]; n = {c['n']})"
 
 
 def claims_table(data: dict) -> str:

@@ -98,12 +98,13 @@ def test_distill_tables_by_hand_and_in_the_docs():
     typographic minus; the committed results/distill gives exactly the two tables docs/representations.md shows."""
     from nmt.results import load_comparison
     mod = _script("distill_tables")
-    claims = [{"claim": "x < y, token KD, T=2", "metric": "test_nll", "verdict_holm": "holds", "estimate": 0.0534,
-               "ci": [0.0421, 0.0638], "n": 3},
-              {"claim": "x < y, token KD, T=2", "metric": "bleu_beam", "verdict_holm": "inconclusive",
-               "estimate": -0.284, "ci": [-2.004, 1.436], "n": 3}]
+    claims = [{"claim": "x < y, token KD, T=2", "metric": "test_nll", "verdict": "holds", "verdict_holm": "holds",
+               "estimate": 0.0534, "ci": [0.0421, 0.0638], "n": 3},
+              {"claim": "x < y, token KD, T=2", "metric": "bleu_beam", "verdict": "holds",
+               "verdict_holm": "inconclusive", "estimate": -0.284, "ci": [-2.004, 1.436], "n": 3}]
     assert mod.claims_table({"claims": claims}).splitlines()[2] == (
-        "| token KD, T=2 | inconclusive (−0.28 [−2.00, +1.44]; n = 3) | - | **holds** (+0.053 [+0.042, +0.064]; n = 3) |")
+        "| token KD, T=2 | inconclusive (holds before Holm; −0.28 [−2.00, +1.44]; n = 3) | - | "
+        "**holds** (+0.053 [+0.042, +0.064]; n = 3) |")
     root = Path(__file__).resolve().parent.parent
     data = load_comparison(root / "results" / "distill")
     docs = (root / "docs" / "representations.md").read_text()

@@ -6,7 +6,7 @@
    T = 1, the fitted temperature, test NLL at the fitted T; mean ± std over the seeds, and n.
 2. The claims by setting (the text after the claim's first ", "): one column per metric, each cell the Holm
    verdict (and the unadjusted one where it differs) and the difference (a − b) with its 95% interval and n.
-tests/test_study.py checks that docs/representations.md carries both tables as this prints them.
+tests/test_scripts.py checks that docs/representations.md carries both tables as this prints them.
 """
 import sys
 from pathlib import Path
@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nmt.data import DataError  # noqa: E402
 from nmt.report import markdown_table, test_sets  # noqa: E402
 from nmt.results import load_comparison  # noqa: E402
 
@@ -69,8 +70,18 @@ def claims_table(data: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    data = load_comparison(argv[0] if argv else ROOT / "results" / "distill")
-    print(models_table(data) + "\n\n" + claims_table(data))
+    results = Path(argv[0]) if argv else ROOT / "results" / "distill"
+    try:
+        data = load_comparison(results)
+        tables = models_table(data) + "\n\n" + claims_table(data)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        print(f"error: {results / 'comparison.json'}: not a distillation study's comparison.json "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
+        return 2
+    print(tables)
     return 0
 
 

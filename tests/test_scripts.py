@@ -93,9 +93,10 @@ def test_check_replay_names_a_missing_corpus(tiny_run, tmp_path, capsys):
     assert str(tmp_path / "gone.en") in capsys.readouterr().err
 
 
-def test_distill_tables_by_hand_and_in_the_docs():
+def test_distill_tables_by_hand_and_in_the_docs(tmp_path, capsys):
     """scripts/distill_tables.py: a claim's cell is its Holm verdict, the difference and its interval with a
-    typographic minus; the committed results/distill gives exactly the two tables docs/representations.md shows."""
+    typographic minus; the committed results/distill gives exactly the two tables docs/representations.md shows;
+    a claim without a setting is refused with the file's name."""
     from nmt.results import load_comparison
     mod = _script("distill_tables")
     claims = [{"claim": "x < y, token KD, T=2", "metric": "test_nll", "verdict": "holds", "verdict_holm": "holds",
@@ -109,3 +110,8 @@ def test_distill_tables_by_hand_and_in_the_docs():
     data = load_comparison(root / "results" / "distill")
     docs = (root / "docs" / "representations.md").read_text()
     assert mod.models_table(data) in docs and mod.claims_table(data) in docs
+    bad = json.loads((root / "results" / "distill" / "comparison.json").read_text())
+    bad["claims"][0]["claim"] = "no setting here"
+    (tmp_path / "comparison.json").write_text(json.dumps(bad))
+    assert mod.main([str(tmp_path)]) == 2
+    assert f"error: {tmp_path / 'comparison.json'}: not a distillation study's" in capsys.readouterr().err

@@ -101,10 +101,21 @@ def _num(x, fmt="{:+.4f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def claim_format(metric: str) -> str:
+    """How a claim's difference is printed: BLEU / chrF to 2 places, NLL to 3, the rest (ECE, accuracy) to 4."""
+    digits = 2 if metric.startswith(("bleu", "chrf")) else (3 if "nll" in metric else 4)
+    return "{:+.%df}" % digits
+
+
+def mean_std(agg: dict, key: str, fmt: str) -> str:
+    """An aggregate's mean ± std over its seeds ("-" where the metric is absent, no "±" where std is)."""
+    m, s = agg["mean"].get(key), agg["std"].get(key)
+    return "-" if m is None else fmt.format(m) + ("" if s is None else " ± " + fmt.format(s))
+
+
 def claim_line(c: dict) -> str:
     """One claim: its sentence, verdict, estimate, interval, test, p and Holm's p, from the stored fields."""
-    digits = 2 if c["metric"].startswith(("bleu", "chrf")) else (3 if "nll" in c["metric"] else 4)
-    f = "{:+.%df}" % digits
+    f = claim_format(c["metric"])
     if c["ci"] is None:
         detail = f"n = {c['n']}" + ("" if c["estimate"] is None else f", difference {f.format(c['estimate'])}")
     else:
@@ -206,9 +217,7 @@ def headline(data: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in (a for a in data["aggregate"] if a["test_set"] == name):
         cells = [a["label"], "fitted" if a["t_kind"] == "fitted" else "1"]
-        for k, _, f in HEADLINE:
-            m, s = a["mean"].get(k), a["std"].get(k)
-            cells.append("-" if m is None else f.format(m) + ("" if s is None else " ± " + f.format(s)))
+        cells += [mean_std(a, k, f) for k, _, f in HEADLINE]
         lines.append("| " + " | ".join(cells + [str(a["n"])]) + " |")
     return "\n".join(lines) + "\n\n" + claims_markdown(data["claims"])
 

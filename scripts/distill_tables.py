@@ -15,15 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nmt.data import DataError  # noqa: E402
-from nmt.report import markdown_table, test_sets  # noqa: E402
+from nmt.report import claim_format, markdown_table, mean_std, test_sets  # noqa: E402
 from nmt.results import load_comparison  # noqa: E402
 
 # (t_kind, metric key, column title, format)
 MODEL_COLUMNS = [("1", "bleu_beam", "BLEU beam", "{:.2f}"), ("1", "accuracy", "token accuracy", "{:.4f}"),
                  ("1", "test_nll", "test NLL (T = 1)", "{:.3f}"), ("fitted", "temperature", "fitted T", "{:.3f}"),
                  ("fitted", "test_nll", "test NLL (fitted T)", "{:.3f}")]
-CLAIM_COLUMNS = [("bleu_beam", "BLEU beam", "{:+.2f}"), ("accuracy", "token accuracy", "{:+.4f}"),
-                 ("test_nll", "NLL at the fitted T", "{:+.3f}")]
+CLAIM_COLUMNS = [("bleu_beam", "BLEU beam"), ("accuracy", "token accuracy"), ("test_nll", "NLL at the fitted T")]
 
 
 def signed(fmt: str, x: float) -> str:
@@ -39,17 +38,14 @@ def models_table(data: dict) -> str:
     for model in data["meta"]["model_order"]:
         if (model, "1") not in agg:
             continue
-        cells = [agg[model, "1"]["label"]]
-        for kind, key, _, fmt in MODEL_COLUMNS:
-            a = agg[model, kind]
-            cells.append(fmt.format(a["mean"][key]) + ("" if a["std"].get(key) is None
-                                                       else " ± " + fmt.format(a["std"][key])))
-        body.append(cells + [str(agg[model, "1"]["n"])])
+        cells = [mean_std(agg[model, kind], key, fmt) for kind, key, _, fmt in MODEL_COLUMNS]
+        body.append([agg[model, "1"]["label"]] + cells + [str(agg[model, "1"]["n"])])
     return markdown_table(["model"] + [t for _, _, t, _ in MODEL_COLUMNS] + ["n"], body)
 
 
-def claim_cell(c: dict, fmt: str) -> str:
+def claim_cell(c: dict) -> str:
     """The Holm verdict (and the unadjusted one where they differ), the difference, its 95% interval and n."""
+    fmt = claim_format(c["metric"])
     verdict = f"**{c['verdict_holm']}**" if c["verdict_holm"] == "holds" else c["verdict_holm"]
     before = "" if c["verdict"] == c["verdict_holm"] else f"{c['verdict']} before Holm; "
     if c["ci"] is None:
@@ -63,9 +59,9 @@ def claims_table(data: dict) -> str:
     settings: dict = {}
     for c in data["claims"]:
         settings.setdefault(c["claim"].split(", ", 1)[1], {})[c["metric"]] = c
-    body = [[setting] + [claim_cell(row[key], fmt) if key in row else "-" for key, _, fmt in CLAIM_COLUMNS]
+    body = [[setting] + [claim_cell(row[key]) if key in row else "-" for key, _ in CLAIM_COLUMNS]
             for setting, row in settings.items()]
-    return markdown_table(["setting"] + [t for _, t, _ in CLAIM_COLUMNS], body)
+    return markdown_table(["setting"] + [t for _, t in CLAIM_COLUMNS], body)
 
 
 def main(argv=None) -> int:

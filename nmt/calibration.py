@@ -139,12 +139,15 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
     reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone. With
     `per_sentence` (True, or the temperatures that need it), also "per_sentence": {"nll": (n,), "tokens":
     (n,), "bins": (n, M, 3)} numpy arrays (one row per sentence, in batch order) for `bootstrap_interval`,
-    "confidences" (N,) (for `ece_floor`) and "entropy", the mean entropy of the predictions in nats."""
+    "confidences" (N,) float32 (for `ece_floor`), "correct" and "eos" (N,) bools (the per-token evidence, in
+    batch order), "smooth_ece" and "entropy", the mean entropy of the predictions in nats. "ece_noeos" leaves
+    the EOS positions out, where smoothing is calibrated least ("ece_eos" is ECE of those alone)."""
     per_sentence = set(temperatures) if per_sentence is True else set(per_sentence or ())
     was_training = model.training
     model.eval()
-    acc = {t: {"every": CalibrationStats(n_bins), "eos": CalibrationStats(n_bins), "loss": 0.0, "nll": 0.0,
-               "correct": 0, "rows": [], "conf": [], "entropy": 0.0} for t in temperatures}
+    acc = {t: {"every": CalibrationStats(n_bins), "eos": CalibrationStats(n_bins), "noeos": CalibrationStats(n_bins),
+               "loss": 0.0, "nll": 0.0, "correct": 0, "rows": [], "conf": [], "hit": [], "at_eos": [], "entropy": 0.0}
+           for t in temperatures}
     n_tok = 0
     for src, tgt_in, tgt_out in batches:
         keep = tgt_out != PAD  # (B, T)
@@ -159,30 +162,53 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
             conf, correct = top_lp.exp(), pred == y
             a["every"].update(conf, correct)
             a["eos"].update(conf[at_eos], correct[at_eos])
+            a["noeos"].update(conf[~at_eos], correct[~at_eos])
             a["loss"], a["nll"], a["correct"] = a["loss"] + loss.item(), a["nll"] + nll.item(), a["correct"] + int(
                 correct.sum())
             if t in per_sentence:
                 sent = keep.nonzero()[:, 0]  # (N,): the batch row of each kept position
                 token_nll = -lprobs.gather(1, y[:, None]).squeeze(1)
                 a["rows"].append(sentence_rows(sent, keep.size(0), token_nll, conf, correct, n_bins))
-                a["conf"].append(conf.double().cpu())
+                a["conf"].append(conf.cpu())
+                a["hit"].append(correct.cpu())
+                a["at_eos"].append(at_eos.cpu())
                 a["entropy"] += -(lprobs.exp() * lprobs).nan_to_num(0.0).sum().item()  # sum_i H(p_i); 0 log 0 = 0
     model.train(was_training)
     out = {}
     for t, a in acc.items():
-        cal, cal_eos = a["every"].result(), a["eos"].result()
+        cal, cal_eos, cal_noeos = a["every"].result(), a["eos"].result(), a["noeos"].result()
         sig = ECESignature(n_bins, "forced", t)
         out[t] = {"temperature": t, "tokens": n_tok, "loss": a["loss"] / n_tok, "nll": a["nll"] / n_tok,
                   "ppl": math.exp(a["nll"] / n_tok), "accuracy": a["correct"] / n_tok,
                   "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
-                  "ece_eos": cal_eos["ece"], "calibration": cal, "calibration_eos": cal_eos,
+                  "ece_eos": cal_eos["ece"], "ece_noeos": cal_noeos["ece"], "calibration": cal,
+                  "calibration_eos": cal_eos,
                   "signature": str(sig), "signature_template": sig.without_temperature(),
                   "signature_eos": str(ECESignature(n_bins, "forced", t, subset="eos"))}
         if t in per_sentence:
             out[t]["per_sentence"] = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
-            out[t]["confidences"] = torch.cat(a["conf"]).numpy() if a["conf"] else np.zeros(0)
+            cat = (lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype))  # noqa: E731
+            out[t]["confidences"] = cat(a["conf"], np.float32)  # (N,) float32, as the model gave them
+            out[t]["correct"], out[t]["eos"] = cat(a["hit"], bool), cat(a["at_eos"], bool)
+            out[t]["smooth_ece"] = smooth_ece(out[t]["confidences"], out[t]["correct"])
             out[t]["entropy"] = a["entropy"] / n_tok
     return out
+
+
+def smooth_ece(confidences, correct) -> float:
+    """Smooth ECE (Blasiok & Nakkiran 2023): the calibration error after kernel smoothing, its bandwidth chosen
+    by the data, so that no binning choice moves it; computed by their library, relplot (`relplot.smECE`).
+    NaN for no tokens."""
+    import relplot
+    conf = np.asarray(confidences, dtype=np.float64)
+    if conf.size == 0:
+        return float("nan")
+    return float(relplot.smECE(conf, np.asarray(correct, dtype=np.float64)))
+
+
+def relplot_version() -> str:
+    from importlib.metadata import version
+    return version("relplot")
 
 
 def sentence_rows(sent, n_sent: int, token_nll, conf, correct, n_bins: int) -> dict:

@@ -27,8 +27,7 @@ from nmt.model import Transformer
 FORMAT = 2  # 2: weights_only-safe (numpy RNG state as plain data); 1: nmt 0.2's
 
 
-class CheckpointError(Exception):
-    pass
+from nmt.errors import CheckpointError  # noqa: E402,F401  (re-exported: nmt.checkpoint.CheckpointError)
 
 
 def save_atomic(obj, path) -> None:

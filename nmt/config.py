@@ -18,13 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-class UsageError(ValueError):
-    """A flag or setting that cannot work: names the flag and what it allows. Commands exit 2 on it. `field` and
-    `detail` let a reader of a saved config name the file's key instead of the flag (`in_file`)."""
-
-    def __init__(self, message: str, field: str = None, detail: str = None):
-        super().__init__(message)
-        self.field, self.detail = field, detail
+from nmt.errors import UsageError  # noqa: F401  (re-exported: nmt.config.UsageError)
 
 
 def in_file(e: UsageError, where: str) -> str:

@@ -62,8 +62,7 @@ MULTI30K_SHA256 = {
 }
 
 
-class DataError(Exception):
-    """Input that cannot be used, with the file and line that say why."""
+from nmt.errors import DataError  # noqa: E402,F401  (re-exported: nmt.data.DataError)
 
 
 # -- reading and validating ------------------------------------------------------------------------

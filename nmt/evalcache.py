@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
+from nmt import evidence
 from nmt.data import DataError, file_sha256, read_text
 from nmt.files import write_json_atomic
 from nmt.results import calibration_table, load_comparison, load_reliability, row_from
@@ -28,7 +29,7 @@ from nmt.runs import run_id
 
 log = logging.getLogger("nmt.evalcache")
 CACHE_DIR = ".eval-cache"
-FORMAT = 1
+FORMAT = 2
 
 
 def code_digest() -> str:
@@ -62,7 +63,13 @@ def save(cache_dir, model: str, seed: int, key: str, res: dict) -> None:
            "panels": [[name, kind, t, cal] for (name, kind), (t, cal) in res["panels"].items()],
            "hyps": [[name, kind, texts] for (name, kind), texts in res["hyps"].items()],
            "references": res["references"]}
-    write_json_atomic(obj, entry_path(cache_dir, model, seed))
+    for (name, kind), ev in (res.get("evidence") or {}).items():
+        evidence.save(evidence_path(cache_dir, model, seed, name, kind), ev)
+    write_json_atomic(obj, entry_path(cache_dir, model, seed))  # last: an entry is complete once its JSON exists
+
+
+def evidence_path(cache_dir, model: str, seed: int, name: str, kind: str) -> Path:
+    return Path(cache_dir) / evidence.file_name(model, seed, name, kind)
 
 
 def _strings(x, where: str) -> list:
@@ -115,8 +122,11 @@ def load(cache_dir, model: str, seed: int, key: str):
         if obj.get("key") != key:
             log.info("  %s: made from another checkpoint, code or setting; evaluating again", path)
             return None
-        return parse(obj, str(path))
-    except (ValueError, UnicodeDecodeError, DataError, TypeError) as e:
+        res = parse(obj, str(path))
+        res["evidence"] = {(r.test_set, r.t_kind): evidence.load(evidence_path(cache_dir, model, seed, r.test_set,
+                                                                               r.t_kind)) for r in res["rows"]}
+        return res
+    except (ValueError, UnicodeDecodeError, DataError, TypeError, OSError) as e:
         log.warning("  %s: unusable (%s); evaluating again", path, e)
         return None
 
@@ -126,7 +136,7 @@ def clear(cache_dir) -> None:
     d = Path(cache_dir)
     if not d.is_dir():
         return
-    for p in d.glob("*.seed*.json"):
+    for p in [*d.glob("*.seed*.json"), *d.glob("*.seed*.npz")]:
         p.unlink(missing_ok=True)
     try:
         d.rmdir()
@@ -199,6 +209,9 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
                 raise DataError(f"{hyp}: not found (the hypotheses of {r.model} seed {r.seed}, {row.test_set}, "
                                 f"T = {row.temperature:g})")
             res["hyps"][row.test_set, row.t_kind] = read_text(hyp)
+            ev = results_dir / "evidence" / evidence.file_name(r.model, r.seed, row.test_set, row.t_kind)
+            if ev.is_file():
+                res.setdefault("evidence", {})[row.test_set, row.t_kind] = evidence.load(ev)
             if (r.model, row.test_set, row.t_kind) in panels:
                 res["panels"][row.test_set, row.t_kind] = panels[r.model, row.test_set, row.t_kind]
         if not (res["config_dir"] / "config.json").is_file():

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from nmt.calibration import (bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
                              teacher_forced_at)
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
+from nmt.evidence import forced_in_corpus_order
 from nmt.files import write_json_atomic
 from nmt.data import collate, encode_lines, make_batches, read_text_pairs
 from nmt.model import EOS
@@ -43,18 +44,19 @@ def encode_for_model(sp, lines, max_positions: int, name: str = "input") -> list
 
 
 def eval_batches(sp, src_lines, ref_lines, max_positions: int, device, max_tokens: int = 4096, names=("source",
-                                                                                                   "reference")):
+                                                                                                   "reference"),
+                 with_order: bool = False):
     """Teacher-forcing batches (src, tgt_in, tgt_out) of the pairs of an evaluation set whose sides are both
-    non-empty, in input order within length-sorted batches (for NLL / ECE / fitting the temperature)."""
+    non-empty, in input order within length-sorted batches (for NLL / ECE / fitting the temperature). With
+    `with_order`, (batches, order): order[i] is the corpus index of the i-th sentence of the batches."""
     src = encode_for_model(sp, src_lines, max_positions, names[0])
     ref = encode_for_model(sp, ref_lines, max_positions, names[1])
     keep = [i for i, (s, r) in enumerate(zip(src, ref)) if s and r]
     src_len, tgt_len = [len(src[i]) for i in keep], [len(ref[i]) for i in keep]
-    if not keep:
-        return []
-    budget = max(max_tokens, max(src_len + tgt_len))
-    return [collate({"src_ids": [src[keep[j]] for j in idx], "tgt_ids": [ref[keep[j]] for j in idx]}, device)
-            for idx in make_batches(src_len, tgt_len, budget, seed=0)]
+    plan = make_batches(src_len, tgt_len, max(max_tokens, max(src_len + tgt_len)), seed=0) if keep else []
+    batches = [collate({"src_ids": [src[keep[j]] for j in idx], "tgt_ids": [ref[keep[j]] for j in idx]}, device)
+               for idx in plan]
+    return (batches, [keep[j] for idx in plan for j in idx]) if with_order else batches
 
 
 def validation_batches(tcfg, sp, max_positions: int, device) -> list:
@@ -128,9 +130,11 @@ def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: Decod
                       intervals=(), confidences=()) -> dict:
     """{T: teacher-forced metrics} from one forward pass over the pairs (`calibration.teacher_forced_at`); the
     temperatures in `intervals` also get 95% bootstrap intervals over sentences and the mean entropy, those in
-    `confidences` keep every token's confidence (for `calibration.ece_floor`). None for every T when no pair has
-    both sides non-empty."""
-    batches = eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device, names=(name, name + " ref"))
+    `confidences` keep every token's confidence (for `calibration.ece_floor`) and "evidence": the per-token
+    evidence in corpus order (`nmt.evidence.forced_in_corpus_order`). None for every T when no pair has both
+    sides non-empty."""
+    batches, order = eval_batches(sp, src_lines, ref_lines, model.cfg.max_positions, device,
+                                  names=(name, name + " ref"), with_order=True)
     if not batches:
         return {t: None for t in temperatures}
     res = teacher_forced_at(model, batches, temperatures, n_bins=dcfg.n_bins,
@@ -139,8 +143,11 @@ def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: Decod
         per = res[t].pop("per_sentence")
         if t in intervals:
             res[t]["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
-        if t not in confidences:
-            res[t].pop("confidences")
+        if t in confidences:
+            res[t]["evidence"] = forced_in_corpus_order(res[t], per, order, len(src_lines))
+        else:
+            for k in ("confidences", "correct", "eos"):
+                res[t].pop(k)
     return res
 
 

@@ -29,12 +29,16 @@ from pathlib import Path
 import torch
 
 from nmt import checkpoint as ckpt_io
+from nmt.claims import judge_claims
+from nmt.stats import block_of
 from nmt import evalcache
 from nmt import report
 from nmt.calibration import (ECESignature, debiased_ece, ece_floor, inference_calibration, inference_labels,
-                             teacher_forced_at)
-from nmt.config import DecodeConfig, train_config_from
+                             relplot_version, teacher_forced_at)
+from nmt.config import DecodeConfig, UsageError, train_config_from
 from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
+from nmt import evidence, hierarchical
+from nmt.evidence import Evidence, inference_of
 from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, search, \
     validation_batches
 from nmt.files import DirLock, write_json_atomic, write_text_atomic
@@ -42,10 +46,12 @@ from nmt.results import FORMAT, Row, aggregate, reliability_json
 from nmt.runs import run_id
 from nmt.model import EOS
 from nmt.search import hypothesis_limits
-from nmt.stats import adjust, judge
 from nmt.studyfile import Study
 
 log = logging.getLogger("nmt.experiment")
+CLAIMS_TEST = {"orderings": "paired t over seeds, 95% interval; power 0.8 for the detectable effect",
+               "equivalence": "TOST, 90% interval", "pooled": "blocks as fixed effects (blocked t), one-way ANOVA "
+               "for heterogeneity; or a t over block means ('general')", "multiplicity": "Holm within each family"}
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -96,7 +102,7 @@ def decode_config(study: Study) -> DecodeConfig:
 
 
 def inference_stats(hyps, ref_ids, protocol, temperature: float) -> dict:
-    """Inference ECE of one protocol, with its interval, debiased value and calibrated floor."""
+    """Inference ECE of one protocol, with its interval, debiased value, calibrated floor and its labels."""
     labels = [inference_labels(h.tokens, r, protocol.labels) for h, r in zip(hyps, ref_ids)]
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels, protocol.bins,
                                 temperature, protocol.labels, protocol.eos)
@@ -105,6 +111,7 @@ def inference_stats(hyps, ref_ids, protocol, temperature: float) -> dict:
     inf["debiased"] = debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
                                    [b["count"] * b["accuracy"] for b in cal])
     inf["floor"] = ece_floor(conf, protocol.bins)
+    inf["labels"] = labels
     return inf
 
 
@@ -129,7 +136,7 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
     t_fit = float(fitted_temperature(model, ckpt, sp, device, batches=val)["temperature"])
     temps = list(dict.fromkeys([1.0, t_fit] + (list(e.sweep) if sweep else [])))
     val_forced = teacher_forced_at(model, val, [1.0, t_fit], n_bins=e.n_bins)
-    out = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}}
+    out = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}, "evidence": {}}
     for name, src, ref in test_data(study, tcfg):
         src_ids = encode_for_model(sp, src, model.cfg.max_positions, name)
         jobs = ([(1, 1.0)] if e.greedy else []) + [(e.beam, t) for t in temps]
@@ -141,9 +148,11 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
                                    confidences=[1.0, t_fit])
         out["references"][name] = ref
         for kind, t in (("1", 1.0), ("fitted", t_fit)):
-            row = make_row(study, spec, seed, kind, t, name, ckpt, val_forced[t], forced[t], found[e.beam, t],
-                           texts[e.beam, t], ref, ref_ids, greedy_bleu)
+            inf = [inference_stats(found[e.beam, t], ref_ids, p, t) for p in e.inference]
+            row = make_row(study, spec, seed, kind, t, name, ckpt, val_forced[t], forced[t], inf, texts[e.beam, t],
+                           ref, greedy_bleu)
             out["rows"].append(row)
+            out["evidence"][name, kind] = evidence_of(forced[t], found[e.beam, t], e.inference, inf)
             out["hyps"][name, kind] = texts[e.beam, t]
             out["panels"][name, kind] = (t, forced[t]["calibration"])
             log.info("  %-24s seed %d %s T=%.3f BLEU %.2f ECE %.4f (inference %.4f) NLL %.3f", spec.name, seed, name, t,
@@ -175,11 +184,17 @@ def beam_sweep(model, sp, spec, seed: int, name: str, src_ids, ref, dcfg, t_fit:
     return out
 
 
-def make_row(study, spec, seed, kind, t, name, ckpt, v, f, hyps, texts, ref, ref_ids, greedy_bleu) -> Row:
-    """One Row from the searches and teacher-forced passes of one model at one temperature."""
+def evidence_of(forced: dict, hyps, protocols, inf: list) -> Evidence:
+    """A row's per-token evidence: the teacher-forced tokens, and the emitted ones with each labeller's labels."""
+    tokens, nll = forced["evidence"]
+    return Evidence(tokens, nll, inference_of(hyps, {p.labels: i["labels"] for p, i in zip(protocols, inf)}))
+
+
+def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, greedy_bleu) -> Row:
+    """One Row from the searches and teacher-forced passes of one model at one temperature (`inf`: the
+    inference statistics of each protocol of the study)."""
     s = corpus_scores(texts, ref)
     protocols = study.evaluate.inference
-    inf = [inference_stats(hyps, ref_ids, p, t) for p in protocols]
     wang = next((i for p, i in zip(protocols, inf) if p.labels == "ter-wang"), None)
     cal = f["calibration"]["bins"]
     n_bins = study.evaluate.n_bins
@@ -188,7 +203,9 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, hyps, texts, ref, ref
             "ECE (forced, debiased)": ECESignature(n_bins, "forced", t, estimator="debiased:kumar2019-normal")
             .without_temperature(),
             "ECE floor (forced)": ECESignature(n_bins, "forced", t, estimator="floor:calibrated-poisson-binomial")
-            .without_temperature()}
+            .without_temperature(),
+            "ECE (forced, no EOS)": ECESignature(n_bins, "forced", t, subset="noeos").without_temperature(),
+            "smooth ECE (forced)": f"smECE|relplot:{relplot_version()}|unit:piece|kernel:logit-gaussian-auto"}
     if wang is not None:
         sigs["ECE (inference, Wang et al.)"] = wang["signature_template"]
     return Row(model=spec.name, label=spec.label + (" + T" if kind == "fitted" else ""), seed=seed, t_kind=kind,
@@ -196,6 +213,7 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, hyps, texts, ref, ref
                checkpoint=relative(ckpt["path"]), val_nll=v["nll"], test_nll=f["nll"],
                test_nll_ci=f["intervals"]["nll"], test_ppl=f["ppl"], accuracy=f["accuracy"], entropy=f["entropy"],
                ece_forced=f["ece"], ece_forced_ci=f["intervals"]["ece"], ece_forced_eos=f["ece_eos"],
+               ece_forced_noeos=f["ece_noeos"], smece_forced=f["smooth_ece"],
                ece_forced_debiased=debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
                                                 [b["count"] * b["accuracy"] for b in cal]),
                ece_forced_floor=ece_floor(f["confidences"], n_bins), mce_forced=f["mce"],
@@ -211,16 +229,32 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, hyps, texts, ref, ref
 
 # -- across models ------------------------------------------------------------------------------------
 
-def paired_tests(rows: list, hyps: dict, references: dict, baseline: str) -> dict:
-    """Adds to each row bleu_ci / chrf_ci (95% half-widths) and bleu_p / chrf_p against the baseline model's
-    T = 1 row of the same seed and test set: sacrebleu's paired bootstrap (1,000 resamples, its seed 12345),
-    which measures the test set's sampling noise, not the seeds'. Returns its signature."""
+def baselines(study: Study) -> dict:
+    """{pair: the model every row of that pair is compared with}: the study's baseline (else its first model) in
+    its own pair; in another pair, the model trained the same way there (same settings but the pair), else that
+    pair's first model."""
+    base = study.model(study.evaluate.baseline or study.models[0].name)
+    same = lambda m: dataclasses.replace(m, name="", label="", pair="") == dataclasses.replace(  # noqa: E731
+        base, name="", label="", pair="")
+    out = {}
+    for m in study.models:
+        if m.pair not in out or (same(m) and not same(study.model(out[m.pair]))):
+            out[m.pair] = m.name
+    out[base.pair] = base.name
+    return out
+
+
+def paired_tests(rows: list, hyps: dict, references: dict, baseline: dict) -> dict:
+    """Adds to each row bleu_ci / chrf_ci (95% half-widths) and bleu_p / chrf_p against its pair's baseline
+    model's T = 1 row of the same seed and test set (`baselines`): sacrebleu's paired bootstrap (1,000
+    resamples, its seed 12345), which measures the test set's sampling noise, not the seeds'. Returns its
+    signature."""
     from sacrebleu.metrics import BLEU, CHRF
     from sacrebleu.significance import PairedTest
 
     for key in sorted({(r.test_set, r.pair, r.seed) for r in rows}):
         mine = [r for r in rows if (r.test_set, r.pair, r.seed) == key]
-        base = next((r for r in mine if r.model == baseline and r.t_kind == "1"), None)
+        base = next((r for r in mine if r.model == baseline.get(key[1]) and r.t_kind == "1"), None)
         if base is None:
             continue
         order = [base] + [r for r in mine if r is not base]
@@ -238,28 +272,34 @@ def paired_tests(rows: list, hyps: dict, references: dict, baseline: str) -> dic
             "baseline": baseline, "noise": "test-set sampling, per seed (not seed-to-seed)"}
 
 
-def judge_claims(study: Study, rows: list) -> list:
-    """Every claim of the study with its verdict, Holm-adjusted over the study's claims."""
-    first = rows[0].test_set if rows else ""
-    claims = []
-    for c in study.claims:
-        test_set = c.test_set or first
+def two_level(claims: list, hyps: dict, refs: dict, evidence: dict, study: Study) -> list:
+    """Each claim's hierarchical-bootstrap interval (`nmt.hierarchical`), where its metric is covered and every
+    row it pairs has its hypotheses and per-token evidence; set in place."""
+    protocol = study.evaluate.inference[0] if study.evaluate.inference else None
+    cache = {}
 
-        def per_seed(ref, unit=None):
-            """{seed: value}, or for a pooled claim {"UNIT:seed": value} (UNIT: the a-side model's name)."""
-            return {(r.seed if unit is None else f"{unit}:{r.seed}"): getattr(r, c.metric) for r in rows
-                    if r.model == ref.model and r.t_kind == ref.temperature and r.test_set == test_set
-                    and getattr(r, c.metric) is not None}
-        if isinstance(c.a, tuple):  # pooled: every (a[i], b[i], seed) unit paired
-            va, vb = {}, {}
-            for ra, rb in zip(c.a, c.b):
-                va.update(per_seed(ra, ra.model))
-                vb.update(per_seed(rb, ra.model))
-            sides = [r.to_dict() for r in c.a], [r.to_dict() for r in c.b]
-        else:
-            va, vb, sides = per_seed(c.a), per_seed(c.b), (c.a.to_dict(), c.b.to_dict())
-        claims.append(judge(c.claim, c.metric, *sides, c.direction, va, vb, c.margin, c.source, test_set))
-    return adjust(claims)
+    def stats(ref: dict, seed: int, test_set: str, metric: str):
+        key = (ref["model"], seed, test_set, ref["temperature"])
+        if (key, metric) not in cache:
+            texts, lines = hyps.get(key), refs.get((key[0], seed, test_set))
+            cache[key, metric] = None if texts is None or lines is None else hierarchical.sentence_stats(
+                metric, texts, lines, evidence.get(key), study.evaluate.n_bins, protocol)
+        return cache[key, metric]
+    for c in claims:
+        if c.metric not in hierarchical.SUPPORTED or c.ci is None:
+            continue
+        sides = {}
+        for u in c.seeds:
+            if c.pool is None:
+                a, b, seed = c.a, c.b, u
+            else:
+                i = next(i for i, ref in enumerate(c.a) if ref["model"] == block_of(u))
+                a, b, seed = c.a[i], c.b[i], int(str(u).rsplit(":", 1)[1])
+            sides[u] = (stats(a, seed, c.test_set, c.metric), stats(b, seed, c.test_set, c.metric))
+        level = 0.90 if c.direction == "equivalent" else 0.95
+        c.ci_two_level = hierarchical.interval({u: s[0] for u, s in sides.items()},
+                                               {u: s[1] for u, s in sides.items()}, c.seeds, level)
+    return claims
 
 
 # -- provenance and writing ---------------------------------------------------------------------------
@@ -365,7 +405,7 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
     started = time.time()
     resumed, reused, from_dirs = [], reused or {}, {}
     order = [m.name for m in study.models]
-    rows, sweep, beams, panels, hyps, refs, runs = [], [], [], {}, {}, {}, []
+    rows, sweep, beams, panels, hyps, refs, runs, evidence = [], [], [], {}, {}, {}, [], {}
     first_seed = {m.name: min(m.seeds) for m in study.models}
     for i, r in enumerate(planned, 1):
         log.info("[%d/%d] %s seed %d: %s", i, len(planned), r.model, r.seed, r.dir)
@@ -382,6 +422,8 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
             hyps[r.model, r.seed, name, kind] = texts
         for name, lines in res["references"].items():
             refs[r.model, r.seed, name] = lines
+        for (name, kind), ev in (res.get("evidence") or {}).items():
+            evidence[r.model, r.seed, name, kind] = ev
         if r.seed == first_seed[r.model]:
             for (name, kind), panel in res["panels"].items():
                 panels[r.model, name, kind] = panel
@@ -390,20 +432,18 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
         runs.append({"run": relative(r.dir), "dir": r.dir, "precision": (cfg.get("precision") or {}).get("precision",
                                                                                                          "fp32"),
                      "test_sets": sorted({row.test_set for row in res["rows"]}), "files": cfg_dir})
-    baseline = study.evaluate.baseline or order[0]
-    bootstrap = paired_tests(rows, hyps, refs, baseline)
-    claims = judge_claims(study, rows)
+    bootstrap = paired_tests(rows, hyps, refs, baselines(study))
+    claims = two_level(judge_claims(study.claims, rows), hyps, refs, evidence, study)
     meta = {"study": study.name, "description": study.description, "beam": study.evaluate.beam,
             "decode": dataclasses.asdict(decode_config(study)), "evaluate": dataclasses.asdict(study.evaluate),
             "models": [dataclasses.asdict(m) for m in study.models], "model_order": order,
             "missing_runs": [relative(r.dir) for r in missing],
-            "paired_bootstrap": bootstrap, "claims_test": {"orderings": "paired t over seeds, 95% interval",
-                                                           "equivalence": "TOST, 90% interval", "multiplicity": "Holm"},
+            "paired_bootstrap": bootstrap, "claims_test": CLAIMS_TEST,
             "provenance": {**provenance(argv, started, device, study, runs), "evaluations_resumed": resumed,
                            "evaluations_reused": from_dirs}}
     data = {"format": FORMAT, "meta": meta, "signatures": report.signatures_of(rows), "rows": rows,
             "aggregate": aggregate(rows, order), "claims": claims, "sweep": sweep, "beam_sweep": beams}
-    return {"data": data, "hyps": hyps, "panels": panels, "runs": [r["files"] for r in runs]}
+    return {"data": data, "hyps": hyps, "panels": panels, "runs": [r["files"] for r in runs], "evidence": evidence}
 
 
 def write_results(result: dict, out_dir) -> dict:
@@ -425,6 +465,10 @@ def write_results(result: dict, out_dir) -> dict:
             write_text_atomic(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
                                         f".txt", "".join(h + "\n" for h in texts))
         write_json_atomic(reliability_json(result["panels"]), out_dir / "reliability.json")
+        if result.get("evidence"):
+            (out_dir / "evidence").mkdir(exist_ok=True)
+            for (model, seed, name, kind), ev in result["evidence"].items():
+                evidence.save(out_dir / "evidence" / evidence.file_name(model, seed, name, kind), ev)
         report.write_figures(result["panels"], saved, out_dir)
         copy_run_files(result["runs"], out_dir)
     return saved
@@ -440,6 +484,31 @@ def redraw_figures(results_dir, out_dir) -> list:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return report.write_figures(panels or {}, data, out_dir)
+
+
+def rejudge(study: Study, results_dir, argv=()) -> dict:
+    """The study file's claims judged again on the committed rows of `results_dir` (nothing is evaluated): for
+    new claims, families or rules on finished runs. Rewrites comparison.json / .md there (under its lock); the
+    provenance keeps the evaluation's command and adds this one's. Returns comparison.json as read back."""
+    from nmt import __version__
+    from nmt.results import load_comparison
+    results_dir = Path(results_dir)
+    data = load_comparison(results_dir, check_claims=False)
+    if data["meta"]["study"] != study.name:
+        raise UsageError(f"{results_dir}: holds study {data['meta']['study']!r}, not {study.name!r} of {study.path}")
+    known = {r.model for r in data["rows"]}
+    for c in study.claims:
+        for ref in (c.a + c.b if isinstance(c.a, tuple) else (c.a, c.b)):
+            if ref.model not in known:
+                raise UsageError(f"{study.path}: claim {c.claim!r}: {results_dir} has no rows of {ref.model!r}")
+    data["claims"] = judge_claims(study.claims, data["rows"])
+    data["meta"].update(description=study.description, claims_test=CLAIMS_TEST)
+    data["meta"]["provenance"]["judged"] = {"command": " ".join(["python -m nmt.study"] + [relative(a) if os.path.exists(a)
+                                                                                   else a for a in argv]),
+                                            "nmt": __version__, **git_state()}
+    with DirLock(results_dir, "results directory", "--results"):
+        report.write_comparison(data, results_dir)
+    return load_comparison(results_dir)
 
 
 def rebuild(results_dir, headline: bool = False) -> str:

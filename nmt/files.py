@@ -38,11 +38,16 @@ def check_regular_target(path) -> Path:
 def write_text_atomic(path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, fsync, then rename. A failure (disk full) names the file
     and leaves `path` as it was."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    """`write_text_atomic` for bytes."""
     path = check_regular_target(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,13 +61,29 @@ def write_json_atomic(obj, path) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path, what: str = "JSON file") -> dict:
-    """A JSON object from `path`, or a UsageError naming the file and what is wrong (never a traceback)."""
+JSON_MAX_BYTES = 256 * 2 ** 20  # the largest JSON file nmt reads (a study's comparison.json is a few MB)
+
+
+def _non_finite(name: str):
+    raise ValueError(f"{name} is not a number nmt accepts (only finite numbers)")
+
+
+def read_json(path, what: str = "JSON file", max_bytes: int = JSON_MAX_BYTES) -> dict:
+    """A JSON object from `path`, or a UsageError naming the file and what is wrong (never a traceback): larger
+    than `max_bytes`, not JSON, NaN or Infinity anywhere, nested too deeply, or not an object."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
     except FileNotFoundError:
         raise UsageError(f"{path}: not found (expected a {what})") from None
+    if size > max_bytes:
+        raise UsageError(f"{path}: {size} bytes, more than the {max_bytes} a {what} may have")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_non_finite)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: not found (expected a {what})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a {what}") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not a valid {what} ({e})") from None
     if not isinstance(data, dict):

@@ -17,21 +17,12 @@ import statistics
 from pathlib import Path
 
 from nmt.files import write_text_atomic
+from nmt.metrics import REGISTRY, claim_format
 
-# (metric, column title, format); each cell is mean ± std over seeds (n > 1) or the value [95% interval]
-COLUMNS = [("temperature", "T", "{:.3f}"), ("val_nll", "val NLL", "{:.3f}"), ("test_nll", "test NLL", "{:.3f}"),
-           ("accuracy", "token acc", "{:.4f}"), ("entropy", "entropy", "{:.3f}"),
-           ("ece_forced", "ECE (forced)", "{:.4f}"), ("ece_forced_floor", "floor", "{:.4f}"),
-           ("ece_forced_debiased", "debiased", "{:.4f}"), ("ece_forced_eos", "ECE EOS", "{:.4f}"),
-           ("ece_inference", "ECE (inference)", "{:.4f}"), ("ece_inference_wang", "ECE (inf., Wang)", "{:.4f}"),
-           ("bleu_beam", "BLEU beam", "{:.2f}"), ("bleu_p", "p (BLEU)", "{:.3f}"), ("bleu_greedy", "BLEU greedy", "{:.2f}"),
-           ("chrf", "chrF", "{:.2f}"), ("chrf_p", "p (chrF)", "{:.3f}")]
-INTERVALS = {"test_nll": "test_nll_ci", "ece_forced": "ece_forced_ci", "ece_inference": "ece_inference_ci",
-             "ece_inference_wang": "ece_inference_wang_ci", "bleu_beam": "bleu_ci", "chrf": "chrf_ci"}
-HEADLINE = [("val_nll", "val NLL", "{:.3f}"), ("test_nll", "test NLL", "{:.3f}"), ("ece_forced", "ECE (forced)", "{:.4f}"),
-            ("ece_forced_floor", "ECE floor", "{:.4f}"), ("ece_inference", "ECE (inference)", "{:.4f}"),
-            ("ece_inference_wang", "ECE (inf., Wang)", "{:.4f}"), ("bleu_beam", "BLEU beam", "{:.2f}"),
-            ("bleu_greedy", "BLEU greedy", "{:.2f}"), ("chrf", "chrF", "{:.2f}")]
+# (metric, column title, format) of comparison.md's tables and of the README's headline (nmt.metrics)
+COLUMNS = [(m.name, m.title, m.fmt) for m in REGISTRY if m.column]
+INTERVALS = {m.name: m.interval for m in REGISTRY if m.interval}
+HEADLINE = [(m.name, m.title, m.fmt) for m in REGISTRY if m.headline]
 
 
 def jsonable(obj):
@@ -69,7 +60,13 @@ def _cell(agg: dict, rows: list, key: str, fmt: str) -> str:
     return f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if isinstance(ci, list) else f"{text} ± {fmt.format(ci)}"
 
 
+def present(data: dict, columns: list) -> list:
+    """The columns some aggregate of the study has a value for (results made before a metric existed lack it)."""
+    return [c for c in columns if any(c[0] in a["per_seed"] for a in data["aggregate"])]
+
+
 def table_cells(data: dict, test_set: str, columns=COLUMNS):
+    columns = present(data, columns)
     aggs = [a for a in data["aggregate"] if a["test_set"] == test_set]
     seeds = any(a["n"] > 1 for a in aggs)
     head = ["model"] + [t for _, t, _ in columns] + (["n"] if seeds else [])
@@ -101,38 +98,71 @@ def _num(x, fmt="{:+.4f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def claim_format(metric: str) -> str:
-    """How a claim's difference is printed: BLEU / chrF to 2 places, NLL to 3, the rest (ECE, accuracy) to 4."""
-    digits = 2 if metric.startswith(("bleu", "chrf")) else (3 if "nll" in metric else 4)
-    return "{:+.%df}" % digits
-
-
 def mean_std(agg: dict, key: str, fmt: str) -> str:
     """An aggregate's mean ± std over its seeds ("-" where the metric is absent, no "±" where std is)."""
     m, s = agg["mean"].get(key), agg["std"].get(key)
     return "-" if m is None else fmt.format(m) + ("" if s is None else " ± " + fmt.format(s))
 
 
+def _power(c: dict, f: str) -> str:
+    """An ordering's minimal detectable effects (80% power), unadjusted and at its family's Holm level."""
+    if c.get("mde") is None:
+        return ""
+    holm = "" if c.get("mde_holm") is None else f" (±{f.format(c['mde_holm'])[1:]} at the family's Holm level)"
+    return f"; detectable with 80% power: ±{f.format(c['mde'])[1:]}{holm}"
+
+
+def _two_level(c: dict, f: str) -> str:
+    """The hierarchical bootstrap's interval (seeds, then sentences), where the study computed one."""
+    ci = c.get("ci_two_level")
+    return "" if not ci else f"; with test-set noise (seeds, then sentences): [{f.format(ci[0])}, {f.format(ci[1])}]"
+
+
+def _heterogeneity(c: dict) -> str:
+    """A pooled claim's heterogeneity test, and what follows where the blocks differ."""
+    h = c.get("heterogeneity")
+    if not h:
+        return ""
+    if h["f"] is None:
+        return "; no spread within blocks: heterogeneity not tested"
+    text = f"; heterogeneity F({h['df'][0]}, {h['df'][1]}) = {h['f']:.3g}, p = {h['p']:.3g}"
+    return text + (": **the effect differs by block**; the per-block claims are the verdicts that stand"
+                   if h["p"] < 0.05 else "")
+
+
 def claim_line(c: dict) -> str:
-    """One claim: its sentence, verdict, estimate, interval, test, p and Holm's p, from the stored fields."""
+    """One claim: its sentence, verdict, estimate, interval, test, p and Holm's p, power and (pooled) the
+    blocks' heterogeneity, from the stored fields."""
     f = claim_format(c["metric"])
     if c["ci"] is None:
         detail = f"n = {c['n']}" + ("" if c["estimate"] is None else f", difference {f.format(c['estimate'])}")
     else:
-        level = "90%" if c["test"] == "TOST" else "95%"
+        level = "90%" if "TOST" in c["test"] else "95%"
         margin = f", margin ±{c['margin']:g}" if c.get("margin") else ""
+        df = f", df = {c['df']}" if c.get("df") is not None and c["df"] != c["n"] - 1 else ""
         detail = (f"mean difference {f.format(c['estimate'])}, {level} interval [{f.format(c['ci'][0])}, "
-                  f"{f.format(c['ci'][1])}]{margin}; {c['test']}, n = {c['n']}, p = {c['p']:.3g}, "
-                  f"Holm p = {c['p_holm']:.3g}")
+                  f"{f.format(c['ci'][1])}]{margin}; {c['test']}, n = {c['n']}{df}, p = {c['p']:.3g}, "
+                  f"Holm p = {c['p_holm']:.3g}{_power(c, f)}{_two_level(c, f)}{_heterogeneity(c)}")
     holm = "" if c["verdict_holm"] == c["verdict"] else f" ({c['verdict_holm']} after Holm)"
     where = f" [{c['test_set']}]" if c.get("test_set") else ""
     return f"- {c['claim']}{where}: **{c['verdict']}**{holm}: {detail}"
 
 
+FAMILY_TITLES = {"primary": "Primary claims (the paper's, written before the runs)",
+                 "secondary": "Secondary claims (every other metric)"}
+
+
 def claims_markdown(claims: list) -> str:
+    """The claims, family by family (Holm adjusts within each)."""
     if not claims:
         return "(this study states no claims)\n"
-    return "\n".join(claim_line(c) for c in claims) + "\n"
+    parts = []
+    for family, title in FAMILY_TITLES.items():
+        members = [c for c in claims if c.get("family", "primary") == family]
+        if members:
+            tested = sum(1 for c in members if c.get("p") is not None)
+            parts.append(f"### {title}; Holm over {tested}\n\n" + "\n".join(claim_line(c) for c in members) + "\n")
+    return "\n".join(parts)
 
 
 def provenance_line(prov: dict) -> str:
@@ -143,7 +173,17 @@ def provenance_line(prov: dict) -> str:
             f"{state}; torch {prov['torch']}, sacrebleu {prov['sacrebleu']}, scipy {prov.get('scipy', '-')}, "
             f"sentencepiece {prov['sentencepiece']}; {prov['machine']['device']}, {prov['machine']['threads']} threads; "
             f"runs in {', '.join(sorted(set(prov.get('precision', {}).values()))) or 'fp32'}; "
-            f"{prov['wall_seconds']:.0f} s{resumed_note(prov)}.")
+            f"{prov['wall_seconds']:.0f} s{resumed_note(prov)}.{judged_note(prov)}")
+
+
+def judged_note(prov: dict) -> str:
+    """The call that judged the claims again on these rows (`python -m nmt.study judge`), if one did."""
+    j = prov.get("judged")
+    if not isinstance(j, dict):
+        return ""
+    state = " (clean tree)" if j.get("git_dirty") is False else " (**uncommitted changes**)"
+    return (f" Claims judged again on these rows by `{j.get('command')}` at nmt {j.get('nmt')}, commit "
+            f"{str(j.get('git_commit'))[:10]}{state}.")
 
 
 def resumed_note(prov: dict) -> str:
@@ -157,6 +197,22 @@ def resumed_note(prov: dict) -> str:
     return f" (this call; {'; '.join(notes)})" if notes else ""
 
 
+CLAIMS_RULES = ("Paired over seeds: a 95% t-interval for an ordering, TOST with the study's margin (90% interval) for "
+                "an equivalence; a claim pooled over blocks (pairs, test sets) takes each block as a fixed effect "
+                "(blocked t) and tests whether the blocks differ (one-way ANOVA); holds / contradicted / "
+                "inconclusive as the interval says; p-values raw and Holm-adjusted within the claim's family. "
+                "An ordering's detectable effect is the difference its test would find with 80% power.")
+
+
+def baseline_names(baseline) -> str:
+    """The paired bootstrap's baseline: one model, or one per pair ({pair: model})."""
+    if isinstance(baseline, dict):
+        if len(baseline) == 1:
+            return f"`{next(iter(baseline.values()))}`"
+        return ", ".join(f"`{m}` ({p})" for p, m in baseline.items())
+    return f"`{baseline or '?'}`"
+
+
 def comparison_markdown(data: dict) -> str:
     """comparison.md, from comparison.json as read back (`results.load_comparison`)."""
     meta = data["meta"]
@@ -165,7 +221,7 @@ def comparison_markdown(data: dict) -> str:
              else "", f"Beam {meta['beam']}; T fitted on validation. Cells: mean ± std over the n seeds (one seed: "
              f"the value and its 95% bootstrap interval over test sentences). floor: the ECE a perfectly "
              f"calibrated model with the same confidences would show; debiased: Kumar et al. 2019's estimate. "
-             f"p: {boot.get('test', 'paired bootstrap')} against `{boot.get('baseline', '?')}` of the same seed "
+             f"p: {boot.get('test', 'paired bootstrap')} against {baseline_names(boot.get('baseline'))} of the same seed "
              f"({boot.get('resamples', 1000)} resamples, seed {boot.get('seed', 12345)}): test-set noise, one value "
              f"per seed, not a test over seeds.\n"]
     missing = meta.get("missing_runs") or []
@@ -175,9 +231,7 @@ def comparison_markdown(data: dict) -> str:
     for name in test_sets(data):
         head, body = table_cells(data, name)
         parts.append(f"## {name}\n\n{markdown_table(head, body)}\n")
-    parts.append("## Claims\n\nPaired over seeds: a 95% t-interval for an ordering, TOST with the study's margin "
-                 "(90% interval) for an equivalence; holds / contradicted / inconclusive as the interval says; "
-                 "p-values raw and Holm-adjusted over the study's claims.\n\n" + claims_markdown(data["claims"]))
+    parts.append("## Claims\n\n" + CLAIMS_RULES + "\n\n" + claims_markdown(data["claims"]))
     if data.get("beam_sweep"):
         parts.append(beam_sweep_markdown(data["beam_sweep"]))
     sig = "\n".join(f"- {name}: `{s}`" for name, s in data["signatures"].items())
@@ -212,12 +266,13 @@ def beam_sweep_markdown(points: list) -> str:
 def headline(data: dict) -> str:
     """The README's table (first test set; mean ± std over seeds, n) and the study's claims."""
     name = test_sets(data)[0]
-    cols = [("t_kind", "T", "")] + HEADLINE
+    shown = present(data, HEADLINE)
+    cols = [("t_kind", "T", "")] + shown
     head = ["model"] + [t for _, t, _ in cols] + ["n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for a in (a for a in data["aggregate"] if a["test_set"] == name):
         cells = [a["label"], "fitted" if a["t_kind"] == "fitted" else "1"]
-        cells += [mean_std(a, k, f) for k, _, f in HEADLINE]
+        cells += [mean_std(a, k, f) for k, _, f in shown]
         lines.append("| " + " | ".join(cells + [str(a["n"])]) + " |")
     return "\n".join(lines) + "\n\n" + claims_markdown(data["claims"])
 

@@ -6,16 +6,21 @@ comparison.json: {"format": 2, "meta": {...}, "signatures": {...}, "rows": [Row]
 "claims": [Claim], "sweep": [...], "beam_sweep": [...]}. reliability.json: {"format": 1, "panels": [{"model",
 "test_set", "t_kind", "temperature", "calibration": {"ece", "n", "accuracy", "confidence", "bins": [...]}}]}, the
 bins behind the reliability diagrams.
+
+Reading back trusts only the rows, each value validated (a number, finite, where a number belongs): the
+aggregates are recomputed from them and every claim is judged again (`nmt.claims.check`); a stored aggregate
+or claim that differs from what its rows give is refused, naming the entry.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from nmt.data import DataError
+from nmt.errors import DataError
 from nmt.files import read_json
 
 FORMAT = 2
@@ -46,6 +51,8 @@ class Row:
     ece_forced: Optional[float] = None
     ece_forced_ci: Optional[list] = None
     ece_forced_eos: Optional[float] = None
+    ece_forced_noeos: Optional[float] = None
+    smece_forced: Optional[float] = None
     ece_forced_debiased: Optional[float] = None
     ece_forced_floor: Optional[float] = None
     mce_forced: Optional[float] = None
@@ -74,6 +81,7 @@ class Row:
 
 ROW_FIELDS = {f.name for f in dataclasses.fields(Row)}
 NUMERIC = ["temperature"] + [f.name for f in dataclasses.fields(Row) if f.type in ("Optional[float]",)]
+INTERVAL_FIELDS = [f.name for f in dataclasses.fields(Row) if f.name.endswith("_ci")]
 
 
 def row_from(d: dict, where: str) -> Row:
@@ -86,9 +94,22 @@ def row_from(d: dict, where: str) -> Row:
                                                             f"missing {', '.join(missing)}" if missing else "") if x))
     for k in NUMERIC:
         v = d.get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            raise DataError(f"{where}.{k}: {v!r}: expected a number or null")
+        if v is not None and not _finite(v):
+            raise DataError(f"{where}.{k}: {v!r}: expected a finite number or null")
+    for k in INTERVAL_FIELDS:
+        v = d.get(k)
+        if v is not None and not (_finite(v) or (isinstance(v, list) and len(v) == 2 and all(map(_finite, v)))):
+            raise DataError(f"{where}.{k}: {v!r}: expected a half-width, [low, high] or null")
+    for k, kind in (("model", str), ("label", str), ("t_kind", str), ("test_set", str), ("seed", int)):
+        if not isinstance(d[k], kind) or isinstance(d[k], bool):
+            raise DataError(f"{where}.{k}: {d[k]!r}: expected a {'whole number' if kind is int else 'string'}")
+    if d["t_kind"] not in ("1", "fitted"):
+        raise DataError(f"{where}.t_kind: {d['t_kind']!r}: expected \"1\" or \"fitted\"")
     return Row(**d)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -127,9 +148,9 @@ def aggregate(rows: list, order: list) -> list:
     return out
 
 
-def load_comparison(results_dir) -> dict:
-    """comparison.json of a results directory, its rows as Rows and its claims checked; a DataError (exit 2)
-    naming the file and the entry for anything malformed."""
+def load_comparison(results_dir, check_claims: bool = True) -> dict:
+    """comparison.json of a results directory, its rows as Rows, its aggregates and (with `check_claims`) its
+    claims checked against them; a DataError (exit 2) naming the file and the entry for anything malformed."""
     from nmt.config import UsageError
     path = Path(results_dir) / "comparison.json"
     try:
@@ -143,14 +164,30 @@ def load_comparison(results_dir) -> dict:
         if not isinstance(data.get(key), kind):
             raise DataError(f"{path}: {key}: expected a {'table' if kind is dict else 'list'}")
     data["rows"] = [row_from(r, f"{path}: rows[{i}]") for i, r in enumerate(data["rows"])]
-    for i, c in enumerate(data["claims"]):
-        if not isinstance(c, dict) or not {"claim", "metric", "direction", "differences", "seeds", "verdict"} <= set(c):
-            raise DataError(f"{path}: claims[{i}]: expected a claim with claim, metric, direction, differences, "
-                            f"seeds and verdict")
     prov = data["meta"].get("provenance")
     if not isinstance(prov, dict):
         raise DataError(f"{path}: meta.provenance: expected a table")
+    order = data["meta"].get("model_order")
+    if not (isinstance(order, list) and all(isinstance(m, str) for m in order)):
+        raise DataError(f"{path}: meta.model_order: expected a list of model names")
+    data["aggregate"] = checked_aggregates(data.get("aggregate"), data["rows"], order, path)
+    if check_claims:
+        from nmt.claims import check
+        check(data["claims"], data["rows"], str(path))
     return data
+
+
+def checked_aggregates(stored, rows: list, order: list, path) -> list:
+    """The aggregates recomputed from the rows (as JSON-ready dicts); a DataError if the stored ones differ."""
+    from nmt.claims import same
+    from nmt.report import jsonable
+    fresh = jsonable(aggregate(rows, order))
+    if not same(stored, fresh):
+        bad = next((i for i, (x, y) in enumerate(zip(stored or [], fresh)) if not same(x, y)), min(len(stored or []),
+                                                                                                   len(fresh)))
+        raise DataError(f"{path}: aggregate[{bad}]: differs from the mean, std and values of its rows (the file "
+                        f"was edited, or made by another version)")
+    return fresh
 
 
 def calibration_table(cal, where: str) -> dict:

@@ -10,6 +10,8 @@
   python -m nmt.study --from-results results/main       # comparison.md again, from comparison.json alone
   python -m nmt.study --from-results results/main --headline    # the README's table and the claims
   python -m nmt.study --from-results results/variants --figures /tmp/fig   # every figure again, from its files
+  python -m nmt.study --from-results results/main --plan bleu_beam=0.5      # seeds a claim needs for an effect
+  python -m nmt.study judge studies/pairs.toml          # the file's claims judged again on results/pairs' rows
   python -m nmt.study --checkpoint A --checkpoint B     # any models side by side, no claims
 
 `run` reads and validates the whole file first (an unknown key, a missing field or a bad value: exit 2, nothing
@@ -28,8 +30,11 @@ from pathlib import Path
 
 from nmt import cli, evalcache
 from nmt.config import UsageError
-from nmt.experiment import decode_config, evaluate_study, rebuild, redraw_figures, write_results
-from nmt.report import study_summary
+from nmt.claims import seeds_plan
+from nmt.experiment import decode_config, evaluate_study, rebuild, redraw_figures, rejudge, write_results
+from nmt.metrics import CLAIMABLE
+from nmt.report import claims_markdown, jsonable, study_summary
+from nmt.results import load_comparison
 from nmt.runs import LAUNCHERS, check_matches, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
 from nmt.studyfile import load_study, with_test_sets
@@ -39,7 +44,9 @@ from nmt.adhoc import adhoc_study
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m nmt.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", choices=["run"], help="run FILE: train what is missing, evaluate, report")
+    p.add_argument("command", nargs="?", choices=["run", "judge"],
+                   help="run FILE: train what is missing, evaluate, report; judge FILE: the file's claims judged "
+                        "again on the rows its results directory holds (nothing evaluated)")
     p.add_argument("file", nargs="?", help="the study file (studies/NAME.toml)")
     p.add_argument("--runs", help="where the runs are kept (default: the study's `runs`, else runs)")
     p.add_argument("--results", help="where tables and figures go (default: results/NAME)")
@@ -63,6 +70,9 @@ def parse_args(argv):
     p.add_argument("--headline", action="store_true", help="with --from-results: the README's table and claims")
     p.add_argument("--figures", metavar="OUT", help="with --from-results: redraw every figure into OUT (the sweeps "
                                                     "from comparison.json, the diagrams from reliability.json)")
+    p.add_argument("--plan", action="append", metavar="METRIC=EFFECT",
+                   help="with --from-results: the seeds each ordering claim on METRIC would need to detect EFFECT "
+                        "with 80%% power, from its observed spread (repeat for several metrics)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return p.parse_args(argv)
@@ -129,6 +139,22 @@ def evaluate_and_write(study, planned, args, argv, missing=(), reused=None) -> i
     return 0
 
 
+def plan_claims(results_dir, specs: list) -> list:
+    """--plan METRIC=EFFECT ...: the seeds each ordering claim needs (nmt.claims.seeds_plan)."""
+    effects = {}
+    for spec in specs:
+        metric, _, value = spec.partition("=")
+        try:
+            effect = float(value)
+        except ValueError:
+            effect = float("nan")
+        if metric not in CLAIMABLE or not (effect > 0 and effect < float("inf")):
+            raise UsageError(f"--plan {spec}: expected METRIC=EFFECT, METRIC one of {', '.join(CLAIMABLE)} and "
+                             f"EFFECT a positive number")
+        effects[metric] = effect
+    return seeds_plan(jsonable(load_comparison(results_dir)["claims"]), effects)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
 
@@ -140,8 +166,20 @@ def main(argv=None) -> int:
             written = redraw_figures(args.from_results, args.figures)
             print("\n".join(map(str, written)) if written else f"{args.from_results}: no figure to draw")
             return 0
+        if args.from_results and args.plan:
+            print("\n".join(plan_claims(args.from_results, args.plan)) or "no ordering claim on those metrics")
+            return 0
+        if args.plan:
+            raise UsageError("--plan: only with --from-results DIR (the spread comes from its claims)")
         if args.from_results:
             sys.stdout.write(rebuild(args.from_results, args.headline))
+            return 0
+        if args.command == "judge":
+            if not args.file:
+                raise UsageError("judge: expected a study file, e.g. python -m nmt.study judge studies/main.toml")
+            study = load_study(args.file)
+            saved = rejudge(study, args.results or Path("results") / study.name, argv)
+            sys.stdout.write(claims_markdown(jsonable(saved["claims"])))
             return 0
         if args.command == "run":
             if not args.file:

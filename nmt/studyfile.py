@@ -13,10 +13,15 @@ and what is allowed (a StudyError, exit 2). studies/main.toml is the main job; c
                teacher = "NAME" (+ distill = {kind, beta, temperature}), pair, preset, seeds, flags
     [evaluate] beam = 4, test_sets = ["test_2016_flickr"] or "all", sweep = "0.7:1.6:0.1", sweep_seeds,
                baseline = "hard", inference = [{labels, bins, eos}, ...], beams = [1, 2, 4, ...]
+    [margins]  bleu_beam = 0.5, ece_forced = 0.005, ...    # equivalence margins, written before the runs
     [[claims]] claim = "ECE(LS) < ECE(hard)", metric = "ece_forced", a = "ls", b = "hard",
-               direction = "less" | "greater" | "equivalent" (+ margin), source = "paper" | "study"
+               direction = "less" | "greater" | "equivalent" (+ margin, else [margins]'s),
+               family = "primary" | "secondary", source = "paper" | "study", pool = "blocks" | "general"
 
-A model in a claim is its name (at T = 1) or {model = NAME, temperature = "fitted"}.
+A model in a claim is its name (at T = 1) or {model = NAME, temperature = "fitted"}; a pooled claim's a and b are
+lists (one pair of models per block). Holm adjusts within a family. Every BLEU or chrF ordering claim needs its
+equivalence companion (the same metric, models and test set, direction "equivalent"), so that "inconclusive" can
+be told apart from "no difference worth the name" (`nmt.stats`).
 """
 from __future__ import annotations
 
@@ -29,10 +34,11 @@ from pathlib import Path
 from typing import Optional
 
 from nmt.config import PRESETS, ModelConfig, TrainConfig, UsageError, parse_grid
+from nmt.metrics import CLAIMABLE
+from nmt.stats import FAMILIES, POOLS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-METRICS = ("val_nll", "test_nll", "accuracy", "ece_forced", "ece_forced_debiased", "ece_inference",
-           "ece_inference_wang", "bleu_beam", "bleu_greedy", "chrf", "length_ratio", "entropy")
+METRICS = CLAIMABLE  # the metrics a claim may name (nmt.metrics)
 SMOOTHING = ("uniform", "unigram", "masked")
 DISTILL_KINDS = ("token", "sequence")
 INFERENCE_LABELS = ("ter", "ter-wang", "edit")
@@ -42,8 +48,7 @@ RUNNER_FLAGS = {"run_dir", "seed", "alpha", "smoothing", "confidence_penalty", "
                 "valid_src", "valid_tgt", "tokenizer", "device", "threads"}
 
 
-class StudyError(UsageError):
-    """A study file that cannot be used: names the file, the key's path and what is allowed (exit 2)."""
+from nmt.errors import StudyError  # noqa: E402,F401  (re-exported: nmt.studyfile.StudyError)
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,8 @@ class ClaimSpec:
     margin: Optional[float] = None
     source: str = "paper"
     test_set: Optional[str] = None  # default: the study's first test set
+    family: str = "primary"  # the Holm family (nmt.stats.FAMILIES)
+    pool: Optional[str] = None  # a pooled claim: "blocks" (fixed effect) or "general" (a t over block means)
 
 
 @dataclass(frozen=True)
@@ -309,29 +316,69 @@ def _refs(ck: _Checker, value, key: str, names):
 
 CLAIM_KEYS = {"claim": "its sentence", "metric": f"one of {', '.join(METRICS)}", "a": "a model (or a list: pooled)",
               "b": "a model (or a list, paired with a's)",
-              "direction": "less, greater or equivalent", "margin": "a positive number (equivalent only)",
-              "source": "paper or study", "test_set": "a test set of [evaluate]"}
+              "direction": "less, greater or equivalent",
+              "margin": "a positive number (equivalent only; default: [margins] of the metric)",
+              "family": "primary (the paper's claims) or secondary (every other metric)",
+              "source": "paper or study", "test_set": "a test set of [evaluate]",
+              "pool": "blocks or general (pooled claims only)"}
+COMPANION_METRICS = ("bleu_beam", "bleu_greedy", "chrf")  # an ordering on these needs an equivalence companion
 
 
-def _claim(ck: _Checker, c, key: str, names, test_sets) -> ClaimSpec:
-    ck.table(c, key, CLAIM_KEYS, required=("claim", "metric", "a", "b", "direction"))
+def _margin(ck: _Checker, c, key: str, direction: str, margins: dict):
+    if direction != "equivalent":
+        if "margin" in c:
+            ck.fail(f"{key}.margin", "only an equivalence claim has a margin")
+        return None
+    if "margin" in c:
+        return ck.number(c["margin"], f"{key}.margin", 0, lo_open=True, what="a positive number")
+    if c.get("metric") in margins:
+        return margins[c["metric"]]
+    ck.fail(f"{key}.margin", "missing: an equivalence claim needs its margin ([margins] or the claim's own), "
+                             "written before the study runs")
+
+
+def _claim(ck: _Checker, c, key: str, names, test_sets, margins: dict) -> ClaimSpec:
+    ck.table(c, key, CLAIM_KEYS, required=("claim", "metric", "a", "b", "direction", "family"))
     ck.typed(c["claim"], f"{key}.claim", str, "a sentence")
     direction = ck.choice(c["direction"], f"{key}.direction", ("less", "greater", "equivalent"))
-    margin = None
-    if direction == "equivalent":
-        if "margin" not in c:
-            ck.fail(f"{key}.margin", "missing: an equivalence claim needs its margin, written before the study runs")
-        margin = ck.number(c["margin"], f"{key}.margin", 0, lo_open=True, what="a positive number")
-    elif "margin" in c:
-        ck.fail(f"{key}.margin", "only an equivalence claim has a margin")
+    margin = _margin(ck, c, key, direction, margins)
     test_set = c.get("test_set")
     if test_set is not None and "all" not in test_sets and test_set not in test_sets:
         ck.fail(f"{key}.test_set", f"{test_set!r}: not one of [evaluate].test_sets ({', '.join(test_sets)})")
     a, b = (_refs(ck, c[side], f"{key}.{side}", names) for side in ("a", "b"))
-    if isinstance(a, tuple) != isinstance(b, tuple) or (isinstance(a, tuple) and len(a) != len(b)):
+    pooled = isinstance(a, tuple)
+    if pooled != isinstance(b, tuple) or (pooled and len(a) != len(b)):
         ck.fail(f"{key}.b", "a pooled claim pairs a[i] with b[i]: expected a and b both lists, of the same length")
+    if pooled and len({r.model for r in a}) != len(a):
+        ck.fail(f"{key}.a", "a pooled claim's blocks are its a-side models: expected each model once")
+    pool = c.get("pool", "blocks" if pooled else None)
+    if pool is not None and not pooled:
+        ck.fail(f"{key}.pool", "only a pooled claim (a and b lists) is pooled")
+    pool = ck.choice(pool, f"{key}.pool", POOLS) if pooled else None
     return ClaimSpec(c["claim"], ck.choice(c["metric"], f"{key}.metric", METRICS), a, b, direction, margin,
-                     ck.choice(c.get("source", "paper"), f"{key}.source", ("paper", "study")), test_set)
+                     ck.choice(c.get("source", "paper"), f"{key}.source", ("paper", "study")), test_set,
+                     ck.choice(c["family"], f"{key}.family", FAMILIES), pool)
+
+
+def _sides(c: ClaimSpec) -> tuple:
+    """What a claim compares, whatever its direction: (metric, test set, pooling, {a side, b side})."""
+    side = (lambda r: r) if not isinstance(c.a, tuple) else tuple
+    return c.metric, c.test_set, c.pool, frozenset((side(c.a), side(c.b)))
+
+
+def _companions(ck: _Checker, claims: list) -> None:
+    """Every BLEU / chrF ordering has an equivalence claim on the same metric, models, test set and pooling."""
+    equivalences = {_sides(c) for c in claims if c.direction == "equivalent"}
+    for i, c in enumerate(claims):
+        if c.metric in COMPANION_METRICS and c.direction != "equivalent" and _sides(c) not in equivalences:
+            ck.fail(f"claims[{i}]", f"{c.claim!r}: an ordering on {c.metric} needs its equivalence companion (the "
+                                    "same metric, models, test set and pooling, direction = \"equivalent\" at "
+                                    "the study's margin): without it an inconclusive verdict says nothing")
+
+
+def _margins(ck: _Checker, value) -> dict:
+    ck.table(value, "margins", {m: "a positive number" for m in METRICS})
+    return {m: ck.number(v, f"margins.{m}", 0, lo_open=True, what="a positive number") for m, v in value.items()}
 
 
 EVALUATE_KEYS = {"beam": "a beam size", "test_sets": 'a list of splits, or "all"', "sweep": "start:stop:step or a list",
@@ -448,7 +495,7 @@ def _data(ck: _Checker, d, base: Path) -> tuple:
 
 STUDY_KEYS = {"name": "the study's name", "description": "one paragraph", "runs": "where runs are kept",
               "data": "a table", "defaults": "a table {preset, seeds, flags}", "models": "a list of models",
-              "evaluate": "a table", "claims": "a list of claims", "slurm": "a table of SLURM resources"}
+              "evaluate": "a table", "margins": "a table METRIC = margin", "claims": "a list of claims", "slurm": "a table of SLURM resources"}
 
 
 def load_study(path) -> Study:
@@ -489,7 +536,10 @@ def load_study(path) -> Study:
                 ck.fail(f"models[{i}].seeds", f"teacher seed s distils student seed s: {m.teacher} lacks some seeds "
                                               "or has another pair")
     evaluate = _evaluate(ck, raw.get("evaluate", {}), names)
-    claims = [_claim(ck, c, f"claims[{i}]", names, evaluate.test_sets) for i, c in enumerate(raw.get("claims", []))]
+    margins = _margins(ck, raw.get("margins", {}))
+    claims = [_claim(ck, c, f"claims[{i}]", names, evaluate.test_sets, margins)
+              for i, c in enumerate(raw.get("claims", []))]
+    _companions(ck, claims)
     description = raw.get("description", "")
     ck.typed(description, "description", str, "a string")
     runs = raw.get("runs", "runs")

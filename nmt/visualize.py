@@ -225,8 +225,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--from-results", metavar="DIR", help=f"with --figures: redraw DIR's figures from DIR/{POINTS_FILE}")
     p.add_argument("--figures", metavar="OUT", help="with --from-results: where the redrawn figures go")
+    p.add_argument("--judge", action="store_true", help="with --from-results: judge DIR's claims again from its "
+                                                         "per-seed entries; rewrites representations.json / .md")
     args = p.parse_args(argv)
-    return cli.run(lambda: redraw(args) if args.from_results or args.figures else run(args))
+    return cli.run(lambda: redraw(args) if args.from_results or args.figures or args.judge else run(args))
 
 
 # -- the figures from their file -----------------------------------------------------------------
@@ -280,7 +282,27 @@ def check_panel(p, where: str) -> None:
             raise DataError(f"{where}.points[{tok!r}]: expected a list of [x, y] pairs of numbers")
 
 
+def rejudge(results_dir) -> str:
+    """The claims of DIR/representations.json judged again from its per-model, per-seed entries under the
+    current rules (nmt.stats), written back with representations.md; returns the Markdown."""
+    path = Path(results_dir) / "representations.json"
+    report = read_json(path, "representations.json")
+    if not isinstance(report.get("models"), list) or not isinstance(report.get("baseline"), str):
+        raise DataError(f"{path}: expected models (a list) and baseline (a model's name)")
+    try:
+        report.update(summarise(report["models"], report["baseline"]))
+    except (KeyError, TypeError, IndexError, ZeroDivisionError) as e:
+        raise DataError(f"{path}: models: not the entries nmt.visualize writes ({type(e).__name__}: {e})") from None
+    write_json_atomic(report, path)
+    text = markdown(report)
+    write_text_atomic(Path(results_dir) / "representations.md", text)
+    return text
+
+
 def redraw(args) -> int:
+    if args.from_results and args.judge:
+        sys.stdout.write(rejudge(args.from_results))
+        return 0
     if not (args.from_results and args.figures):
         raise UsageError("--from-results DIR and --figures OUT go together (the figures are redrawn from "
                          f"DIR/{POINTS_FILE} into OUT)")
@@ -372,7 +394,8 @@ def run(args) -> int:
     draw_figures(figures, out)
     if args.all_seeds:
         from nmt.studyfile import load_study
-        report.update(summarise(report["models"], load_study(args.study)))
+        study = load_study(args.study)
+        report.update(summarise(report["models"], study.evaluate.baseline or study.models[0].name))
         write_text_atomic(out / "representations.md", markdown(report))
     write_json_atomic(report, out / "representations.json")
     print_report(report, out)
@@ -410,9 +433,9 @@ QUANTITIES = [("radius_val", "cluster radius / centre distance (val)",
 CLAIMED = ("radius_val", "cv_val", "mi")  # the claims judged (Holm over them); the train split is reported
 
 
-def summarise(entries: list, study) -> dict:
+def summarise(entries: list, base: str) -> dict:
     """{"summary": per study model and quantity mean, std, n over seeds; "claims": each quantity of each model
-    lower than the baseline's (the paper's predictions), paired over seeds, Holm-adjusted (nmt.stats)}."""
+    lower than the baseline model `base`'s (the paper's predictions), paired over seeds, Holm-adjusted (nmt.stats)}."""
     from nmt.stats import adjust, judge
     per = {}
     for e in entries:
@@ -425,7 +448,6 @@ def summarise(entries: list, study) -> dict:
             m = sum(v) / len(v)
             sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None
             summary.append({"model": model, "quantity": key, "what": what, "mean": m, "std": sd, "n": len(v)})
-    base = study.evaluate.baseline or study.models[0].name
     claims = [judge(f"{what}: {m} < {base}", key, {"model": m}, {"model": base}, "less", per[m][key], per[base][key],
                     source="paper", test_set="train" if key == "mi" else "val")
               for m in per if m != base for key, what, _ in QUANTITIES if key in CLAIMED]
@@ -449,7 +471,8 @@ def markdown(report: dict) -> str:
             f"`nmt.visualize.choose_tokens`) on `{report['tokens_chosen_on']}` and used for every model; MI over "
             f"z_{report['tokens'][0]} − z_{report['tokens'][1]}, its noise from dropout (not the paper's input "
             f"augmentation). Cells: mean ± std over seeds.\n\n{head}" + "\n".join(rows)
-            + f"\n\n## Claims (paired over seeds against `{report['baseline']}`, Holm over these)\n\n{claims}\n")
+            + f"\n\n## Claims (paired over seeds against `{report['baseline']}`, Holm over these; primary family)"
+              f"\n\n{claims}\n")
 
 
 if __name__ == "__main__":

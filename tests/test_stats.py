@@ -68,3 +68,73 @@ def test_holm_verdicts_and_recomputation():
     for c in cs:
         again = recompute(c.to_dict())
         assert (again.ci, again.p, again.verdict) == (c.ci, c.p, c.verdict)
+
+
+# A table worked by hand: differences in three blocks of unequal size.
+#   A: 1, 3 (mean 2)   B: 4, 6, 8 (mean 6)   C: 0, 2 (mean 1)
+# blocked: estimate (2 + 6 + 1) / 3 = 3; within SS 2 + 8 + 2 = 12 on df 1 + 2 + 1 = 4, s_p^2 = 3;
+#          se = sqrt(3 (1/2 + 1/3 + 1/2)) / 3 = 2/3; t(0.975, 4) = 2.776445: 3 -+ 1.850963
+# ANOVA:   grand mean 24/7; SSB = (2 (10/7)^2 + 3 (18/7)^2 + 2 (17/7)^2) = 1750/49 on 2 df; MSW = 12/4 = 3;
+#          F = (1750/98) / 3 = 5.952381
+# general: a t over the means 2, 6, 1: sd sqrt(7), se sqrt(7/3) = 1.527525, df 2: 3 -+ 4.302653 x 1.527525
+BLOCKS = {"A": [1.0, 3.0], "B": [4.0, 6.0, 8.0], "C": [0.0, 2.0]}
+
+
+def pooled(pool, direction="greater", margin=None):
+    units = {f"{b}:{i}": x for b, xs in BLOCKS.items() for i, x in enumerate(xs, 1)}
+    return judge("c", "m", [], [], direction, units, {u: 0.0 for u in units}, margin, pool=pool)
+
+
+def test_blocked_estimate_df_and_heterogeneity_by_hand():
+    c = pooled("blocks")
+    assert c.test == "blocked t" and c.n == 7 and c.df == 4
+    assert c.estimate == pytest.approx(3.0) and c.se == pytest.approx(2 / 3)
+    assert c.ci == pytest.approx([3 - 2.776445 * 2 / 3, 3 + 2.776445 * 2 / 3], abs=1e-6)
+    assert c.p == pytest.approx(2 * sps.t.sf(4.5, 4)) and c.verdict == "holds"
+    h = c.heterogeneity
+    assert h.f == pytest.approx(1750 / 98 / 3) and h.df == [2, 4] and h.p == pytest.approx(sps.f.sf(1750 / 98 / 3, 2, 4))
+    assert h.f == pytest.approx(sps.f_oneway(*BLOCKS.values()).statistic)
+    assert h.differs is (h.p < 0.05)
+
+
+def test_the_general_question_is_a_t_over_block_means():
+    c = pooled("general")
+    se = math.sqrt(7 / 3)
+    assert c.test == "t over block means" and c.df == 2 and c.se == pytest.approx(se)
+    assert c.ci == pytest.approx([3 - T975_2 * se, 3 + T975_2 * se], abs=1e-5) and c.verdict == "inconclusive"
+
+
+def test_a_blocked_tost_uses_the_pooled_se_and_df():
+    c = pooled("blocks", "equivalent", margin=5.0)
+    half = sps.t.ppf(0.95, 4) * 2 / 3
+    assert c.test == "blocked TOST" and c.ci == pytest.approx([3 - half, 3 + half])
+    assert c.verdict == "holds" and c.mde is None  # power is stated for orderings
+
+
+def test_minimal_detectable_effect():
+    """80% power: for many degrees of freedom (z(0.975) + z(0.8)) se = 2.801585 se; at df = 2 the noncentral t
+    needs far more; the power at the mde is 0.8 (scipy's noncentral t, where it is accurate)."""
+    from nmt.stats import mde, seeds_needed, t_power
+    assert mde(1.0, 5000) == pytest.approx(2.801585, abs=2e-3)
+    d = mde(0.5, 5)
+    assert sps.nct.sf(sps.t.ppf(0.975, 5), 5, d / 0.5) + sps.nct.cdf(-sps.t.ppf(0.975, 5), 5, d / 0.5) == \
+        pytest.approx(0.8, abs=1e-6)
+    assert t_power(d / 0.5, sps.t.ppf(0.975, 5), 5) == pytest.approx(0.8, abs=1e-9)
+    assert mde(1.0, 2, 0.05 / 9) > mde(1.0, 2) > mde(1.0, 20)  # a stricter level or fewer seeds: a larger effect
+    n = seeds_needed(1.0, 1.0)
+    assert mde(1 / math.sqrt(n), n - 1) <= 1.0 < mde(1 / math.sqrt(n - 1), n - 2)
+    c = claim([1.0, 2.0, 3.0], "greater")
+    assert c.mde == pytest.approx(mde(1 / math.sqrt(3), 2))
+
+
+def test_holm_runs_within_each_family():
+    """The same p-values adjust less in two families of two than in one family of four."""
+    ps = [claim(d) for d in ([-3.0, -2.0, -4.0], [-1.0, -1.1, -0.9], [-1.0, -2.0, -0.5], [-2.0, -2.1, -1.9])]
+    together = [c.p_holm for c in adjust([claim(c.differences) for c in ps])]
+    for c, family in zip(ps, ("primary", "secondary", "primary", "secondary")):
+        c.family = family
+    apart = adjust(ps)
+    assert [c.p_holm for c in apart] != together
+    primary = [c.p for c in apart if c.family == "primary"]
+    assert [c.p_holm for c in apart if c.family == "primary"] == pytest.approx(holm(primary))
+    assert all(c.mde_holm > c.mde for c in apart)

@@ -2,6 +2,7 @@
 import csv
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from nmt.config import UsageError, parse_grid
-from nmt.stats import recompute
+from nmt.data import read_text
+from nmt.stats import recompute, recompute_all
 from nmt.study import main as study
 from nmt.studyfile import StudyError, load_study
 
@@ -26,10 +28,15 @@ def toy_study(path: Path, data_dir: Path, seeds="[1, 2]", extra: str = "", model
     path.write_text(f'name = "toy"\n[data]\ndir = "{data_dir}"\n[defaults]\npreset = "smoke"\nseeds = {seeds}\n'
                     f'{TOY_FLAGS}\n\n{models}\n[evaluate]\nbeam = 2\nsweep = "0.8,1.25"\nbaseline = "hard"\n'
                     f'{extra}\n'
-                    '[[claims]]\nclaim = "ECE(LS) < ECE(hard)"\nmetric = "ece_forced"\na = "ls"\nb = "hard"\n'
-                    'direction = "less"\n\n'
-                    '[[claims]]\nclaim = "ECE(hard + T) ≈ ECE(LS)"\nmetric = "ece_forced"\n'
-                    'a = { model = "hard", temperature = "fitted" }\nb = "ls"\ndirection = "equivalent"\nmargin = 0.01\n')
+                    '[margins]\nbleu_beam = 0.5\n\n'
+                    '[[claims]]\nclaim = "ECE(LS) < ECE(hard)"\nfamily = "primary"\nmetric = "ece_forced"\na = "ls"\n'
+                    'b = "hard"\ndirection = "less"\n\n'
+                    '[[claims]]\nclaim = "ECE(hard + T) ≈ ECE(LS)"\nfamily = "primary"\nmetric = "ece_forced"\n'
+                    'a = { model = "hard", temperature = "fitted" }\nb = "ls"\ndirection = "equivalent"\nmargin = 0.01\n\n'
+                    '[[claims]]\nclaim = "BLEU (LS) > BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\na = "ls"\n'
+                    'b = "hard"\ndirection = "greater"\n\n'
+                    '[[claims]]\nclaim = "BLEU (LS) ≈ BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\na = "ls"\n'
+                    'b = "hard"\ndirection = "equivalent"\n')
     return path
 
 
@@ -62,6 +69,13 @@ def test_the_committed_study_files_are_valid():
     (lambda t: t + '\n[[models]]\nname = "kd"\nteacher = "ghost"\n', r"models\[2\]\.teacher: 'ghost'"),
     (lambda t: t.replace('[data]', '[data]\npair = "en-xx"'), r"data\.pair: 'en-xx': expected SRC-TGT"),
     (lambda t: "name = [", "not a TOML file"),
+    (lambda t: t.replace('family = "primary"\n', '', 1), r"claims\[0\]\.family: missing \(expected primary"),
+    (lambda t: t.replace('family = "primary"', 'family = "main"', 1), r"claims\[0\]\.family: 'main': expected one of"),
+    (lambda t: t[:t.rindex('[[claims]]')],
+     r"claims\[2\]: 'BLEU \(LS\) > BLEU \(hard\)': an ordering on bleu_beam needs its equivalence companion"),
+    (lambda t: t.replace('[margins]\nbleu_beam = 0.5', '[margins]\nbleu_beam = -1'), r"margins\.bleu_beam: -1"),
+    (lambda t: t.replace('direction = "less"', 'direction = "less"\npool = "blocks"'),
+     r"claims\[0\]\.pool: only a pooled claim"),
 ])
 def test_a_bad_study_file_names_the_key_and_trains_nothing(edit, message, tmp_path, toy_multi30k, capsys):
     f = toy_study(tmp_path / "s.toml", toy_multi30k)
@@ -82,6 +96,46 @@ def toy_results(toy_multi30k, tmp_path_factory):
     f = toy_study(d / "toy.toml", toy_multi30k, extra="beams = [1, 3]\ntest_sets = \"all\"")
     assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(d / "results")]) == 0
     return d, f
+
+
+def test_the_committed_evidence_gives_back_every_calibration_number_of_its_row(toy_results, toy_multi30k):
+    """results/NAME/evidence/: per row, the per-token confidences and correctness in corpus order. From them
+    alone: forced ECE (all positions, EOS only, no EOS), smooth ECE, inference ECE under the study's protocol and
+    test NLL equal the row's; the two-level bootstrap covers the ECE and BLEU claims, its interval around the
+    estimate; torchmetrics' binary calibration error (L1, 15 bins) agrees with nmt's on the same confidences."""
+    import numpy as np
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from nmt import evidence, hierarchical
+    from nmt.calibration import expected_calibration_error, smooth_ece
+    from nmt.studyfile import InferenceProtocol
+    d, _ = toy_results
+    out = d / "results"
+    data = json.loads((out / "comparison.json").read_text())
+    refs = read_text(toy_multi30k / "test_2016_flickr.de.gz")
+    for r in data["rows"]:
+        ev = evidence.load(out / "evidence" / evidence.file_name(r["model"], r["seed"], r["test_set"], r["t_kind"]))
+        f = ev.forced
+        ok = f.correct["forced"]
+        assert expected_calibration_error(f.confidence, ok) == pytest.approx(r["ece_forced"], abs=1e-12)
+        assert expected_calibration_error(f.confidence[f.eos], ok[f.eos]) == pytest.approx(r["ece_forced_eos"], abs=1e-12)
+        assert expected_calibration_error(f.confidence[~f.eos], ok[~f.eos]) == pytest.approx(r["ece_forced_noeos"],
+                                                                                              abs=1e-12)
+        assert smooth_ece(f.confidence, ok) == pytest.approx(r["smece_forced"], abs=1e-12)
+        tm = binary_calibration_error(torch.from_numpy(f.confidence.astype(np.float64)), torch.from_numpy(ok).long(),
+                                      n_bins=15, norm="l1")
+        assert float(tm) == pytest.approx(r["ece_forced"], abs=1e-9)  # torchmetrics, the parity check
+        hyps = read_text(out / "hyps" / f"{r['model']}.seed{r['seed']}.{r['test_set']}.T{round(r['temperature'], 4)}"
+                                        f".beam2.txt")
+        for metric, value in (("ece_forced", r["ece_forced"]), ("ece_forced_noeos", r["ece_forced_noeos"]),
+                              ("test_nll", r["test_nll"]), ("ece_inference", r["ece_inference"]),
+                              ("bleu_beam", r["bleu_beam"]), ("chrf", r["chrf"])):
+            s = hierarchical.sentence_stats(metric, hyps, refs, ev, 15, InferenceProtocol())
+            # NLL: the row sums float32 batch totals, the evidence float64 sentence totals (1e-7 apart)
+            assert s.value() == pytest.approx(value, rel=1e-6 if metric == "test_nll" else 1e-9, abs=1e-12), metric
+    for c in data["claims"]:
+        lo, hi = c["ci_two_level"]
+        assert lo <= c["estimate"] <= hi and (hi - lo > 0 or c["metric"] == "bleu_beam"), c["claim"]  # toy BLEU: 0
 
 
 def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys):
@@ -106,8 +160,10 @@ def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys
     assert hard_1["bleu_p"] is None and all(r["bleu_p"] is not None for r in rows if r is not hard_1
                                             and r["seed"] == 1)
     # the claims: the per-seed differences of the rows, and every interval / verdict recomputed from them
-    assert [c["claim"] for c in data["claims"]] == ["ECE(LS) < ECE(hard)", "ECE(hard + T) ≈ ECE(LS)"]
-    for c in data["claims"]:
+    assert [c["claim"] for c in data["claims"]] == ["ECE(LS) < ECE(hard)", "ECE(hard + T) ≈ ECE(LS)",
+                                                    "BLEU (LS) > BLEU (hard)", "BLEU (LS) ≈ BLEU (hard)"]
+    assert [c["family"] for c in data["claims"]] == ["primary", "primary", "secondary", "secondary"]
+    for c in data["claims"][:2]:
         per = {s: next(r["ece_forced"] for r in rows if (r["model"], r["seed"], r["t_kind"]) ==
                        (c["a"]["model"], s, c["a"]["temperature"])) -
                next(r["ece_forced"] for r in rows if (r["model"], r["seed"], r["t_kind"]) ==
@@ -235,8 +291,8 @@ def test_a_third_alpha_is_a_study_file_and_no_code(tmp_path, toy_multi30k):
     f = tmp_path / "alpha.toml"
     f.write_text(f'name = "alpha03"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\nseeds = [1, 2, 3]\n\n'
                  '[[models]]\nname = "hard"\n\n[[models]]\nname = "ls03"\nalpha = 0.3\n\n'
-                 '[[claims]]\nclaim = "ECE(LS 0.3) < ECE(hard)"\nmetric = "ece_forced"\na = "ls03"\nb = "hard"\n'
-                 'direction = "less"\n')
+                 '[[claims]]\nclaim = "ECE(LS 0.3) < ECE(hard)"\nfamily = "primary"\nmetric = "ece_forced"\n'
+                 'a = "ls03"\nb = "hard"\ndirection = "less"\n')
     s = load_study(f)
     assert [m.seeds for m in s.models] == [(1, 2, 3)] * 2 and s.models[1].alpha == 0.3
 
@@ -255,10 +311,18 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
         assert rebuild(d) == (d / "comparison.md").read_text(), d
         data = json.loads((d / "comparison.json").read_text())
         assert data["meta"]["provenance"]["git_dirty"] is False and not data["meta"].get("missing_runs"), d
-        for c in data["claims"]:
+        again = recompute_all(data["claims"])  # from the stored differences alone, Holm within each family
+        for c, a in zip(data["claims"], again):
             assert d != distill or c["n"] == 3, c["claim"]  # teacher seed s to student seed s, seeds 1-3
-            again = recompute(c)
-            assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"]), c["claim"]
+            assert (a.ci, a.p, a.verdict, a.p_holm, a.verdict_holm, a.mde_holm) == (
+                c["ci"], c["p"], c["verdict"], c["p_holm"], c["verdict_holm"], c["mde_holm"]), c["claim"]
+            assert c["family"] in ("primary", "secondary") and c["test"] and c["p_holm"] is not None
+            assert c["direction"] == "equivalent" or c["mde"] is not None  # every ordering states its power
+            assert not isinstance(c["a"], list) or c["test"] in ("blocked t", "blocked TOST", "t over block means",
+                                                                 "TOST over block means")
+            if c["metric"].startswith("bleu") and c["direction"] != "equivalent":  # its TOST companion
+                assert any(o["direction"] == "equivalent" and (o["metric"], o["a"], o["b"], o["test_set"]) ==
+                           (c["metric"], c["a"], c["b"], c["test_set"]) for o in data["claims"]), c["claim"]
     docs = (ROOT / "docs" / "representations.md").read_text()
     assert all(line in docs for line in rebuild(distill, headline=True).splitlines() if line.startswith("- "))
     assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
@@ -303,33 +367,32 @@ def test_the_committed_sweeps_redraw_from_comparison_json_alone(tmp_path):
 
 
 def test_a_pooled_claim_pairs_every_model_pair_and_seed_by_hand():
-    """a = [a1, a2], b = [b1, b2]: one difference per (pair, seed) both sides have; a model with no rows makes
-    its claim 'not measured'."""
+    """a = [a1, a2], b = [b1, b2]: one difference per (pair, seed) both sides have, the pair a fixed block; a
+    model with no rows makes its claim 'not measured'."""
     from types import SimpleNamespace as Row
 
-    from nmt.experiment import judge_claims
+    from nmt.claims import judge_claims
     from nmt.studyfile import ClaimSpec, ModelRef
     vals = {("a1", 1): 0.10, ("a1", 2): 0.12, ("b1", 1): 0.15, ("b1", 2): 0.16,
             ("a2", 1): 0.20, ("a2", 2): 0.21, ("a2", 3): 0.30, ("b2", 1): 0.22, ("b2", 2): 0.25}
     rows = [Row(model=m, seed=s, t_kind="1", test_set="t", ece_forced=v) for (m, s), v in vals.items()]
     pooled = ClaimSpec("pooled", "ece_forced", (ModelRef("a1"), ModelRef("a2")), (ModelRef("b1"), ModelRef("b2")),
-                       "less")
+                       "less", pool="blocks")
     absent = ClaimSpec("absent", "ece_forced", ModelRef("a1"), ModelRef("ghost"), "less")
-    c, none = judge_claims(SimpleStudy((pooled, absent)), rows)
+    c, none = judge_claims((pooled, absent), rows)
     assert c.seeds == ["a1:1", "a1:2", "a2:1", "a2:2"] and c.n == 4  # a2's seed 3 has no b2 to pair with
     assert c.differences == pytest.approx([-0.05, -0.04, -0.02, -0.04])
     assert c.estimate == pytest.approx(-0.0375) and c.a == [{"model": "a1", "temperature": "1"},
                                                            {"model": "a2", "temperature": "1"}]
-    assert c.ci[1] < 0 and c.verdict == "holds"  # sd 0.0126, t(3) 3.182: -0.0375 ± 0.0200
-    assert c.ci == pytest.approx([-0.0375 - 3.1824 * 0.012583 / 2, -0.0375 + 3.1824 * 0.012583 / 2], abs=1e-4)
+    # blocks a1: -0.05, -0.04 (mean -0.045), a2: -0.02, -0.04 (mean -0.03); within SS 5e-5 + 2e-4, df 2,
+    # s_p^2 1.25e-4, se = sqrt(1.25e-4 (1/2 + 1/2)) / 2 = 0.0055902; t(0.975, 2) 4.302653: -0.0375 ± 0.0240527
+    assert c.test == "blocked t" and c.df == 2 and c.se == pytest.approx(0.00559017, abs=1e-8)
+    assert c.ci == pytest.approx([-0.0615527, -0.0134473], abs=1e-6) and c.verdict == "holds"
+    # heterogeneity: SSB = 2 (0.0075^2) 2 = 2.25e-4 on 1 df, MSW 1.25e-4 on 2: F = 1.8
+    assert c.heterogeneity.f == pytest.approx(1.8) and c.heterogeneity.df == [1, 2] and not c.heterogeneity.differs
     assert none.n == 0 and none.verdict == "not measured (no runs)"
     again = recompute(c.to_dict())
     assert (again.ci, again.verdict) == (c.ci, c.verdict)
-
-
-class SimpleStudy:
-    def __init__(self, claims):
-        self.claims = claims
 
 
 @pytest.mark.parametrize("a, b, message", [
@@ -562,3 +625,51 @@ def test_a_run_whose_checkpoint_is_gone_keeps_its_committed_evaluation(toy_resul
         p.unlink()
     assert study(bad) == 2
     assert "not found (the hypotheses of ls seed 2" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["claims"][0].update(verdict="holds", verdict_holm="holds"), r"claims\[0\] \('ECE\(LS\) < ECE\(hard\)'\)"
+                                                                              r"\.verdict: stored 'holds'"),
+    (lambda d: d["claims"][1].update(differences=[0.9, 0.9]), r"claims\[1\] .*\.differences: stored \[0\.9, 0\.9\]"),
+    (lambda d: d["aggregate"][0]["mean"].update(ece_forced=0.9999), r"aggregate\[0\]: differs from the mean"),
+    (lambda d: d["rows"][0].update(ece_forced=float("nan")), r"NaN is not a number nmt accepts"),
+    (lambda d: d["rows"][0].update(ece_forced=1e400), r"Infinity is not a number nmt accepts"),
+    (lambda d: d["claims"][0].update(family="tertiary"), r"claims\[0\]\.family: 'tertiary': expected one of"),
+])
+def test_from_results_shows_no_number_its_rows_do_not_give(edit, message, toy_results, tmp_path, capsys):
+    """--from-results recomputes the aggregates from the validated rows and judges every claim again: an edited
+    verdict, difference or mean, or a non-finite value, is refused naming the entry (exit 2), never printed."""
+    d, _ = toy_results
+    bad = tmp_path / "bad"
+    shutil.copytree(d / "results", bad, ignore=shutil.ignore_patterns("*.png", "hyps", "runs", "evidence"))
+    data = json.loads((bad / "comparison.json").read_text())
+    edit(data)
+    (bad / "comparison.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert study(["--from-results", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+
+
+def test_judge_and_plan_on_finished_rows(toy_results, tmp_path, capsys):
+    """`judge FILE` judges a changed claim list again on the rows a results directory holds (nothing evaluated)
+    and says so in the provenance; --plan says how many seeds an ordering needs for a stated effect."""
+    d, f = toy_results
+    out = tmp_path / "r"
+    shutil.copytree(d / "results", out, ignore=shutil.ignore_patterns("*.png", "hyps", "runs", "evidence"))
+    g = tmp_path / "toy.toml"
+    g.write_text(f.read_text() + '\n[[claims]]\nclaim = "NLL(hard) < NLL(LS)"\nfamily = "secondary"\n'
+                                 'metric = "test_nll"\na = "hard"\nb = "ls"\ndirection = "less"\n')
+    assert study(["judge", str(g), "--results", str(out)]) == 0
+    assert "NLL(hard) < NLL(LS)" in capsys.readouterr().out
+    data = json.loads((out / "comparison.json").read_text())
+    assert [c["claim"] for c in data["claims"]][-1] == "NLL(hard) < NLL(LS)" and data["claims"][-1]["n"] == 2
+    assert data["meta"]["provenance"]["judged"]["command"].startswith("python -m nmt.study judge")
+    assert data["rows"] == json.loads((d / "results" / "comparison.json").read_text())["rows"]
+    assert "Claims judged again on these rows by `python -m nmt.study judge" in (out / "comparison.md").read_text()
+    assert study(["--from-results", str(out), "--plan", "test_nll=0.01"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("NLL(hard) < NLL(LS) [test_2016_flickr]: sd ") and "seeds at 5%" in lines[0]
+    assert study(["--from-results", str(out), "--plan", "bleu=1"]) == 2
+    assert "--plan bleu=1: expected METRIC=EFFECT" in capsys.readouterr().err
+    assert study(["judge", str(tmp_path / "missing.toml"), "--results", str(out)]) == 2

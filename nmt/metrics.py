@@ -1,0 +1,56 @@
+"""The metric registry: one entry per number a study's row carries, in the order comparison.md shows them.
+
+An entry says how the metric is titled and printed, which row field holds its interval, whether a claim may
+name it, and whether the README's headline table shows it. The study file's allowed claim metrics, the report's
+columns and the claims' digits all come from here, so a new metric is this one entry plus the code that
+computes it (`nmt.experiment.make_row`) and its field on `results.Row`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the Row field, and the name study files and comparison.json use
+    title: str  # the column's title
+    fmt: str  # how a value is printed
+    interval: Optional[str] = None  # the Row field of its 95% interval (one seed), if any
+    claimable: bool = True  # a claim may name it
+    headline: bool = False  # the README's table shows it
+    column: bool = True  # comparison.md's tables show it
+
+    def claim_fmt(self) -> str:
+        """A difference of this metric: signed, with the metric's own digits."""
+        return "{:+" + self.fmt[2:]
+
+
+REGISTRY = [
+    Metric("temperature", "T", "{:.3f}", claimable=False),
+    Metric("val_nll", "val NLL", "{:.3f}", headline=True),
+    Metric("test_nll", "test NLL", "{:.3f}", "test_nll_ci", headline=True),
+    Metric("accuracy", "token acc", "{:.4f}"),
+    Metric("entropy", "entropy", "{:.3f}"),
+    Metric("ece_forced", "ECE (forced)", "{:.4f}", "ece_forced_ci", headline=True),
+    Metric("ece_forced_floor", "ECE floor", "{:.4f}", claimable=False, headline=True),
+    Metric("ece_forced_debiased", "debiased", "{:.4f}"),
+    Metric("ece_forced_eos", "ECE EOS", "{:.4f}"),
+    Metric("ece_forced_noeos", "ECE no EOS", "{:.4f}"),
+    Metric("smece_forced", "smooth ECE", "{:.4f}"),
+    Metric("ece_inference", "ECE (inference)", "{:.4f}", "ece_inference_ci", headline=True),
+    Metric("ece_inference_wang", "ECE (inf., Wang)", "{:.4f}", "ece_inference_wang_ci", headline=True),
+    Metric("bleu_beam", "BLEU beam", "{:.2f}", "bleu_ci", headline=True),
+    Metric("bleu_p", "p (BLEU)", "{:.3f}", claimable=False),
+    Metric("bleu_greedy", "BLEU greedy", "{:.2f}", headline=True),
+    Metric("chrf", "chrF", "{:.2f}", "chrf_ci", headline=True),
+    Metric("chrf_p", "p (chrF)", "{:.3f}", claimable=False),
+    Metric("length_ratio", "length ratio", "{:.3f}", column=False),
+]
+BY_NAME = {m.name: m for m in REGISTRY}
+CLAIMABLE = tuple(m.name for m in REGISTRY if m.claimable)
+
+
+def claim_format(metric: str) -> str:
+    """How a claim's difference on `metric` is printed (a metric outside the registry: 4 places)."""
+    return BY_NAME[metric].claim_fmt() if metric in BY_NAME else "{:+.4f}"

@@ -174,24 +174,27 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
                 a["at_eos"].append(at_eos.cpu())
                 a["entropy"] += -(lprobs.exp() * lprobs).nan_to_num(0.0).sum().item()  # sum_i H(p_i); 0 log 0 = 0
     model.train(was_training)
-    out = {}
-    for t, a in acc.items():
-        cal, cal_eos, cal_noeos = a["every"].result(), a["eos"].result(), a["noeos"].result()
-        sig = ECESignature(n_bins, "forced", t)
-        out[t] = {"temperature": t, "tokens": n_tok, "loss": a["loss"] / n_tok, "nll": a["nll"] / n_tok,
-                  "ppl": math.exp(a["nll"] / n_tok), "accuracy": a["correct"] / n_tok,
-                  "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"],
-                  "ece_eos": cal_eos["ece"], "ece_noeos": cal_noeos["ece"], "calibration": cal,
-                  "calibration_eos": cal_eos,
-                  "signature": str(sig), "signature_template": sig.without_temperature(),
-                  "signature_eos": str(ECESignature(n_bins, "forced", t, subset="eos"))}
-        if t in per_sentence:
-            out[t]["per_sentence"] = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
-            cat = (lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype))  # noqa: E731
-            out[t]["confidences"] = cat(a["conf"], np.float32)  # (N,) float32, as the model gave them
-            out[t]["correct"], out[t]["eos"] = cat(a["hit"], bool), cat(a["at_eos"], bool)
-            out[t]["smooth_ece"] = smooth_ece(out[t]["confidences"], out[t]["correct"])
-            out[t]["entropy"] = a["entropy"] / n_tok
+    return {t: forced_result(t, a, n_tok, n_bins, t in per_sentence) for t, a in acc.items()}
+
+
+def forced_result(t: float, a: dict, n_tok: int, n_bins: int, per_sentence: bool) -> dict:
+    """One temperature's metrics from `teacher_forced_at`'s accumulators."""
+    cal, cal_eos, cal_noeos = a["every"].result(), a["eos"].result(), a["noeos"].result()
+    sig = ECESignature(n_bins, "forced", t)
+    out = {"temperature": t, "tokens": n_tok, "loss": a["loss"] / n_tok, "nll": a["nll"] / n_tok,
+           "ppl": math.exp(a["nll"] / n_tok), "accuracy": a["correct"] / n_tok,
+           "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"], "ece_eos": cal_eos["ece"],
+           "ece_noeos": cal_noeos["ece"], "calibration": cal, "calibration_eos": cal_eos,
+           "signature": str(sig), "signature_template": sig.without_temperature(),
+           "signature_eos": str(ECESignature(n_bins, "forced", t, subset="eos"))}
+    if per_sentence:
+        out["per_sentence"] = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
+        cat = (lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype))  # noqa: E731
+        out["confidences"] = cat(a["conf"], np.float32)  # (N,) float32, as the model gave them
+        out["correct"], out["eos"] = cat(a["hit"], bool), cat(a["at_eos"], bool)
+        out["smooth_ece"] = smooth_ece(out["confidences"], out["correct"])
+        out["entropy"] = a["entropy"] / n_tok
+    return out
     return out
 
 

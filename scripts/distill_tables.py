@@ -4,8 +4,9 @@
 
 1. Every model of the study (first test set): BLEU (beam, T = 1), teacher-forced token accuracy, test NLL at
    T = 1, the fitted temperature, test NLL at the fitted T; mean ± std over the seeds, and n.
-2. The claims by setting (the text after the claim's first ", "): one column per metric, each cell the Holm
-   verdict (and the unadjusted one where it differs) and the difference (a − b) with its 95% interval and n.
+2. The claims by setting (the text after the claim's first ", "): one column per metric (and BLEU's
+   equivalence companion), each cell the Holm verdict (and the unadjusted one where it differs) and the
+   difference (a − b) with its interval and n.
 tests/test_scripts.py checks that docs/representations.md carries both tables as this prints them.
 """
 import sys
@@ -22,7 +23,8 @@ from nmt.results import load_comparison  # noqa: E402
 MODEL_COLUMNS = [("1", "bleu_beam", "BLEU beam", "{:.2f}"), ("1", "accuracy", "token accuracy", "{:.4f}"),
                  ("1", "test_nll", "test NLL (T = 1)", "{:.3f}"), ("fitted", "temperature", "fitted T", "{:.3f}"),
                  ("fitted", "test_nll", "test NLL (fitted T)", "{:.3f}")]
-CLAIM_COLUMNS = [("bleu_beam", "BLEU beam"), ("accuracy", "token accuracy"), ("test_nll", "NLL at the fitted T")]
+CLAIM_COLUMNS = [("bleu_beam", "BLEU beam"), ("bleu_beam ≈", "BLEU beam within the margin (TOST)"),
+                 ("accuracy", "token accuracy"), ("test_nll", "NLL at the fitted T")]
 
 
 def signed(fmt: str, x: float) -> str:
@@ -44,7 +46,8 @@ def models_table(data: dict) -> str:
 
 
 def claim_cell(c: dict) -> str:
-    """The Holm verdict (and the unadjusted one where they differ), the difference, its 95% interval and n."""
+    """The Holm verdict (and the unadjusted one where they differ), the difference, its interval (95%; 90% for
+    an equivalence) and n."""
     fmt = claim_format(c["metric"])
     verdict = f"**{c['verdict_holm']}**" if c["verdict_holm"] == "holds" else c["verdict_holm"]
     before = "" if c["verdict"] == c["verdict_holm"] else f"{c['verdict']} before Holm; "
@@ -58,7 +61,8 @@ def claims_table(data: dict) -> str:
     """Table 2: one line per setting, one column per metric."""
     settings: dict = {}
     for c in data["claims"]:
-        settings.setdefault(c["claim"].split(", ", 1)[1], {})[c["metric"]] = c
+        key = c["metric"] + (" ≈" if c["direction"] == "equivalent" else "")
+        settings.setdefault(c["claim"].split(", ", 1)[1], {})[key] = c
     body = [[setting] + [claim_cell(row[key]) if key in row else "-" for key, _ in CLAIM_COLUMNS]
             for setting, row in settings.items()]
     return markdown_table(["setting"] + [t for _, t in CLAIM_COLUMNS], body)

@@ -100,12 +100,15 @@ def test_distill_tables_by_hand_and_in_the_docs(tmp_path, capsys):
     from nmt.results import load_comparison
     mod = _script("distill_tables")
     claims = [{"claim": "x < y, token KD, T=2", "metric": "test_nll", "verdict": "holds", "verdict_holm": "holds",
-               "estimate": 0.0534, "ci": [0.0421, 0.0638], "n": 3},
+               "estimate": 0.0534, "ci": [0.0421, 0.0638], "n": 3, "direction": "less"},
               {"claim": "x < y, token KD, T=2", "metric": "bleu_beam", "verdict": "holds",
-               "verdict_holm": "inconclusive", "estimate": -0.284, "ci": [-2.004, 1.436], "n": 3}]
+               "verdict_holm": "inconclusive", "estimate": -0.284, "ci": [-2.004, 1.436], "n": 3, "direction": "less"},
+              {"claim": "x ≈ y, token KD, T=2", "metric": "bleu_beam", "verdict": "inconclusive",
+               "verdict_holm": "inconclusive", "estimate": -0.284, "ci": [-1.45, 0.89], "n": 3,
+               "direction": "equivalent"}]
     assert mod.claims_table({"claims": claims}).splitlines()[2] == (
-        "| token KD, T=2 | inconclusive (holds before Holm; −0.28 [−2.00, +1.44]; n = 3) | - | "
-        "**holds** (+0.053 [+0.042, +0.064]; n = 3) |")
+        "| token KD, T=2 | inconclusive (holds before Holm; −0.28 [−2.00, +1.44]; n = 3) | inconclusive (−0.28 "
+        "[−1.45, +0.89]; n = 3) | - | **holds** (+0.053 [+0.042, +0.064]; n = 3) |")
     root = Path(__file__).resolve().parent.parent
     data = load_comparison(root / "results" / "distill")
     docs = (root / "docs" / "representations.md").read_text()

@@ -117,6 +117,11 @@ def test_the_committed_evidence_gives_back_every_calibration_number_of_its_row(t
         ev = evidence.load(out / "evidence" / evidence.file_name(r["model"], r["seed"], r["test_set"], r["t_kind"]))
         f = ev.forced
         ok = f.correct["forced"]
+        # corpus order: each sentence's tokens end with its one EOS, as many sentences as the test set has
+        ends = np.cumsum(f.counts)[f.counts > 0] - 1
+        assert len(f.counts) == len(refs) and f.eos[ends].all() and f.eos.sum() == len(ends)
+        inf = ev.inference
+        assert len(inf.counts) == len(refs) and inf.confidence.size == inf.counts.sum() == inf.eos.size
         assert expected_calibration_error(f.confidence, ok) == pytest.approx(r["ece_forced"], abs=1e-12)
         assert expected_calibration_error(f.confidence[f.eos], ok[f.eos]) == pytest.approx(r["ece_forced_eos"], abs=1e-12)
         assert expected_calibration_error(f.confidence[~f.eos], ok[~f.eos]) == pytest.approx(r["ece_forced_noeos"],

@@ -562,7 +562,9 @@ def test_an_interrupted_evaluation_resumes_after_the_last_run_it_finished(toy_re
     monkeypatch.setattr(experiment, "evaluate_model", interrupt_second)
     assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(out)]) == 130
     cache = out / ".eval-cache"
-    assert [p.name for p in cache.iterdir()] == ["hard.seed1.json"] and not (out / "comparison.json").exists()
+    assert sorted(p.name for p in cache.iterdir()) == ["hard.seed1.json", "hard.seed1.test_2016_flickr.1.npz",
+                                                       "hard.seed1.test_2016_flickr.fitted.npz"]
+    assert not (out / "comparison.json").exists()
     calls.clear()
     assert study(["run", str(f), "--runs", str(d / "runs"), "--results", str(out)]) == 0
     assert calls == [("hard", 2), ("ls", 1), ("ls", 2)] and not cache.exists()
@@ -579,7 +581,7 @@ def test_an_interrupted_evaluation_resumes_after_the_last_run_it_finished(toy_re
     from nmt.studyfile import load_study
     st = load_study(f)
     key = evalcache.entry_key(st, experiment.decode_config(st), st.model("hard"), 1, run1, True, "cpu")
-    res = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}}
+    res = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}, "evidence": {}}
     evalcache.save(cache, "hard", 1, key, res)
     assert evalcache.load(cache, "hard", 1, key) == res
     assert evalcache.load(cache, "hard", 1, "another key") is None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nmt.files import write_text_atomic
 from nmt.metrics import REGISTRY, claim_format
+from nmt.names import under
 
 # (metric, column title, format) of comparison.md's tables and of the README's headline (nmt.metrics)
 COLUMNS = [(m.name, m.title, m.fmt) for m in REGISTRY if m.column]
@@ -469,7 +470,7 @@ def write_reliability_figures(panels: dict, data: dict, out_dir) -> None:
     chosen = [(k, v) for k, v in panels.items() if k[1] == name]
     for (model, _, kind), (t, cal) in chosen:
         write_reliability([(f"{labels[model, kind]}, T = {t:.3f}", cal)],
-                          out_dir / f"reliability_{model}{'_t' if kind == 'fitted' else ''}.png", split=name)
+                          under(out_dir, f"reliability_{model}{'_t' if kind == 'fitted' else ''}.png"), split=name)
     if chosen:
         write_reliability([(labels[m, k], cal) for (m, _, k), (_, cal) in chosen], out_dir / "reliability.png",
                           split=name)

@@ -22,6 +22,7 @@ from typing import Optional
 
 from nmt.errors import DataError
 from nmt.files import read_json
+from nmt.names import check_name
 
 FORMAT = 2
 RELIABILITY_FORMAT = 1
@@ -103,6 +104,8 @@ def row_from(d: dict, where: str) -> Row:
     for k, kind in (("model", str), ("label", str), ("t_kind", str), ("test_set", str), ("seed", int)):
         if not isinstance(d[k], kind) or isinstance(d[k], bool):
             raise DataError(f"{where}.{k}: {d[k]!r}: expected a {'whole number' if kind is int else 'string'}")
+    check_name(d["model"], f"{where}.model")
+    check_name(d["test_set"], f"{where}.test_set")
     if d["t_kind"] not in ("1", "fitted"):
         raise DataError(f"{where}.t_kind: {d['t_kind']!r}: expected \"1\" or \"fitted\"")
     return Row(**d)
@@ -232,6 +235,8 @@ def load_reliability(results_dir):
         if not (isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("model", "test_set", "t_kind"))
                 and isinstance(p.get("temperature"), (int, float)) and not isinstance(p.get("temperature"), bool)):
             raise DataError(f"{where}: expected model, test_set, t_kind (strings) and temperature (a number)")
+        check_name(p["model"], f"{where}.model")
+        check_name(p["test_set"], f"{where}.test_set")
         out[p["model"], p["test_set"], p["t_kind"]] = (float(p["temperature"]),
                                                       calibration_table(p.get("calibration"), where + ".calibration"))
     return out

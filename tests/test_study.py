@@ -680,3 +680,23 @@ def test_judge_and_plan_on_finished_rows(toy_results, tmp_path, capsys):
     assert study(["--from-results", str(out), "--plan", "bleu=1"]) == 2
     assert "--plan bleu=1: expected METRIC=EFFECT" in capsys.readouterr().err
     assert study(["judge", str(tmp_path / "missing.toml"), "--results", str(out)]) == 2
+
+
+def test_a_model_name_from_a_results_file_cannot_write_outside_the_figures_folder(toy_results, tmp_path, capsys):
+    """--from-results DIR --figures OUT: a model or test-set name read from DIR that would leave OUT (a '/' or
+    '..') is refused where the file is read, naming the entry (exit 2); nothing is drawn anywhere."""
+    d, _ = toy_results
+    bad = tmp_path / "bad"
+    shutil.copytree(d / "results", bad, ignore=shutil.ignore_patterns("*.png", "hyps", "runs", "evidence"))
+    rel = json.loads((bad / "reliability.json").read_text())
+    rel["panels"][0]["model"] = "x/../../escaped"
+    (bad / "reliability.json").write_text(json.dumps(rel))
+    capsys.readouterr()
+    assert study(["--from-results", str(bad), "--figures", str(tmp_path / "out" / "fig")]) == 2
+    assert "panels[0].model: 'x/../../escaped': expected a name" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*escaped*")) and not (tmp_path / "out").exists()
+    data = json.loads((d / "results" / "comparison.json").read_text())
+    data["rows"][0]["test_set"] = ".."
+    (bad / "comparison.json").write_text(json.dumps(data))
+    assert study(["--from-results", str(bad)]) == 2
+    assert "rows[0].test_set: '..': expected a name" in capsys.readouterr().err

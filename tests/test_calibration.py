@@ -317,3 +317,15 @@ def test_wang_deletion_rule_by_hand(hyp, ref, ter, wang):
     from nmt.calibration import inference_labels
     assert inference_labels(hyp, ref, "ter") == ter
     assert inference_labels(hyp, ref, "ter-wang") == wang
+
+
+def test_binned_ece_equals_torchmetrics_calibration_error():
+    """Parity with a maintained implementation: torchmetrics' binary calibration error (top-label confidences,
+    L1 norm, 15 equal-width bins) gives nmt's ECE on the same confidences and correctness, to 1e-9."""
+    from torchmetrics.functional.classification import binary_calibration_error
+    g = torch.Generator().manual_seed(0)
+    conf = torch.rand(20_000, generator=g, dtype=torch.float64) * 0.9 + 0.1
+    correct = torch.rand(20_000, generator=g, dtype=torch.float64) < conf ** 1.3
+    ours = expected_calibration_error(conf, correct, n_bins=15)
+    theirs = float(binary_calibration_error(conf, correct.long(), n_bins=15, norm="l1"))
+    assert ours == pytest.approx(theirs, abs=1e-9) and ours > 0.01

@@ -325,7 +325,8 @@ def test_binned_ece_equals_torchmetrics_calibration_error():
     from torchmetrics.functional.classification import binary_calibration_error
     g = torch.Generator().manual_seed(0)
     conf = torch.rand(20_000, generator=g, dtype=torch.float64) * 0.9 + 0.1
-    correct = torch.rand(20_000, generator=g, dtype=torch.float64) < conf ** 1.3
+    p_correct = (0.55 + 1.5 * (conf - 0.55)).clamp(0, 1)  # gaps of both signs: the binning matters
+    correct = torch.rand(20_000, generator=g, dtype=torch.float64) < p_correct
     ours = expected_calibration_error(conf, correct, n_bins=15)
     theirs = float(binary_calibration_error(conf, correct.long(), n_bins=15, norm="l1"))
     assert ours == pytest.approx(theirs, abs=1e-9) and ours > 0.01

@@ -29,15 +29,12 @@ from pathlib import Path
 import torch
 
 from nmt import checkpoint as ckpt_io
-from nmt.claims import judge_claims
-from nmt.stats import block_of
-from nmt import evalcache
-from nmt import report
+from nmt import evalcache, evidence, hierarchical, report
 from nmt.calibration import (ECESignature, debiased_ece, ece_floor, inference_calibration, inference_labels,
                              relplot_version, teacher_forced_at)
 from nmt.config import DecodeConfig, UsageError, train_config_from
+from nmt.claims import judge_claims
 from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
-from nmt import evidence, hierarchical
 from nmt.evidence import Evidence, inference_of
 from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, search, \
     validation_batches
@@ -46,6 +43,7 @@ from nmt.results import FORMAT, Row, aggregate, reliability_json
 from nmt.runs import run_id
 from nmt.model import EOS
 from nmt.search import hypothesis_limits
+from nmt.stats import block_of
 from nmt.studyfile import Study
 
 log = logging.getLogger("nmt.experiment")
@@ -205,7 +203,7 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, gree
             "ECE floor (forced)": ECESignature(n_bins, "forced", t, estimator="floor:calibrated-poisson-binomial")
             .without_temperature(),
             "ECE (forced, no EOS)": ECESignature(n_bins, "forced", t, subset="noeos").without_temperature(),
-            "smooth ECE (forced)": f"smECE|relplot:{relplot_version()}|unit:piece|kernel:logit-gaussian-auto"}
+            "smooth ECE (forced)": f"smECE|relplot:{relplot_version()}|bandwidth:auto|level:token|forced"}
     if wang is not None:
         sigs["ECE (inference, Wang et al.)"] = wang["signature_template"]
     return Row(model=spec.name, label=spec.label + (" + T" if kind == "fitted" else ""), seed=seed, t_kind=kind,

@@ -700,3 +700,12 @@ def test_a_model_name_from_a_results_file_cannot_write_outside_the_figures_folde
     (bad / "comparison.json").write_text(json.dumps(data))
     assert study(["--from-results", str(bad)]) == 2
     assert "rows[0].test_set: '..': expected a name" in capsys.readouterr().err
+
+
+def test_every_pair_gets_its_own_baseline_for_the_paired_bootstrap():
+    """The pairs study's baseline is hard-de; en-fr and en-cs rows are compared with the model trained the same
+    way on their own pair (before, they had no baseline and no paired bootstrap at all)."""
+    from nmt.experiment import baselines
+    assert baselines(load_study(ROOT / "studies" / "pairs.toml")) == {"en-de": "hard-de", "en-fr": "hard-fr",
+                                                                      "en-cs": "hard-cs"}
+    assert baselines(load_study(ROOT / "studies" / "main.toml")) == {"en-de": "hard"}

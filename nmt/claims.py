@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 
 from nmt.errors import DataError
+from nmt.names import check_name
 from nmt.stats import Claim, adjust, judge
 from nmt.studyfile import ClaimSpec, ModelRef
 
 # the fields of a stored claim that its rows and the rules determine; compared to 1e-9 (relative) by `check`
 CHECKED = ("differences", "seeds", "estimate", "ci", "p", "n", "verdict", "p_holm", "verdict_holm", "test", "df",
-           "se", "mde", "mde_holm", "heterogeneity")
+           "se", "mde", "mde_holm", "heterogeneity", "test_sets")
 
 
 def per_unit(rows: list, metric: str, test_set: str, ref: ModelRef, block: str = None) -> dict:
@@ -27,7 +28,13 @@ def per_unit(rows: list, metric: str, test_set: str, ref: ModelRef, block: str =
 
 def judge_one(c: ClaimSpec, rows: list, test_set: str) -> Claim:
     """One claim on the rows of `test_set` (before Holm)."""
-    if isinstance(c.a, tuple):  # pooled: every (a[i], b[i], seed) unit paired, a[i]'s model naming the block
+    if c.test_sets:  # pooled over test sets: every (test set, seed) unit paired, the test set naming the block
+        va, vb = {}, {}
+        for name in c.test_sets:
+            va.update(per_unit(rows, c.metric, name, c.a, name))
+            vb.update(per_unit(rows, c.metric, name, c.b, name))
+        sides = c.a.to_dict(), c.b.to_dict()
+    elif isinstance(c.a, tuple):  # pooled: every (a[i], b[i], seed) unit paired, a[i]'s model naming the block
         va, vb = {}, {}
         for ra, rb in zip(c.a, c.b):
             va.update(per_unit(rows, c.metric, test_set, ra, ra.model))
@@ -36,14 +43,15 @@ def judge_one(c: ClaimSpec, rows: list, test_set: str) -> Claim:
     else:
         va, vb = per_unit(rows, c.metric, test_set, c.a), per_unit(rows, c.metric, test_set, c.b)
         sides = c.a.to_dict(), c.b.to_dict()
-    return judge(c.claim, c.metric, *sides, c.direction, va, vb, c.margin, c.source, test_set, c.family, c.pool)
+    return judge(c.claim, c.metric, *sides, c.direction, va, vb, c.margin, c.source, test_set, c.family, c.pool,
+                 c.test_sets or None)
 
 
 def judge_claims(claims, rows: list) -> list:
     """Every claim (ClaimSpecs) with its verdict, Holm-adjusted within its family; a claim without a test set
     is judged on the first test set of the rows."""
     first = rows[0].test_set if rows else ""
-    return adjust([judge_one(c, rows, c.test_set or first) for c in claims])
+    return adjust([judge_one(c, rows, "" if c.test_sets else c.test_set or first) for c in claims])
 
 
 def _ref(d, where: str) -> ModelRef:
@@ -71,7 +79,12 @@ def spec_of(d: dict, where: str) -> ClaimSpec:
     if d["direction"] == "equivalent" and not (isinstance(margin, (int, float)) and not isinstance(margin, bool)
                                                and math.isfinite(margin) and margin > 0):
         raise DataError(f"{where}.margin: {margin!r}: expected a positive number")
-    pooled = d["pool"] is not None
+    sets = d.get("test_sets")
+    if sets is not None and not (isinstance(sets, list) and len(sets) >= 2 and d["pool"] is not None):
+        raise DataError(f"{where}.test_sets: {sets!r}: expected a list of two or more test sets (a pooled claim)")
+    for i, name in enumerate(sets or ()):
+        check_name(name, f"{where}.test_sets[{i}]")
+    pooled = d["pool"] is not None and not sets
     if pooled:
         if not (isinstance(d.get("a"), list) and isinstance(d.get("b"), list) and d["a"]
                 and len(d["a"]) == len(d["b"])):
@@ -81,7 +94,7 @@ def spec_of(d: dict, where: str) -> ClaimSpec:
     else:
         a, b = _ref(d.get("a"), f"{where}.a"), _ref(d.get("b"), f"{where}.b")
     return ClaimSpec(d["claim"], d["metric"], a, b, d["direction"], margin if d["direction"] == "equivalent" else None,
-                     d["source"], d["test_set"], d["family"], d["pool"])
+                     d["source"], d["test_set"], d["family"], d["pool"], tuple(sets or ()))
 
 
 def same(x, y) -> bool:

@@ -288,12 +288,15 @@ def two_level(claims: list, hyps: dict, refs: dict, evidence: dict, study: Study
             continue
         sides = {}
         for u in c.seeds:
+            test_set = c.test_set
             if c.pool is None:
                 a, b, seed = c.a, c.b, u
+            elif c.test_sets:
+                a, b, seed, test_set = c.a, c.b, int(str(u).rsplit(":", 1)[1]), block_of(u)
             else:
                 i = next(i for i, ref in enumerate(c.a) if ref["model"] == block_of(u))
                 a, b, seed = c.a[i], c.b[i], int(str(u).rsplit(":", 1)[1])
-            sides[u] = (stats(a, seed, c.test_set, c.metric), stats(b, seed, c.test_set, c.metric))
+            sides[u] = (stats(a, seed, test_set, c.metric), stats(b, seed, test_set, c.metric))
         level = 0.90 if c.direction == "equivalent" else 0.95
         c.ci_two_level = hierarchical.interval({u: s[0] for u, s in sides.items()},
                                                {u: s[1] for u, s in sides.items()}, c.seeds, level)

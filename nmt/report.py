@@ -145,7 +145,8 @@ def claim_line(c: dict) -> str:
                   f"{f.format(c['ci'][1])}]{margin}; {c['test']}, n = {c['n']}{df}, p = {c['p']:.3g}, "
                   f"Holm p = {c['p_holm']:.3g}{_power(c, f)}{_two_level(c, f)}{_heterogeneity(c)}")
     holm = "" if c["verdict_holm"] == c["verdict"] else f" ({c['verdict_holm']} after Holm)"
-    where = f" [{c['test_set']}]" if c.get("test_set") else ""
+    where = f" [{c['test_set']}]" if c.get("test_set") else (f" [{', '.join(c['test_sets'])}]" if c.get("test_sets")
+                                                             else "")
     return f"- {c['claim']}{where}: **{c['verdict']}**{holm}: {detail}"
 
 

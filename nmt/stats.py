@@ -99,6 +99,7 @@ class Claim:
     mde: Optional[float] = None  # orderings: the minimal detectable effect at 5% (power 0.8)
     mde_holm: Optional[float] = None  # the same at 5% / m, m the tested claims of the family
     ci_two_level: Optional[list] = None  # the hierarchical bootstrap's interval (seeds, then sentences)
+    test_sets: Optional[list] = None  # a claim pooled over test sets: its blocks (units "TESTSET:seed")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -272,7 +273,7 @@ def estimate_of(d: list, units: list, pool: Optional[str]) -> tuple:
 
 def judge(claim: str, metric: str, a, b, direction: str, per_seed_a: dict, per_seed_b: dict,
           margin: float = None, source: str = "paper", test_set: str = "", family: str = "primary",
-          pool: Optional[str] = None) -> Claim:
+          pool: Optional[str] = None, test_sets: Optional[list] = None) -> Claim:
     """A Claim from each model's per-unit values ({seed: value}, or {"BLOCK:seed": value} for a pooled claim);
     only units both have are paired, in sorted order."""
     if direction not in DIRECTIONS:
@@ -285,7 +286,7 @@ def judge(claim: str, metric: str, a, b, direction: str, per_seed_a: dict, per_s
     d = [per_seed_a[s] - per_seed_b[s] for s in units]
     test = TESTS[pool, direction == "equivalent"]
     c = Claim(claim, metric, a, b, direction, d, units, test, None, None, None, len(d), margin, source=source,
-              test_set=test_set, family=family, pool=pool)
+              test_set=test_set, family=family, pool=pool, test_sets=list(test_sets) if test_sets else None)
     if not d:
         c.verdict = c.verdict_holm = "not measured (no runs)"
         return c
@@ -318,7 +319,7 @@ def recompute(d: dict) -> Claim:
     per_a = {s: x for s, x in zip(d["seeds"], d["differences"])}
     return judge(d["claim"], d["metric"], d["a"], d["b"], d["direction"], per_a, {s: 0.0 for s in d["seeds"]},
                  d.get("margin"), d.get("source", "paper"), d.get("test_set", ""), d.get("family", "primary"),
-                 d.get("pool"))
+                 d.get("pool"), d.get("test_sets"))
 
 
 def recompute_all(claims: list) -> list:

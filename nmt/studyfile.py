@@ -113,6 +113,7 @@ class ClaimSpec:
     test_set: Optional[str] = None  # default: the study's first test set
     family: str = "primary"  # the Holm family (nmt.stats.FAMILIES)
     pool: Optional[str] = None  # a pooled claim: "blocks" (fixed effect) or "general" (a t over block means)
+    test_sets: tuple = ()  # pooled over these test sets, each a block (the same a and b on each)
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,7 @@ CLAIM_KEYS = {"claim": "its sentence", "metric": f"one of {', '.join(METRICS)}",
               "margin": "a positive number (equivalent only; default: [margins] of the metric)",
               "family": "primary (the paper's claims) or secondary (every other metric)",
               "source": "paper or study", "test_set": "a test set of [evaluate]",
+              "test_sets": "test sets of [evaluate] (pooled over them, each a block)",
               "pool": "blocks or general (pooled claims only)"}
 COMPANION_METRICS = ("bleu_beam", "bleu_greedy", "chrf")  # an ordering on these needs an equivalence companion
 
@@ -346,24 +348,43 @@ def _claim(ck: _Checker, c, key: str, names, test_sets, margins: dict) -> ClaimS
     if test_set is not None and "all" not in test_sets and test_set not in test_sets:
         ck.fail(f"{key}.test_set", f"{test_set!r}: not one of [evaluate].test_sets ({', '.join(test_sets)})")
     a, b = (_refs(ck, c[side], f"{key}.{side}", names) for side in ("a", "b"))
-    pooled = isinstance(a, tuple)
-    if pooled != isinstance(b, tuple) or (pooled and len(a) != len(b)):
+    by_models = isinstance(a, tuple)
+    if by_models != isinstance(b, tuple) or (by_models and len(a) != len(b)):
         ck.fail(f"{key}.b", "a pooled claim pairs a[i] with b[i]: expected a and b both lists, of the same length")
-    if pooled and len({r.model for r in a}) != len(a):
+    if by_models and len({r.model for r in a}) != len(a):
         ck.fail(f"{key}.a", "a pooled claim's blocks are its a-side models: expected each model once")
+    sets = _claim_test_sets(ck, c, key, test_sets, by_models)
+    pooled = by_models or bool(sets)
     pool = c.get("pool", "blocks" if pooled else None)
     if pool is not None and not pooled:
         ck.fail(f"{key}.pool", "only a pooled claim (a and b lists) is pooled")
     pool = ck.choice(pool, f"{key}.pool", POOLS) if pooled else None
     return ClaimSpec(c["claim"], ck.choice(c["metric"], f"{key}.metric", METRICS), a, b, direction, margin,
                      ck.choice(c.get("source", "paper"), f"{key}.source", ("paper", "study")), test_set,
-                     ck.choice(c["family"], f"{key}.family", FAMILIES), pool)
+                     ck.choice(c["family"], f"{key}.family", FAMILIES), pool, sets)
+
+
+def _claim_test_sets(ck: _Checker, c, key: str, test_sets, by_models: bool) -> tuple:
+    """A claim's `test_sets` (pooled over them), checked: two or more of [evaluate]'s, not with `test_set`, not
+    with models pooled as well."""
+    if "test_sets" not in c:
+        return ()
+    sets = c["test_sets"]
+    if not (isinstance(sets, list) and len(sets) >= 2 and all(isinstance(s, str) for s in sets)
+            and len(set(sets)) == len(sets)):
+        ck.fail(f"{key}.test_sets", f"{sets!r}: expected a list of two or more different test sets")
+    if "test_set" in c or by_models:
+        ck.fail(f"{key}.test_sets", "pooled over test sets: not with test_set, nor with a and b lists")
+    for s in sets:
+        if "all" not in test_sets and s not in test_sets:
+            ck.fail(f"{key}.test_sets", f"{s!r}: not one of [evaluate].test_sets ({', '.join(test_sets)})")
+    return tuple(sets)
 
 
 def _sides(c: ClaimSpec) -> tuple:
-    """What a claim compares, whatever its direction: (metric, test set, pooling, {a side, b side})."""
+    """What a claim compares, whatever its direction: (metric, test set(s), pooling, {a side, b side})."""
     side = (lambda r: r) if not isinstance(c.a, tuple) else tuple
-    return c.metric, c.test_set, c.pool, frozenset((side(c.a), side(c.b)))
+    return c.metric, c.test_set, c.test_sets, c.pool, frozenset((side(c.a), side(c.b)))
 
 
 def _companions(ck: _Checker, claims: list) -> None:
@@ -407,8 +428,9 @@ def with_test_sets(study: Study, value) -> Study:
         return study
     sets = parse_test_sets(value)
     for i, c in enumerate(study.claims):
-        if c.test_set and "all" not in sets and c.test_set not in sets:
-            raise UsageError(f"--test-sets {value}: claims[{i}] is judged on {c.test_set}, which is not among them")
+        for name in (c.test_set,) + c.test_sets if c.test_set else c.test_sets:
+            if "all" not in sets and name not in sets:
+                raise UsageError(f"--test-sets {value}: claims[{i}] is judged on {name}, which is not among them")
     return dataclasses.replace(study, evaluate=dataclasses.replace(study.evaluate, test_sets=sets))
 
 

@@ -709,3 +709,30 @@ def test_every_pair_gets_its_own_baseline_for_the_paired_bootstrap():
     assert baselines(load_study(ROOT / "studies" / "pairs.toml")) == {"en-de": "hard-de", "en-fr": "hard-fr",
                                                                       "en-cs": "hard-cs"}
     assert baselines(load_study(ROOT / "studies" / "main.toml")) == {"en-de": "hard"}
+
+
+def test_a_claim_pooled_over_test_sets_takes_each_test_set_as_a_block(tmp_path, toy_multi30k):
+    """test_sets = [...]: the same two models on every test set, one block per test set, by hand; the study file
+    refuses such a claim with test_set or with model lists too, and a test set the study does not evaluate."""
+    from types import SimpleNamespace as Row
+
+    from nmt.claims import judge_claims
+    from nmt.studyfile import ClaimSpec, ModelRef
+    vals = {("a", "t1", 1): 0.10, ("a", "t1", 2): 0.12, ("b", "t1", 1): 0.15, ("b", "t1", 2): 0.16,
+            ("a", "t2", 1): 0.20, ("a", "t2", 2): 0.21, ("b", "t2", 1): 0.22, ("b", "t2", 2): 0.25}
+    rows = [Row(model=m, seed=s, t_kind="1", test_set=t, ece_forced=v) for (m, t, s), v in vals.items()]
+    spec = ClaimSpec("over sets", "ece_forced", ModelRef("a"), ModelRef("b"), "less", pool="blocks",
+                     test_sets=("t1", "t2"))
+    (c,) = judge_claims((spec,), rows)
+    # blocks t1: -0.05, -0.04 (mean -0.045); t2: -0.02, -0.04 (mean -0.03): the table of the model-pooled test
+    assert c.seeds == ["t1:1", "t1:2", "t2:1", "t2:2"] and c.test_sets == ["t1", "t2"] and c.df == 2
+    assert c.estimate == pytest.approx(-0.0375) and c.se == pytest.approx(0.00559017, abs=1e-8)
+    assert c.heterogeneity.f == pytest.approx(1.8) and recompute(c.to_dict()).ci == c.ci
+    f = toy_study(tmp_path / "s.toml", toy_multi30k)
+    text = f.read_text().replace('direction = "less"\n', 'direction = "less"\ntest_sets = ["test_2016_flickr", "x"]\n', 1)
+    f.write_text(text)
+    with pytest.raises(StudyError, match=r"claims\[0\]\.test_sets: 'x': not one of \[evaluate\]\.test_sets"):
+        load_study(f)
+    f.write_text(text.replace('test_sets = ["test_2016_flickr", "x"]', 'test_sets = ["test_2016_flickr"]'))
+    with pytest.raises(StudyError, match=r"claims\[0\]\.test_sets: .*two or more"):
+        load_study(f)

@@ -736,3 +736,23 @@ def test_a_claim_pooled_over_test_sets_takes_each_test_set_as_a_block(tmp_path, 
     f.write_text(text.replace('test_sets = ["test_2016_flickr", "x"]', 'test_sets = ["test_2016_flickr"]'))
     with pytest.raises(StudyError, match=r"claims\[0\]\.test_sets: .*two or more"):
         load_study(f)
+
+
+def test_the_committed_main_study_evidence_gives_its_calibration_numbers():
+    """results/main/evidence: from the committed per-token evidence alone, every row's forced ECE (all
+    positions, EOS only, no EOS) and smooth ECE, without the checkpoints."""
+    from nmt import evidence
+    from nmt.calibration import expected_calibration_error, smooth_ece
+    d = ROOT / "results" / "main"
+    data = json.loads((d / "comparison.json").read_text())
+    assert len(data["rows"]) == 12
+    for r in data["rows"]:
+        f = evidence.load(d / "evidence" / evidence.file_name(r["model"], r["seed"], r["test_set"], r["t_kind"])).forced
+        ok = f.correct["forced"]
+        assert f.confidence.size == 15992
+        assert expected_calibration_error(f.confidence, ok) == pytest.approx(r["ece_forced"], abs=1e-12)
+        assert expected_calibration_error(f.confidence[~f.eos], ok[~f.eos]) == pytest.approx(r["ece_forced_noeos"],
+                                                                                              abs=1e-12)
+        assert expected_calibration_error(f.confidence[f.eos], ok[f.eos]) == pytest.approx(r["ece_forced_eos"],
+                                                                                            abs=1e-12)
+        assert smooth_ece(f.confidence, ok) == pytest.approx(r["smece_forced"], abs=1e-12)

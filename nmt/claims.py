@@ -128,11 +128,11 @@ def check(stored: list, rows: list, where: str) -> list:
 def _sd(c: dict) -> float:
     """The standard deviation behind a claim's standard error: of the per-seed differences, or pooled within
     blocks for a blocked claim (per seed of a block)."""
-    from nmt.stats import _groups
+    from nmt.stats import groups_of
     if c.get("pool") == "blocks":
-        groups = _groups(c["seeds"], c["differences"])
+        groups = groups_of(c["seeds"], c["differences"])
         return c["se"] * len(groups) / math.sqrt(sum(1 / len(g) for g in groups))
-    n = len(_groups(c["seeds"], c["differences"])) if c.get("pool") == "general" else c["n"]
+    n = len(groups_of(c["seeds"], c["differences"])) if c.get("pool") == "general" else c["n"]
     return c["se"] * math.sqrt(n)
 
 

@@ -251,7 +251,7 @@ def block_of(unit) -> str:
     return str(unit).rsplit(":", 1)[0]
 
 
-def _groups(units: list, d: list) -> list:
+def groups_of(units: list, d: list) -> list:
     """The differences grouped by block, blocks in order of first appearance."""
     groups = {}
     for u, x in zip(units, d):
@@ -264,7 +264,7 @@ def estimate_of(d: list, units: list, pool: Optional[str]) -> tuple:
     if pool is None:
         m, se = mean_se(d)
         return m, se, len(d) - 1, None
-    groups = _groups(units, d)
+    groups = groups_of(units, d)
     if pool == "blocks":
         return (*blocked(groups), heterogeneity(groups))
     m, se = mean_se([statistics.fmean(g) for g in groups])

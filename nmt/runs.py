@@ -10,16 +10,19 @@ name, and the extra flags sorted (`+max-epochs3`). Two studies that name the sam
 directory that holds a run trained with other settings is refused (`check_matches`), never retrained over.
 
 Launchers: `local` trains one run after another here (`python -m nmt.train`, resumed where interrupted);
-`slurm` submits each as a job through submitit (pre-empted jobs are requeued and resume); `submitit-local`
-is the same code path on submitit's local executor (what the tests run).
+`slurm` submits each as a job through submitit (pre-empted or requeued jobs resume from checkpoint_last.pt; each
+trains on the CPUs SLURM gave it); `submitit-local` is the same code path on submitit's local executor. The tests
+run both: tests/test_slurm.py against a one-node cluster (scripts/slurm_cluster.sh start).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
+import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,22 +187,46 @@ def train_command(study: Study, spec: ModelSpec, seed: int, runs_root) -> list:
 
 
 class TrainJob:
-    """One run as a callable for submitit: trains (resuming when checkpoint_last.pt exists at start), and, when
-    SLURM pre-empts it, asks to be requeued (`checkpoint`); the requeued call resumes."""
+    """One run as a callable for submitit: trains (resuming when checkpoint_last.pt exists at start). When the
+    scheduler stops the job (requeue, pre-emption, time limit, scancel: SIGTERM), the training saves
+    checkpoint_last.pt and exits 143; the job then ends without a result, so that a requeued job resumes and
+    the waiting study sees a cancelled one (`wait_job`). On SIGUSR2 submitit calls `checkpoint`, which requeues
+    the same call. A failed training raises with its own last error line."""
 
     def __init__(self, command: list, run_dir: str, cwd: str):
         self.command, self.run_dir, self.cwd = list(command), run_dir, cwd
 
     def __call__(self) -> int:
         cmd = self.command + (["--resume"] if (Path(self.run_dir) / "checkpoint_last.pt").is_file() else [])
-        rc = subprocess.run(cmd, cwd=self.cwd).returncode
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+        if cpus.isdigit() and "--threads" not in cmd:  # the CPUs SLURM gave the job, not every core of its node
+            cmd += ["--threads", cpus]
+        rc, last = run_forwarding_stderr(cmd, self.cwd)
+        if rc in STOPPED or rc < 0:
+            print(f"{self.run_dir}: training stopped by a signal (exit {rc}); the scheduler requeues or ends this "
+                  f"job", file=sys.stderr, flush=True)
+            raise SystemExit(rc)  # not an Exception: submitit writes no result, the requeued job resumes
         if rc != 0:
-            raise RuntimeError(f"{' '.join(cmd)}: exit {rc}")
+            raise RuntimeError(f"{self.run_dir}: training exited {rc}: {last or 'no error line'}")
         return rc
 
     def checkpoint(self, *args, **kwargs):
         import submitit
         return submitit.helpers.DelayedSubmission(self)
+
+
+STOPPED = (130, 143)  # nmt.train's exits after SIGINT / SIGTERM, checkpoint_last.pt saved
+
+
+def run_forwarding_stderr(cmd: list, cwd: str) -> tuple[int, str]:
+    """Run `cmd`, its stderr passed through line by line; its exit status and its last non-empty stderr line."""
+    last = ""
+    with subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True, errors="replace") as proc:
+        for line in proc.stderr:  # universal newlines: a progress bar's \r ends a line too
+            sys.stderr.write(line)
+            if line.strip():
+                last = line.strip()[:300]
+    return proc.returncode, last
 
 
 def prepare_student(study: Study, spec: ModelSpec, seed: int, runs_root) -> None:
@@ -208,7 +235,7 @@ def prepare_student(study: Study, spec: ModelSpec, seed: int, runs_root) -> None
         seqkd.teacher_targets(run_dir(study, study.model(spec.teacher), seed, runs_root))
 
 
-def train_missing(study: Study, runs: list, runs_root, launcher: str = "local", slurm: dict = None) -> None:
+def train_missing(study: Study, runs: list, runs_root, launcher: str = "local", slurm: dict | None = None) -> None:
     """Train every run of `runs` that is not done, with the launcher; a failed run stops the study (exit 2)."""
     todo = [r for r in runs if r.status != "done"]
     if not todo:
@@ -225,7 +252,7 @@ def train_missing(study: Study, runs: list, runs_root, launcher: str = "local", 
                 cmd = train_command(study, spec, r.seed, runs_root)
                 cmd += ["--resume"] if (r.dir / "checkpoint_last.pt").is_file() else []
                 log.info("training %s seed %d: %s", r.model, r.seed, " ".join(cmd[1:]))
-                rc = subprocess.run(cmd).returncode
+                rc = subprocess.run(cmd, check=False).returncode
                 if rc != 0:
                     raise StudyError(f"{r.dir}: training exited {rc} (its log: {r.dir / 'log.jsonl'}); start the "
                                      f"study again to resume it")
@@ -256,8 +283,46 @@ def submit_all(study: Study, todo: list, runs_root, launcher: str, slurm: dict) 
             log.info("submitted %s seed %d: job %s", r.model, r.seed, job.job_id)
             jobs.append((r, job))
         for r, job in jobs:
-            try:
-                job.result()
-            except Exception as e:  # noqa: BLE001 - submitit re-raises the job's failure
-                raise StudyError(f"{r.dir}: job {job.job_id} failed ({str(e).strip().splitlines()[-1][:300]}); "
-                                 f"its output: {folder}") from None
+            wait_job(job, r, folder, launcher == "slurm")
+
+
+# squeue's states of a job that is still on its way (any other state, or none, means it ended)
+ON_ITS_WAY = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
+              "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
+
+
+def slurm_state(job_id: str) -> str:
+    """The job's state as squeue says it ("" when squeue no longer knows the job)."""
+    res = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, check=False)
+    return res.stdout.strip().split("\n")[0] if res.returncode == 0 else ""
+
+
+def wait_job(job, r: PlannedRun, folder: Path, slurm: bool, poll_s: float = 2.0, grace_s: float = 10.0) -> None:
+    """Wait for one job's result; a failed job is a StudyError with the training's own error line. On SLURM the
+    queue is watched too: a job that left it without a result (cancelled, killed, timed out) is reported, not
+    waited for forever (without accounting, submitit cannot see it)."""
+    ended_at = None
+    while not job.done():
+        if slurm:
+            state = slurm_state(job.job_id)
+            if state in ON_ITS_WAY:
+                ended_at = None
+            elif ended_at is None:
+                ended_at = time.monotonic()
+            elif time.monotonic() - ended_at > grace_s:  # the result file is written before the job ends
+                raise StudyError(f"{r.dir}: job {job.job_id} ended {state or 'and left the queue'} without a result "
+                                 f"(cancelled or killed); run the same command again to resume it. Its output: "
+                                 f"{folder}")
+        time.sleep(poll_s)
+    try:
+        job.result()
+    except Exception as e:  # noqa: BLE001 - submitit re-raises the job's failure
+        raise StudyError(f"job {job.job_id} failed: {error_line(str(e))[:400]}; its output: {folder}") from None
+
+
+def error_line(failure: str) -> str:
+    """The job's own error from submitit's failure text: the last line of the traceback it quotes between two
+    rules of dashes (the whole text's last line where there are none)."""
+    parts = failure.split("-" * 22)
+    lines = [x.strip() for x in (parts[1] if len(parts) >= 3 else failure).splitlines() if x.strip()]
+    return lines[-1] if lines else "no error line"

@@ -416,16 +416,21 @@ def main(argv=None):
     f = sub.add_parser("fetch", help="download Multi30k task 1 (raw) with checksums")
     f.add_argument("--dest", default="data/multi30k")
     f.add_argument("--base-url", default=MULTI30K_URL)
-    f.add_argument("--sets", choices=["main", "all"], default="all", help="main: train, val and test_2016_flickr; "
-                                                                          "all: also test_2017_flickr, "
-                                                                          "test_2017_mscoco and test_2018_flickr")
+    f.add_argument("--sets", choices=["main", "all", "news"], default="all",
+                   help="main: train, val and test_2016_flickr; all: also test_2017_flickr, test_2017_mscoco and "
+                        "test_2018_flickr; news: the public test sets out of the caption domain (nmt.publicsets: "
+                        "wmt22_de, wmt22_cs, tatoeba_fr), each checked against its SHA-256")
     c = sub.add_parser("check", help="validate a parallel pair of files (line counts, UTF-8)")
     c.add_argument("src")
     c.add_argument("tgt")
     args = p.parse_args(argv)
 
     def body():
-        if args.cmd == "fetch":
+        if args.cmd == "fetch" and args.sets == "news":
+            from nmt.publicsets import GITHUB_RAW, fetch_public
+            for path in fetch_public(args.dest, GITHUB_RAW if args.base_url == MULTI30K_URL else args.base_url):
+                print(path)
+        elif args.cmd == "fetch":
             for path in fetch_multi30k(args.dest, args.base_url, files=None if args.sets == "all" else
                                        [n for n in MULTI30K_SHA256 if n.split(".")[0] in ("train", "val",
                                                                                           "test_2016_flickr")]):

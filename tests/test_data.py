@@ -144,3 +144,55 @@ def test_fetch_verifies_checksums(tmp_path):
     with pytest.raises(DataError, match="does not match"):
         fetch_multi30k(tmp_path / "m2", base_url=bad.as_uri(), files=["val.fr.gz"])
     assert list((tmp_path / "m2").iterdir()) == []
+
+
+def test_public_test_sets_are_checked_subset_and_refused_when_they_differ(tmp_path, capsys):
+    """`nmt.data fetch --sets news` on a fake GitHub (file:// in the raw.githubusercontent layout): each file
+    must have its recorded SHA-256; the first 1,000 segments of each are written as {name}.{lang}.gz, which
+    the study's test-set discovery then finds for that pair only. One changed byte: exit 2, nothing written."""
+    import hashlib
+
+    from nmt import publicsets
+    from nmt.data import main as data_main
+    from nmt.data import test_sets_of
+    from nmt.publicsets import PublicFile, PublicSet, fetch_public
+
+    raw = tmp_path / "raw"
+    src = "".join(f"source sentence {i}\n" for i in range(1200)).encode()
+    ref = "".join(f"Zielsatz {i} für\n" for i in range(1200)).encode()
+
+    def publish(path: str, data: bytes) -> PublicFile:
+        f = raw / "someone/tests" / ("c" * 40) / path
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        return PublicFile("someone/tests", "c" * 40, path, hashlib.sha256(data).hexdigest())
+
+    fake = (PublicSet("fake_de", "en-de", publish("src.en", src), publish("ref.de", ref), "CC0", "none"),)
+    dest = tmp_path / "data"
+    dest.mkdir()
+    written = fetch_public(dest, raw.as_uri(), fake)
+    assert [p.name for p in written] == ["fake_de.en.gz", "fake_de.de.gz"]
+    lines = read_text(dest / "fake_de.de.gz")
+    assert len(lines) == 1000 and lines[0] == "Zielsatz 0 für" and lines[-1] == "Zielsatz 999 für"
+    again = tmp_path / "again"
+    fetch_public(again, raw.as_uri(), fake)
+    assert (again / "fake_de.en.gz").read_bytes() == (dest / "fake_de.en.gz").read_bytes()  # the same bytes
+    for name in ("train", "val"):  # a corpus beside it: the set is a test set of en-de, not of en-fr
+        for lang in ("en", "de", "fr"):
+            write_lines(dest / f"{name}.{lang}.gz", ["x"], gz=True)
+    assert test_sets_of(TrainConfig(data_dir=str(dest))) == ["fake_de"]
+    assert test_sets_of(TrainConfig(data_dir=str(dest), tgt_lang="fr")) == []
+    # one byte changed at the source: refused, nothing written
+    (raw / "someone/tests" / ("c" * 40) / "ref.de").write_bytes(ref.replace(b"Zielsatz 7 ", b"Zielsatz 8 "))
+    with pytest.raises(DataError, match="ref.de: sha256 .* does not match the expected"):
+        fetch_public(tmp_path / "bad", raw.as_uri(), fake)
+    assert list((tmp_path / "bad").iterdir()) == []
+    # the command: the real table against a mirror that lacks the files is a download error, exit 2, one line
+    assert data_main(["fetch", "--sets", "news", "--dest", str(tmp_path / "cmd"), "--base-url", raw.as_uri()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot download") and publicsets.WMT22[1] in err[0]
+    assert list((tmp_path / "cmd").iterdir()) == []
+    # every recorded file is pinned: a repository, a 40-digit commit, a 64-digit SHA-256, a licence
+    for s in publicsets.PUBLIC_SETS:
+        for f in (s.source, s.reference):
+            assert "/" in f.repo and len(f.commit) == 40 and len(f.sha256) == 64 and s.licence, s.name

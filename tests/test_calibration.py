@@ -312,6 +312,8 @@ def test_ece_floor_matches_simulated_calibrated_labels():
     ([1, 2], [1, 2, 3], [True, True], [True, True]),  # a deletion at the end is followed by no token
     ([1, 2, 3], [1, 2, 3], [True, True, True], [True, True, True]),
     ([5, 1, 2], [1, 2], [False, True, True], [False, True, True]),  # an insertion is no deletion
+    # the rule marks only the token right after a deletion: match 1, delete 2, match 3 (wrong), match 4 (right)
+    ([1, 3, 4], [1, 2, 3, 4], [True, True, True], [True, False, True]),
 ])
 def test_wang_deletion_rule_by_hand(hyp, ref, ter, wang):
     from nmt.calibration import inference_labels
@@ -330,3 +332,15 @@ def test_binned_ece_equals_torchmetrics_calibration_error():
     ours = expected_calibration_error(conf, correct, n_bins=15)
     theirs = float(binary_calibration_error(conf, correct.long(), n_bins=15, norm="l1"))
     assert ours == pytest.approx(theirs, abs=1e-9) and ours > 0.01
+
+
+def test_eos_exclude_drops_the_eos_of_an_empty_hypothesis_too():
+    """eos="exclude": an empty hypothesis is its EOS alone, and nothing of it is counted. By hand: hypotheses
+    [EOS] (conf 0.9, wrong) and [5, 6, EOS] (0.8 right, 0.7 wrong, 0.6 right): without EOS, two tokens,
+    accuracy 1/2, confidence (0.8 + 0.7) / 2 = 0.75; with EOS, four tokens, accuracy 2/4, confidence 0.75."""
+    hyps, confs, labels = [[EOS], [5, 6, EOS]], [[0.9], [0.8, 0.7, 0.6]], [[False], [True, False, True]]
+    without = inference_calibration(hyps, confs, labels, n_bins=10, eos="exclude", intervals=False)
+    assert without["tokens"] == 2 and without["accuracy"] == pytest.approx(0.5)
+    assert without["confidence"] == pytest.approx(0.75)
+    with_eos = inference_calibration(hyps, confs, labels, n_bins=10, eos="include", intervals=False)
+    assert with_eos["tokens"] == 4 and with_eos["confidence"] == pytest.approx(0.75)

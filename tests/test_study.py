@@ -371,6 +371,40 @@ def test_the_committed_sweeps_redraw_from_comparison_json_alone(tmp_path):
     assert main(["--figures", str(tmp_path / "x")]) == 2 and not (tmp_path / "x").exists()
 
 
+def test_the_evaluation_cache_is_keyed_on_the_checkpoints_bytes_not_its_path(tiny_run, toy_multi30k, tmp_path):
+    """Two copies of one run at two paths share their cache key; a run retrained at the same path (other bytes
+    in its checkpoint) gets another, so its old evaluation is never reused."""
+    from nmt import evalcache, experiment
+    from nmt.checkpoint import resolve
+    st = load_study(toy_study(tmp_path / "toy.toml", toy_multi30k))
+
+    def key(run):
+        return evalcache.entry_key(st, experiment.decode_config(st), st.model("hard"), 1, run, True, "cpu")
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_run, a)
+    shutil.copytree(tiny_run, b)
+    assert key(a) == key(b)
+    final = resolve(a)
+    other = next(p for p in a.glob("checkpoint_*.pt") if p.read_bytes() != final.read_bytes())
+    shutil.copyfile(other, final)  # "retrained": the same path, other weights
+    assert key(a) != key(b)
+
+
+def test_a_claim_pairs_by_seed_number_not_by_position():
+    """a has seeds 1, 2, 3 and b seeds 1, 3 (b's seed 2 missing, as with --partial): the differences are
+    a1 - b1 = 0.10 - 0.15 = -0.05 and a3 - b3 = 0.20 - 0.30 = -0.10, on seeds [1, 3]; by position, a2 would be
+    paired with b3 (0.50 - 0.30 = +0.20)."""
+    from types import SimpleNamespace as Row
+
+    from nmt.claims import judge_claims
+    from nmt.studyfile import ClaimSpec, ModelRef
+    vals = {("a", 1): 0.10, ("a", 2): 0.50, ("a", 3): 0.20, ("b", 1): 0.15, ("b", 3): 0.30}
+    rows = [Row(model=m, seed=sd, t_kind="1", test_set="t", ece_forced=v) for (m, sd), v in vals.items()]
+    c, = judge_claims((ClaimSpec("a < b", "ece_forced", ModelRef("a"), ModelRef("b"), "less"),), rows)
+    assert c.seeds == [1, 3] and c.n == 2 and c.differences == pytest.approx([-0.05, -0.10])
+    assert c.estimate == pytest.approx(-0.075) and c.df == 1
+
+
 def test_a_pooled_claim_pairs_every_model_pair_and_seed_by_hand():
     """a = [a1, a2], b = [b1, b2]: one difference per (pair, seed) both sides have, the pair a fixed block; a
     model with no rows makes its claim 'not measured'."""

@@ -381,3 +381,21 @@ def test_amp_bf16_on_a_cpu_without_bf16_is_refused_before_anything_is_written(to
     assert not (tmp_path / "runs").exists()
     assert train(toy_train_args(toy_corpus, run_dir, "--amp", "fp16", "--max-steps", "2")) == 2
     assert "--amp fp16: not on the CPU" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+def test_logged_losses_are_per_token_and_the_schedule_counts_updates_not_batches(toy_corpus, tmp_path):
+    """Two checks on one tiny run with gradient accumulation (--update-freq 2) and a learning rate too small to
+    move the weights: (1) the training NLL it logs is per target token, so an untrained model's is about its
+    validation NLL (both near ln 64 = 4.16 for its 60 pieces; per sentence it would be ~6 times larger);
+    (2) the linear schedule's length is in updates (batches / 2 per epoch), so the rate is 0 after the last one."""
+    run = tmp_path / "run"
+    assert main(toy_train_args(toy_corpus, run, "--update-freq", "2", "--lr", "1e-9", "--lr-schedule", "linear",
+                               "--warmup-steps", "2", "--max-epochs", "2", "--log-every", "1",
+                               "--average-last", "1")) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    train = [e for e in log if e["event"] == "train"]
+    valid = next(e for e in log if e["event"] == "valid")
+    start = next(e for e in log if e["event"] == "start")
+    assert abs(train[0]["nll"] - valid["nll"]) < 0.5 and valid["nll"] < 8, (train[0], valid)
+    assert len(train) == 2 * -(-start["batches"] // 2)  # one event per update: ceil(batches / 2) per epoch
+    assert train[-1]["lr"] == 0.0 and train[len(train) // 2]["lr"] > 0

@@ -1,6 +1,6 @@
 """python -m nmt.export: write an nmt checkpoint as a CTranslate2 model (needs the `export` extra; nmt.ct2).
 
-  python -m nmt.export --checkpoint runs/cpu/alpha0.1_seed1 --ctranslate2 exported/ls
+  python -m nmt.export --checkpoint runs/en-de/cpu/uniform0.1_seed1 --ctranslate2 exported/ls
   python -m nmt.export --checkpoint RUN --ctranslate2 exported/ls_int8 --quantization int8
   python -m nmt.decode --engine ctranslate2 --checkpoint exported/ls --beam 4
 

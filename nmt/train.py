@@ -1,6 +1,6 @@
 """python -m nmt.train: train one translation model with (or without) label smoothing.
 
-  python -m nmt.train --preset cpu --alpha 0.1 --run-dir runs/cpu/alpha0.1_seed1
+  python -m nmt.train --preset cpu --alpha 0.1 --run-dir runs/en-de/cpu/uniform0.1_seed1
   python -m nmt.train --preset cpu --run-dir runs/x --resume     # continue an interrupted run
 
 The loop reads top to bottom in `train`: prepare data -> model -> for each epoch: updates

@@ -1,7 +1,7 @@
 """The notebook API: a trained model that translates and scores text.
 
     from nmt import Translator
-    t = Translator.load("runs/cpu/alpha0.1_seed1")          # a run directory or a checkpoint; device auto
+    t = Translator.load("runs/en-de/cpu/uniform0.1_seed1")          # a run directory or a checkpoint; device auto
     out = t.translate(["A dog runs on the grass."], beam=4, temperature="auto")
     out[0].text, out[0].pieces, out[0].token_probs, out[0].score
     t.score(sources, references)   # teacher-forced NLL / accuracy / ECE: the numbers python -m nmt.decode prints

@@ -2,7 +2,7 @@
 # Set up everything nmt needs in .venv, idempotently (a second call changes nothing and needs no network):
 #   1. .venv with PyTorch: the CUDA build where `nvidia-smi -L` finds a GPU, else the CPU build (a wheel pip
 #      already finds on this machine, else PyTorch's CPU index: NMT_TORCH_INDEX overrides it);
-#   2. nmt itself with its test extra (again only when pyproject.toml changed);
+#   2. nmt itself with its test and export extras (again only when pyproject.toml changed);
 #   3. with --corpus, Multi30k via `python -m nmt.data fetch` when neither data/multi30k nor
 #      ../shared/data/multi30k holds it (checksums verified).
 # Sourced by scripts/train.sh and scripts/test.sh; leaves PY set to the environment's python.

@@ -11,12 +11,12 @@ import math
 
 from nmt.errors import DataError
 from nmt.names import check_name
-from nmt.stats import Claim, adjust, judge
+from nmt.stats import Claim, adjust, judge, slope
 from nmt.studyfile import ClaimSpec, ModelRef
 
 # the fields of a stored claim that its rows and the rules determine; compared to 1e-9 (relative) by `check`
 CHECKED = ("differences", "seeds", "estimate", "ci", "p", "n", "verdict", "p_holm", "verdict_holm", "test", "df",
-           "se", "mde", "mde_holm", "heterogeneity", "test_sets")
+           "se", "mde", "mde_holm", "heterogeneity", "test_sets", "x")
 
 
 def per_unit(rows: list, metric: str, test_set: str, ref: ModelRef, block: str = None) -> dict:
@@ -28,6 +28,12 @@ def per_unit(rows: list, metric: str, test_set: str, ref: ModelRef, block: str =
 
 def judge_one(c: ClaimSpec, rows: list, test_set: str) -> Claim:
     """One claim on the rows of `test_set` (before Holm)."""
+    if c.x:  # a trend: per seed (every model has it), the least-squares slope of the metric over alpha
+        per = [per_unit(rows, c.metric, test_set, ref) for ref in c.a]
+        seeds = sorted(set.intersection(*(set(v) for v in per)))
+        slopes = {sd: slope(list(c.x), [v[sd] for v in per]) for sd in seeds}
+        return judge(c.claim, c.metric, [r.to_dict() for r in c.a], [], c.direction, slopes,
+                     {sd: 0.0 for sd in seeds}, None, c.source, test_set, c.family, None, None, list(c.x))
     if c.test_sets:  # pooled over test sets: every (test set, seed) unit paired, the test set naming the block
         va, vb = {}, {}
         for name in c.test_sets:
@@ -85,6 +91,16 @@ def spec_of(d: dict, where: str) -> ClaimSpec:
     for i, name in enumerate(sets or ()):
         check_name(name, f"{where}.test_sets[{i}]")
     pooled = d["pool"] is not None and not sets
+    if d.get("x") is not None:  # a trend claim: a lists its models, x their alphas, b is empty
+        x = d["x"]
+        if not (isinstance(x, list) and isinstance(d.get("a"), list) and len(x) == len(d["a"]) >= 3
+                and d.get("b") == [] and d["pool"] is None and d["direction"] != "equivalent"
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in x)):
+            raise DataError(f"{where}: a trend claim: expected a list of three or more models in a, their finite "
+                            f"alphas in x, b empty, an ordering direction, no pooling")
+        a = tuple(_ref(v, f"{where}.a[{i}]") for i, v in enumerate(d["a"]))
+        return ClaimSpec(d["claim"], d["metric"], a, (), d["direction"], None, d["source"], d["test_set"],
+                         d["family"], None, (), tuple(float(v) for v in x))
     if pooled:
         if not (isinstance(d.get("a"), list) and isinstance(d.get("b"), list) and d["a"]
                 and len(d["a"]) == len(d["b"])):

@@ -88,7 +88,8 @@ class TrainConfig:
     alpha: float = _f(0.0, "label smoothing alpha (Szegedy et al. 2016; Mueller et al. 2019): 0 = hard targets")
     smoothing: str = _f("uniform", "where the smoothing mass alpha goes: uniform (every non-padding piece), unigram "
                                    "(the target side's piece frequencies, Gao et al. 2020) or masked (uniform over the "
-                                   "pieces the target side uses, Chen et al. 2022)")
+                                   "pieces the target side uses, Chen et al. 2022) or unigram-noeos (the unigram prior "
+                                   "without end-of-sentence mass, renormalised)")
     confidence_penalty: float = _f(0.0, "confidence penalty beta (Pereyra et al. 2017): the loss minus beta times the "
                                         "entropy of each prediction; 0 = off")
     max_tokens: int = _f(4096, "token budget per batch and per process (under torchrun: per GPU, as in fairseq): "
@@ -185,7 +186,7 @@ class DecodeConfig:
         parse_temperature(self.temperature)
 
 
-SMOOTHING_PRIORS = ("uniform", "unigram", "masked")
+SMOOTHING_PRIORS = ("uniform", "unigram", "masked", "unigram-noeos")
 
 
 def parse_grid(spec: str) -> list:

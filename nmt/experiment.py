@@ -284,7 +284,7 @@ def two_level(claims: list, hyps: dict, refs: dict, evidence: dict, study: Study
                 metric, texts, lines, evidence.get(key), study.evaluate.n_bins, protocol)
         return cache[key, metric]
     for c in claims:
-        if c.metric not in hierarchical.SUPPORTED or c.ci is None:
+        if c.metric not in hierarchical.SUPPORTED or c.ci is None or c.x is not None:  # a trend: seeds only
             continue
         sides = {}
         for u in c.seeds:

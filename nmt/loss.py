@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nmt.model import EOS
+
 
 def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: float, ignore_index: int,
                             prior: torch.Tensor = None):
@@ -191,7 +193,9 @@ def smoothing_prior(kind: str, target_counts: torch.Tensor, ignore_index: int) -
     - "uniform": 1 / (V - 1) on every non-padding piece (Szegedy et al. 2016);
     - "unigram": the pieces' frequencies on the target side of the training data (Gao et al. 2020);
     - "masked": uniform over the pieces that occur on the target side (Chen et al. 2022), so that no mass goes
-      to pieces of a joint vocabulary that only the source side uses.
+      to pieces of a joint vocabulary that only the source side uses;
+    - "unigram-noeos": the unigram prior with pi_EOS = 0, renormalised over the other pieces (the ablation of
+      the unigram prior's end-of-sentence mass).
     `target_counts` (V,): how often each piece is a training target (EOS included). A ValueError for an
     unknown kind or a prior with no mass."""
     counts = target_counts.double().clone()
@@ -203,8 +207,11 @@ def smoothing_prior(kind: str, target_counts: torch.Tensor, ignore_index: int) -
         prior = counts
     elif kind == "masked":
         prior = (counts > 0).double()
+    elif kind == "unigram-noeos":
+        prior = counts
+        prior[EOS] = 0.0
     else:
-        raise ValueError(f"unknown smoothing prior {kind!r} (expected uniform, unigram or masked)")
+        raise ValueError(f"unknown smoothing prior {kind!r} (expected uniform, unigram, masked or unigram-noeos)")
     if prior.sum() <= 0:
         raise ValueError(f"the {kind} prior has no mass: no target piece in the training data")
     return prior / prior.sum() if kind != "uniform" else _uniform(counts.numel(), ignore_index)

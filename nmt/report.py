@@ -141,10 +141,13 @@ def claim_line(c: dict) -> str:
         level = "90%" if "TOST" in c["test"] else "95%"
         margin = f", margin ±{c['margin']:g}" if c.get("margin") else ""
         df = f", df = {c['df']}" if c.get("df") is not None and c["df"] != c["n"] - 1 else ""
-        detail = (f"mean difference {f.format(c['estimate'])}, {level} interval [{f.format(c['ci'][0])}, "
+        what = "mean slope per unit alpha" if c.get("x") is not None else "mean difference"
+        detail = (f"{what} {f.format(c['estimate'])}, {level} interval [{f.format(c['ci'][0])}, "
                   f"{f.format(c['ci'][1])}]{margin}; {c['test']}, n = {c['n']}{df}, p = {c['p']:.3g}, "
                   f"Holm p = {c['p_holm']:.3g}{_power(c, f)}{_two_level(c, f)}{_heterogeneity(c)}")
     holm = "" if c["verdict_holm"] == c["verdict"] else f" ({c['verdict_holm']} after Holm)"
+    if c.get("x") is not None:
+        detail += "; alphas " + ", ".join(f"{v:g}" for v in c["x"])
     where = f" [{c['test_set']}]" if c.get("test_set") else (f" [{', '.join(c['test_sets'])}]" if c.get("test_sets")
                                                              else "")
     return f"- {c['claim']}{where}: **{c['verdict']}**{holm}: {detail}"

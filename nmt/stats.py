@@ -55,6 +55,8 @@ HETEROGENEITY_LEVEL = 0.05
 TESTS = {(None, False): "paired t", (None, True): "TOST", ("blocks", False): "blocked t", ("blocks", True): "blocked TOST",
          ("general", False): "t over block means", ("general", True): "TOST over block means"}
 
+TREND_TEST = "t over per-seed slopes"  # a trend claim's test: a paired t on each seed's least-squares slope
+
 ModelSide = Union[dict, list]  # {"model": name, "temperature": "1" | "fitted"}, or a pooled claim's list of them
 
 
@@ -100,6 +102,7 @@ class Claim:
     mde_holm: Optional[float] = None  # the same at 5% / m, m the tested claims of the family
     ci_two_level: Optional[list] = None  # the hierarchical bootstrap's interval (seeds, then sentences)
     test_sets: Optional[list] = None  # a claim pooled over test sets: its blocks (units "TESTSET:seed")
+    x: Optional[list] = None  # a trend claim: each a-side model's alpha (b is []); differences are per-seed slopes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,9 +274,15 @@ def estimate_of(d: list, units: list, pool: Optional[str]) -> tuple:
     return m, se, len(groups) - 1, heterogeneity(groups)
 
 
+def slope(x: list, y: list) -> float:
+    """The least-squares slope of y on x: sum((x_i - mean x)(y_i - mean y)) / sum((x_i - mean x)^2)."""
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((u - mx) * (v - my) for u, v in zip(x, y)) / sum((u - mx) ** 2 for u in x)
+
+
 def judge(claim: str, metric: str, a, b, direction: str, per_seed_a: dict, per_seed_b: dict,
           margin: float = None, source: str = "paper", test_set: str = "", family: str = "primary",
-          pool: Optional[str] = None, test_sets: Optional[list] = None) -> Claim:
+          pool: Optional[str] = None, test_sets: Optional[list] = None, x: Optional[list] = None) -> Claim:
     """A Claim from each model's per-unit values ({seed: value}, or {"BLOCK:seed": value} for a pooled claim);
     only units both have are paired, in sorted order."""
     if direction not in DIRECTIONS:
@@ -284,9 +293,12 @@ def judge(claim: str, metric: str, a, b, direction: str, per_seed_a: dict, per_s
         raise ValueError(f"family {family!r} / pool {pool!r}: expected one of {FAMILIES} / {POOLS}")
     units = sorted(set(per_seed_a) & set(per_seed_b))
     d = [per_seed_a[s] - per_seed_b[s] for s in units]
-    test = TESTS[pool, direction == "equivalent"]
+    if x is not None and (direction == "equivalent" or pool is not None):
+        raise ValueError("a trend claim is an ordering (less or greater) over seeds, not pooled")
+    test = TREND_TEST if x is not None else TESTS[pool, direction == "equivalent"]
     c = Claim(claim, metric, a, b, direction, d, units, test, None, None, None, len(d), margin, source=source,
-              test_set=test_set, family=family, pool=pool, test_sets=list(test_sets) if test_sets else None)
+              test_set=test_set, family=family, pool=pool, test_sets=list(test_sets) if test_sets else None,
+              x=list(x) if x is not None else None)
     if not d:
         c.verdict = c.verdict_holm = "not measured (no runs)"
         return c
@@ -319,7 +331,7 @@ def recompute(d: dict) -> Claim:
     per_a = {s: x for s, x in zip(d["seeds"], d["differences"])}
     return judge(d["claim"], d["metric"], d["a"], d["b"], d["direction"], per_a, {s: 0.0 for s in d["seeds"]},
                  d.get("margin"), d.get("source", "paper"), d.get("test_set", ""), d.get("family", "primary"),
-                 d.get("pool"), d.get("test_sets"))
+                 d.get("pool"), d.get("test_sets"), d.get("x"))
 
 
 def recompute_all(claims: list) -> list:

@@ -39,7 +39,7 @@ from nmt.stats import FAMILIES, POOLS
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 METRICS = CLAIMABLE  # the metrics a claim may name (nmt.metrics)
-SMOOTHING = ("uniform", "unigram", "masked")
+SMOOTHING = ("uniform", "unigram", "masked", "unigram-noeos")
 DISTILL_KINDS = ("token", "sequence")
 INFERENCE_LABELS = ("ter", "ter-wang", "edit")
 # Flags a study may not set per model: the runner sets them from the model's own keys.
@@ -114,6 +114,7 @@ class ClaimSpec:
     family: str = "primary"  # the Holm family (nmt.stats.FAMILIES)
     pool: Optional[str] = None  # a pooled claim: "blocks" (fixed effect) or "general" (a t over block means)
     test_sets: tuple = ()  # pooled over these test sets, each a block (the same a and b on each)
+    x: tuple = ()  # a trend claim: a is its models (b is ()), x their alphas; judged on per-seed slopes
 
 
 @dataclass(frozen=True)
@@ -322,7 +323,9 @@ CLAIM_KEYS = {"claim": "its sentence", "metric": f"one of {', '.join(METRICS)}",
               "family": "primary (the paper's claims) or secondary (every other metric)",
               "source": "paper or study", "test_set": "a test set of [evaluate]",
               "test_sets": "test sets of [evaluate] (pooled over them, each a block)",
-              "pool": "blocks or general (pooled claims only)"}
+              "pool": "blocks or general (pooled claims only)",
+              "trend": "three or more models, in order (instead of a and b): the slope of the metric over their "
+                       "alpha, per seed"}
 COMPANION_METRICS = ("bleu_beam", "bleu_greedy", "chrf")  # an ordering on these needs an equivalence companion
 
 
@@ -339,7 +342,31 @@ def _margin(ck: _Checker, c, key: str, direction: str, margins: dict):
                              "written before the study runs")
 
 
-def _claim(ck: _Checker, c, key: str, names, test_sets, margins: dict) -> ClaimSpec:
+def _trend(ck: _Checker, c, key: str, alphas: dict, test_sets) -> ClaimSpec:
+    """A trend claim: `trend` lists three or more models; the metric's slope over their alpha, per seed."""
+    for k in ("a", "b", "test_sets", "pool", "margin"):
+        if k in c:
+            ck.fail(f"{key}.{k}", "not in a trend claim (its models are `trend`, judged over seeds)")
+    refs = _refs(ck, c["trend"], f"{key}.trend", list(alphas))
+    if not isinstance(refs, tuple) or len(refs) < 3 or len({r.model for r in refs}) != len(refs):
+        ck.fail(f"{key}.trend", "expected a list of three or more different models")
+    x = tuple(float(alphas[r.model]) for r in refs)
+    if len(set(x)) < 2:
+        ck.fail(f"{key}.trend", f"the models' alphas {list(x)}: a slope needs at least two different ones")
+    direction = ck.choice(c["direction"], f"{key}.direction", ("less", "greater"))
+    test_set = c.get("test_set")
+    if test_set is not None and "all" not in test_sets and test_set not in test_sets:
+        ck.fail(f"{key}.test_set", f"{test_set!r}: not one of [evaluate].test_sets ({', '.join(test_sets)})")
+    return ClaimSpec(c["claim"], ck.choice(c["metric"], f"{key}.metric", METRICS), refs, (), direction, None,
+                     ck.choice(c.get("source", "paper"), f"{key}.source", ("paper", "study")), test_set,
+                     ck.choice(c["family"], f"{key}.family", FAMILIES), None, (), x)
+
+
+def _claim(ck: _Checker, c, key: str, names, test_sets, margins: dict, alphas: dict = None) -> ClaimSpec:
+    if isinstance(c, dict) and "trend" in c:
+        ck.table(c, key, CLAIM_KEYS, required=("claim", "metric", "trend", "direction", "family"))
+        ck.typed(c["claim"], f"{key}.claim", str, "a sentence")
+        return _trend(ck, c, key, alphas or {}, test_sets)
     ck.table(c, key, CLAIM_KEYS, required=("claim", "metric", "a", "b", "direction", "family"))
     ck.typed(c["claim"], f"{key}.claim", str, "a sentence")
     direction = ck.choice(c["direction"], f"{key}.direction", ("less", "greater", "equivalent"))
@@ -391,6 +418,8 @@ def _companions(ck: _Checker, claims: list) -> None:
     """Every BLEU / chrF ordering has an equivalence claim on the same metric, models, test set and pooling."""
     equivalences = {_sides(c) for c in claims if c.direction == "equivalent"}
     for i, c in enumerate(claims):
+        if c.x:  # a trend: a slope, not an ordering of two models
+            continue
         if c.metric in COMPANION_METRICS and c.direction != "equivalent" and _sides(c) not in equivalences:
             ck.fail(f"claims[{i}]", f"{c.claim!r}: an ordering on {c.metric} needs its equivalence companion (the "
                                     "same metric, models, test set and pooling, direction = \"equivalent\" at "
@@ -559,7 +588,8 @@ def load_study(path) -> Study:
                                               "or has another pair")
     evaluate = _evaluate(ck, raw.get("evaluate", {}), names)
     margins = _margins(ck, raw.get("margins", {}))
-    claims = [_claim(ck, c, f"claims[{i}]", names, evaluate.test_sets, margins)
+    alphas = {m.name: m.alpha for m in models}
+    claims = [_claim(ck, c, f"claims[{i}]", names, evaluate.test_sets, margins, alphas)
               for i, c in enumerate(raw.get("claims", []))]
     _companions(ck, claims)
     description = raw.get("description", "")

@@ -150,6 +150,7 @@ def test_distillation_matches_its_formula_and_ignores_padding(temperature):
 # -- the smoothing family: priors and the confidence penalty ---------------------------------------
 
 from nmt.loss import _LabelSmoothedNLL, confidence_penalty_loss, smoothing_prior  # noqa: E402
+from nmt.model import EOS  # noqa: E402
 
 
 def dense_family(lprobs, target, alpha, pad, prior, beta):
@@ -214,6 +215,10 @@ def test_priors_by_hand():
         smoothing_prior("masked", torch.tensor([4.0, 0.0, 0.0]), PAD)
     with pytest.raises(ValueError, match="unknown smoothing prior"):
         smoothing_prior("zipf", counts, PAD)
+    # EOS is piece 3: counts 2 (EOS), 6, 2 -> unigram 0.2, 0.6, 0.2; without EOS's mass 0, 0.75, 0.25
+    counts = torch.tensor([5.0, 0.0, 0.0, 2.0, 6.0, 2.0])
+    assert EOS == 3 and smoothing_prior("unigram", counts, PAD).tolist() == pytest.approx([0, 0, 0, 0.2, 0.6, 0.2])
+    assert smoothing_prior("unigram-noeos", counts, PAD).tolist() == [0.0, 0.0, 0.0, 0.0, 0.75, 0.25]
 
 
 def test_confidence_penalty_by_hand():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nmt.config import UsageError, parse_grid
-from nmt.data import read_text
+from nmt.data import DataError, read_text
 from nmt.stats import recompute, recompute_all
 from nmt.study import main as study
 from nmt.studyfile import StudyError, load_study
@@ -388,6 +388,49 @@ def test_the_evaluation_cache_is_keyed_on_the_checkpoints_bytes_not_its_path(tin
     other = next(p for p in a.glob("checkpoint_*.pt") if p.read_bytes() != final.read_bytes())
     shutil.copyfile(other, final)  # "retrained": the same path, other weights
     assert key(a) != key(b)
+
+
+def test_a_trend_claim_is_a_t_over_per_seed_slopes_by_hand(tmp_path, toy_multi30k):
+    """ECE of hard (alpha 0), ls01 (0.1), ls02 (0.2) on three seeds. Per seed, the least-squares slope over
+    alpha is (y(0.2) - y(0)) / 0.2 for three equally spaced alphas: seed 1 (0.10, 0.08, 0.07) -0.15, seed 2
+    (0.12, 0.09, 0.08) -0.20, seed 3 (0.11, 0.10, 0.06) -0.25. Mean -0.2, sd 0.05, se 0.05 / sqrt 3 =
+    0.0288675, t = -6.928 on 2 df: P(T < t) = 1/2 + t / (2 sqrt(t^2 + 2)) = 0.010102, two-sided p (as every
+    ordering's) 0.020204; 95% interval
+    -0.2 -+ 4.302653 se = [-0.324207, -0.075793]: holds. The stored claim is checked again from its rows."""
+    from types import SimpleNamespace as Row
+
+    from nmt.claims import check, judge_claims
+    from nmt.report import claim_line, jsonable
+    from nmt.studyfile import ClaimSpec, ModelRef
+    ece = {"hard": (0.10, 0.12, 0.11), "ls01": (0.08, 0.09, 0.10), "ls02": (0.07, 0.08, 0.06)}
+    rows = [Row(model=m, seed=i + 1, t_kind="1", test_set="t", ece_forced=v) for m, vs in ece.items()
+            for i, v in enumerate(vs)]
+    spec = ClaimSpec("ECE falls with alpha", "ece_forced", tuple(ModelRef(m) for m in ece), (), "less",
+                     test_set="t", x=(0.0, 0.1, 0.2))
+    c, = judge_claims((spec,), rows)
+    assert c.differences == pytest.approx([-0.15, -0.20, -0.25]) and c.seeds == [1, 2, 3]
+    assert c.test == "t over per-seed slopes" and c.se == pytest.approx(0.0288675, abs=1e-7) and c.df == 2
+    assert c.p == pytest.approx(0.020204, abs=1e-6) and c.ci == pytest.approx([-0.324207, -0.075793], abs=1e-6)
+    assert c.verdict == "holds" and c.b == [] and c.x == [0.0, 0.1, 0.2]
+    stored = jsonable(c.to_dict())
+    assert check([stored], rows, "x")[0].verdict == "holds"
+    edited = {**stored, "x": [0.0, 0.1, 0.3]}  # other alphas than the rows were judged on
+    with pytest.raises(DataError, match=r"claims\[0\].*differences"):
+        check([edited], rows, "x")
+    assert "mean slope per unit alpha -0.2000" in claim_line(stored) and "alphas 0, 0.1, 0.2" in claim_line(stored)
+    # in a study file: `trend` lists the models (their alphas from [[models]]); a and b, or two models, refused
+    f = toy_study(tmp_path / "t.toml", toy_multi30k, models='[[models]]\nname = "hard"\n\n[[models]]\nname = '
+                  '"ls"\nalpha = 0.1\n\n[[models]]\nname = "ls02"\nalpha = 0.2\n')
+    trend = ('\n[[claims]]\nclaim = "ECE falls with alpha"\nfamily = "primary"\nmetric = "ece_forced"\n'
+             'direction = "less"\ntrend = ["hard", "ls", "ls02"]\n')
+    f.write_text(f.read_text() + trend)
+    assert load_study(f).claims[-1].x == (0.0, 0.1, 0.2)
+    f.write_text(f.read_text().replace('trend = ["hard", "ls", "ls02"]', 'trend = ["hard", "ls"]'))
+    with pytest.raises(StudyError, match="three or more different models"):
+        load_study(f)
+    f.write_text(f.read_text().replace('trend = ["hard", "ls"]', 'trend = ["hard", "ls", "ls02"]\na = "ls"'))
+    with pytest.raises(StudyError, match="not in a trend claim"):
+        load_study(f)
 
 
 def test_a_claim_pairs_by_seed_number_not_by_position():

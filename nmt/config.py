@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -41,7 +42,16 @@ def _require(ok: bool, name: str, allowed: str, value) -> None:
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _whole(x) -> bool:
+    """An int that is not a bool (True would pass as 1)."""
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+MAX_SEED = 2**32 - 1  # SentencePiece's seed is an unsigned 32-bit number
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")  # owner/dataset
 
 
 @dataclass
@@ -61,7 +71,7 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "max_positions"):
             v = getattr(self, name)
-            _require(isinstance(v, int) and v >= 1, name, "a whole number >= 1", v)
+            _require(_whole(v) and v >= 1, name, "a whole number >= 1", v)
         _require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of --n-heads {self.n_heads}", self.d_model)
         for name in ("dropout", "activation_dropout", "attention_dropout"):
             v = getattr(self, name)
@@ -125,11 +135,16 @@ class TrainConfig:
     def __post_init__(self):
         for name in ("vocab_size", "max_train_len", "max_tokens", "update_freq", "max_epochs", "log_every"):
             v = getattr(self, name)
-            _require(isinstance(v, int) and v >= 1, name, "a whole number >= 1", v)
+            _require(_whole(v) and v >= 1, name, "a whole number >= 1", v)
         for name in ("max_steps", "patience", "average_last", "save_every_steps", "warmup_steps", "threads"):
             v = getattr(self, name)
-            _require(isinstance(v, int) and v >= 0, name, "a whole number >= 0", v)
+            _require(_whole(v) and v >= 0, name, "a whole number >= 0", v)
         _require(_finite(self.lr) and self.lr > 0, "lr", "a positive finite learning rate", self.lr)
+        _require(_whole(self.seed) and 0 <= self.seed <= MAX_SEED, "seed", f"a whole number in [0, {MAX_SEED}]",
+                 self.seed)
+        _require(self.hub is None or (isinstance(self.hub, str) and bool(HUB_ID.match(self.hub))
+                                      and ".." not in self.hub), "hub", "a dataset id OWNER/NAME (letters, digits, "
+                 "'.', '_', '-'; no '..')", self.hub)
         _require(_finite(self.alpha) and 0.0 <= self.alpha < 1.0, "alpha",
                  "a number in [0, 1) (at 1 the target carries no information)", self.alpha)
         for name in ("adam_beta1", "adam_beta2"):
@@ -176,8 +191,8 @@ class DecodeConfig:
         for name in ("beam", "batch_size", "n_bins", "inference_bins", "max_len_b"):
             v = getattr(self, name)
             lo = 0 if name == "max_len_b" else 1
-            _require(isinstance(v, int) and v >= lo, name, f"a whole number >= {lo}", v)
-        _require(isinstance(self.min_len, int) and self.min_len >= 0, "min_len", "a whole number >= 0", self.min_len)
+            _require(_whole(v) and v >= lo, name, f"a whole number >= {lo}", v)
+        _require(_whole(self.min_len) and self.min_len >= 0, "min_len", "a whole number >= 0", self.min_len)
         _require(_finite(self.max_len_a) and self.max_len_a >= 0, "max_len_a", "a finite number >= 0", self.max_len_a)
         _require(_finite(self.length_penalty), "length_penalty", "a finite number", self.length_penalty)
         _require(self.inference_eos in ("include", "exclude"), "inference_eos", "include or exclude",

@@ -30,6 +30,7 @@ from nmt import seqkd
 from nmt.checkpoint import read_run_config
 from nmt.config import PRESET_MINUTES, TOKEN_DISTILL_FACTOR, UsageError, flag
 from nmt.data import find_data_dir, split_files
+from nmt.names import check_name, is_name, under
 from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
 
 log = logging.getLogger("nmt.runs")
@@ -60,14 +61,18 @@ def model_dir_name(spec: ModelSpec, study: Study) -> str:
     else:
         name = "hard" if spec.alpha == 0 else f"{spec.smoothing}{spec.alpha:g}"
     flags = [f"{k.replace('_', '-')}{str(v).lower() if isinstance(v, bool) else v}" for k, v in spec.flags]
-    if len(flags) > 2:  # many settings: a short hash of them (config.json says them all)
+    if len(flags) > 2 or not all(is_name(f) for f in flags):  # many settings, or a value that is no name (a hub
+        # id's '/'): a short hash of them (config.json says them all)
         import hashlib
         flags = ["flags" + hashlib.sha256(repr(spec.flags).encode()).hexdigest()[:8]]
     return name + "".join("+" + f for f in flags)
 
 
 def run_dir(study: Study, spec: ModelSpec, seed: int, runs_root) -> Path:
-    return Path(runs_root) / spec.pair / spec.preset / f"{model_dir_name(spec, study)}_seed{seed}"
+    """RUNS/PAIR/PRESET/NAME_seedS, each part a checked name, the whole inside RUNS."""
+    parts = [check_name(x, f"{study.path}: run directory of {spec.name} seed {seed}")
+             for x in (spec.pair, spec.preset, f"{model_dir_name(spec, study)}_seed{seed}")]
+    return under(runs_root, *parts)
 
 
 def run_id(d) -> Path:

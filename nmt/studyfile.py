@@ -33,9 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from nmt.config import PRESETS, ModelConfig, TrainConfig, UsageError, parse_grid
+from nmt.config import MAX_SEED, PRESETS, ModelConfig, TrainConfig, UsageError, parse_grid
 from nmt.metrics import CLAIMABLE
+from nmt.names import is_name
 from nmt.stats import FAMILIES, POOLS
+
+MAX_SEEDS = 1000  # seeds of one model in a study
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 METRICS = CLAIMABLE  # the metrics a claim may name (nmt.metrics)
@@ -211,9 +214,9 @@ class _Checker:
         return value
 
     def seeds(self, value, key: str) -> tuple:
-        if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                               and s >= 0 for s in value):
-            self.fail(key, f"{value!r}: expected a non-empty list of whole numbers >= 0")
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_SEEDS or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value):
+            self.fail(key, f"{_short(value)}: expected a list of 1 to {MAX_SEEDS} whole numbers in [0, {MAX_SEED}]")
         if len(set(value)) != len(value):
             self.fail(key, f"{value!r}: a seed is listed twice")
         return tuple(value)
@@ -408,6 +411,30 @@ def _claim_test_sets(ck: _Checker, c, key: str, test_sets, by_models: bool) -> t
     return tuple(sets)
 
 
+SLURM_KEYS = {"partition": "a name", "account": "a name", "qos": "a name", "gpus_per_node": "a whole number >= 0",
+              "cpus_per_task": "a whole number >= 1", "timeout_min": "a whole number of minutes >= 1",
+              "mem_gb": "a positive number of GB"}
+
+
+def _slurm(ck: _Checker, value) -> dict:
+    """The [slurm] table, each value checked as submitit and sbatch will need it."""
+    t = ck.table(value, "slurm", SLURM_KEYS)
+    for k, v in t.items():
+        whole = isinstance(v, int) and not isinstance(v, bool)
+        ok = {"gpus_per_node": whole and 0 <= v <= 64, "cpus_per_task": whole and 1 <= v <= 1024,
+              "timeout_min": whole and 1 <= v <= 525_600,
+              "mem_gb": isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 65_536}.get(k, is_name(v))
+        if not ok:
+            ck.fail(f"slurm.{k}", f"{_short(v)}: expected {SLURM_KEYS[k]}")
+    return t
+
+
+def _short(value) -> str:
+    """A value for an error line: its repr, cut at 80 characters."""
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 def _sides(c: ClaimSpec) -> tuple:
     """What a claim compares, whatever its direction: (metric, test set(s), pooling, {a side, b side})."""
     side = (lambda r: r) if not isinstance(c.a, tuple) else tuple
@@ -472,8 +499,9 @@ def _evaluate(ck: _Checker, e, names) -> EvaluateSpec:
     sets = e.get("test_sets", list(d.test_sets))
     if sets == "all":
         sets = ["all"]
-    if not isinstance(sets, list) or not sets or not all(isinstance(s, str) and s for s in sets):
-        ck.fail("evaluate.test_sets", f"{sets!r}: expected a non-empty list of split names, or \"all\"")
+    if not isinstance(sets, list) or not sets or not all(is_name(s) and s not in ("train", "val") for s in sets):
+        ck.fail("evaluate.test_sets", f"{_short(sets)}: expected a non-empty list of test split names (letters, "
+                                      f"digits, '.', '_', '+', '-'; no '/', no '..', not train or val), or \"all\"")
     sweep = e.get("sweep", "none")
     try:
         grid = parse_grid(sweep) if isinstance(sweep, str) else [float(x) for x in sweep]
@@ -596,7 +624,6 @@ def load_study(path) -> Study:
     ck.typed(description, "description", str, "a string")
     runs = raw.get("runs", "runs")
     ck.typed(runs, "runs", str, "a directory")
-    slurm = ck.table(raw.get("slurm", {}), "slurm", {"partition": "", "gpus_per_node": "", "cpus_per_task": "",
-                                                    "timeout_min": "", "mem_gb": "", "account": "", "qos": ""})
+    slurm = _slurm(ck, raw.get("slurm", {}))
     return Study(name, str(path), description, data, tuple(models), evaluate, tuple(claims), runs,
                  tuple(sorted(slurm.items())))

@@ -3,6 +3,7 @@ clear line (issue: crafted and damaged files)."""
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -222,3 +223,53 @@ def test_a_results_directory_has_one_writer(tmp_path):
         with pytest.raises(UsageError, match=f"PID {os.getpid()}.*--results"):
             DirLock(tmp_path, "results directory", "--results").acquire()
     DirLock(tmp_path).acquire().release()  # free again once the first writer is done
+
+
+STUDY_HEAD = 'name = "probe"\n[data]\npair = "en-de"\n[defaults]\npreset = "smoke"\n'
+
+
+@pytest.mark.parametrize("body, key, expected", [
+    ('seeds = [1]\nflags = { hub = "../../escape" }\n[[models]]\nname = "hard"\n', "models[0]",
+     "--hub '../../escape': expected a dataset id OWNER/NAME"),
+    ('seeds = [1]\nflags = { max_tokens = true }\n[[models]]\nname = "hard"\n', "models[0]",
+     "--max-tokens True: expected a whole number >= 1"),
+    ('seeds = [9223372036854775807]\n[[models]]\nname = "hard"\n', "defaults.seeds",
+     "expected a list of 1 to 1000 whole numbers in [0, 4294967295]"),
+    ('seeds = [-1]\n[[models]]\nname = "hard"\n', "defaults.seeds", "whole numbers in [0, 4294967295]"),
+    ('seeds = [1]\n[[models]]\nname = "hard"\n[evaluate]\ntest_sets = ["../x"]\n', "evaluate.test_sets",
+     "no '/', no '..'"),
+    ('seeds = [1]\n[[models]]\nname = "hard"\n[evaluate]\ntest_sets = ["train"]\n', "evaluate.test_sets",
+     "not train or val"),
+    ('seeds = [1]\n[[models]]\nname = "hard"\n[slurm]\ntimeout_min = "forever"\n', "slurm.timeout_min",
+     "expected a whole number of minutes >= 1"),
+    ('seeds = [1]\n[[models]]\nname = "hard"\n[slurm]\npartition = "a/b"\n', "slurm.partition", "expected a name"),
+])
+def test_a_study_file_that_would_fail_later_or_write_elsewhere_is_refused_when_read(tmp_path, body, key, expected):
+    """Values that validated once and failed later (a traceback after data loading, a path outside --runs, a
+    ValueError in the launcher) are refused where the file is read: exit 2, the key named, nothing written."""
+    from nmt.study import main as study
+    f = tmp_path / "probe.toml"
+    f.write_text(STUDY_HEAD + body)
+    from nmt.studyfile import StudyError, load_study
+    with pytest.raises(StudyError, match=re.escape(key) + ".*" + re.escape(expected)):
+        load_study(f)
+    assert study(["run", str(f), "--runs", str(tmp_path / "runs"), "--dry-run"]) == 2
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def test_a_seed_out_of_range_stops_training_before_anything_is_written(tmp_path, capsys):
+    for seed in ("-1", "4294967296"):
+        assert train(["--seed", seed, "--run-dir", str(tmp_path / "run")]) == 2
+        assert f"--seed {seed}: expected a whole number in [0, 4294967295]" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_flag_value_that_is_no_name_never_becomes_a_path_part(tmp_path):
+    """A hub id holds a '/': the run directory is one level under PAIR/PRESET, named by a hash of its flags."""
+    from nmt.runs import run_dir
+    from nmt.studyfile import load_study
+    f = tmp_path / "hub.toml"
+    f.write_text(STUDY_HEAD + 'seeds = [1]\nflags = { hub = "bentrevett/multi30k" }\n[[models]]\nname = "hard"\n')
+    s = load_study(f)
+    d = run_dir(s, s.models[0], 1, tmp_path / "runs")
+    assert d.parent == tmp_path / "runs" / "en-de" / "smoke" and d.name.startswith("hard+flags") and "/" not in d.name

@@ -347,7 +347,10 @@ def _nll_derivatives(logits_fn, feats, targets, beta: float, chunk: int = 1024):
     return f, d1, d2
 
 
-def fit_temperature(model, batches, t_min: float = 0.05, t_max: float = 20.0, tol: float = 1e-7) -> dict:
+T_RANGE = (0.05, 20.0)  # the temperatures a fit searches (and a stored fit may hold)
+
+
+def fit_temperature(model, batches, t_min: float = T_RANGE[0], t_max: float = T_RANGE[1], tol: float = 1e-7) -> dict:
     """Temperature scaling: T* = argmin_T NLL(softmax(z / T)) on the references of `batches`.
 
     Exact 1-D search. The NLL is convex in beta = 1/T (`_nll_derivatives`), so its derivative is

@@ -50,6 +50,7 @@ def _whole(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+TEMPERATURES = (0.01, 100.0)  # --temperature: beyond these, logits / T overflow or every token ties
 MAX_SEED = 2**32 - 1  # SentencePiece's seed is an unsigned 32-bit number
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")  # owner/dataset
 
@@ -171,13 +172,14 @@ class TrainConfig:
 @dataclass
 class DecodeConfig:
     beam: int = _f(4, "beam size (1: greedy); at most the vocabulary size")
-    length_penalty: float = _f(1.0, "beam scores are log p(y|x) / len(y)^length_penalty (len counts EOS)")
+    length_penalty: float = _f(1.0, "beam scores are log p(y|x) / len(y)^length_penalty (len counts EOS); in "
+                                    "[-5, 5]")
     max_len_a: float = _f(1.5, "longest hypothesis: max_len_a * source_length + max_len_b tokens (EOS included)")
     max_len_b: int = _f(10, "see max_len_a")
     min_len: int = _f(0, "EOS is not allowed before this many tokens (the decoding benchmark forces equal "
                          "lengths with it); must not exceed the longest hypothesis")
-    temperature: str = _f("1.0", "divide logits by T before the log-softmax at every step; 'auto' uses the "
-                                 "temperature fitted on the validation set (temperature.json)")
+    temperature: str = _f("1.0", "divide logits by T before the log-softmax at every step, T in [0.01, 100]; "
+                                 "'auto' uses the temperature fitted on the validation set (temperature.json)")
     batch_size: int = _f(64, "sentences decoded together")
     n_bins: int = _f(15, "equal-width confidence bins for ECE")
     inference_bins: int = _f(15, "equal-width bins for inference ECE (Wang et al. 2020's scripts use 20)")
@@ -194,7 +196,8 @@ class DecodeConfig:
             _require(_whole(v) and v >= lo, name, f"a whole number >= {lo}", v)
         _require(_whole(self.min_len) and self.min_len >= 0, "min_len", "a whole number >= 0", self.min_len)
         _require(_finite(self.max_len_a) and self.max_len_a >= 0, "max_len_a", "a finite number >= 0", self.max_len_a)
-        _require(_finite(self.length_penalty), "length_penalty", "a finite number", self.length_penalty)
+        _require(_finite(self.length_penalty) and abs(self.length_penalty) <= 5, "length_penalty",
+                 "a number in [-5, 5]", self.length_penalty)
         _require(self.inference_eos in ("include", "exclude"), "inference_eos", "include or exclude",
                  self.inference_eos)
         _require(self.labels in ("ter", "ter-wang", "edit"), "labels", "ter, ter-wang or edit", self.labels)
@@ -232,7 +235,8 @@ def parse_temperature(value) -> Optional[float]:
         t = float(value)
     except ValueError:
         raise UsageError(f"--temperature {value!r}: expected a positive number or 'auto'") from None
-    _require(math.isfinite(t) and t > 0, "temperature", "a positive finite number or 'auto'", value)
+    _require(math.isfinite(t) and TEMPERATURES[0] <= t <= TEMPERATURES[1], "temperature",
+             f"a number in [{TEMPERATURES[0]:g}, {TEMPERATURES[1]:g}] or 'auto'", value)
     return t
 
 

@@ -204,10 +204,15 @@ def read_text(path):
     if str(path) == "-":
         data = sys.stdin.buffer.read()
         try:
-            return split_lines(data.decode("utf-8"))
+            text = data.decode("utf-8")
         except UnicodeDecodeError as e:
             line = data[:e.start].count(b"\n") + 1
             raise DataError(f"<stdin>:{line}: invalid UTF-8 (expected UTF-8 text, one sentence per line)") from None
+        if "\x00" in text:  # the rule files follow (iter_lines)
+            at = text.index("\x00")
+            raise DataError(f"<stdin>:{text.count(chr(10), 0, at) + 1}: a NUL byte (binary or corrupt input; expected "
+                            f"UTF-8 text, one sentence per line)")
+        return split_lines(text)
     return [t for _, t in iter_lines(path)]
 
 
@@ -384,7 +389,10 @@ def fetch_multi30k(dest, base_url: str = MULTI30K_URL, files=None) -> list:
     """Download Multi30k task-1 files into `dest`, verifying each SHA-256; files already present and
     intact are kept. A file that fails its checksum is never left behind."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--dest {dest}: cannot create it ({e.strerror})") from None
     done = []
     for name in files or sorted(MULTI30K_SHA256):
         target = dest / name

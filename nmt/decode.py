@@ -105,6 +105,8 @@ def output_paths(args, ckpt, name: str, dcfg: DecodeConfig, temperature: float) 
     inputs = {Path(p).resolve(): flag for p, flag in ((args.input, "--input"), (args.references, "--references"))
               if p and p != "-"}
     model_files = ckpt_io.run_files(ckpt["path"])
+    run_dir = Path(ckpt["path"]).resolve().parent
+    run_dir = run_dir if (run_dir / "config.json").is_file() else None  # a lone checkpoint's folder is the user's
     if args.spm:
         model_files.add(Path(args.spm).resolve())
     seen = {}
@@ -118,6 +120,10 @@ def output_paths(args, ckpt, name: str, dcfg: DecodeConfig, temperature: float) 
         if real in model_files:
             raise UsageError(f"{path}: the {kind} output would overwrite a file of the model being decoded "
                              f"({real.name} of {real.parent}); choose another --output / --metrics")
+        if run_dir is not None and real.parent == run_dir:  # every file of a run, known or not (its lock too)
+            raise UsageError(f"{path}: the {kind} output would be written into the run directory of the model being "
+                             f"decoded ({run_dir}), whose files decoding never writes; its outputs go to "
+                             f"{run_dir / 'eval'}/ or wherever --output says outside it")
         if real in seen:
             raise UsageError(f"{path}: both the {seen[real]} and the {kind} output; choose another --metrics")
         seen[real] = kind

@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nmt.calibration import (bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
+from nmt.calibration import (T_RANGE, bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
                              teacher_forced_at)
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
 from nmt.evidence import forced_in_corpus_order
-from nmt.files import write_json_atomic
+from nmt.errors import DataError
+from nmt.files import read_json
 from nmt.data import collate, encode_lines, make_batches, read_text_pairs
 from nmt.model import EOS
 from nmt.search import translate_many
@@ -66,18 +67,24 @@ def validation_batches(tcfg, sp, max_positions: int, device) -> list:
 
 
 def fitted_temperature(model, ckpt: dict, sp, device, batches=None) -> dict:
-    """The fit of T on the validation set for this checkpoint, read from the run's temperature.json
-    ({checkpoint name: fit}); fitted on `validation_batches` (or `batches`) and stored when missing."""
+    """The fit of T on the validation set for this checkpoint: read from the run's temperature.json
+    ({checkpoint name: fit}, validated), or, where it has none, fitted on `validation_batches` (or `batches`) in
+    memory and said so. A run directory is never written here: training writes temperature.json."""
     path = Path(ckpt["path"])
     store = path.parent / "temperature.json"
-    fits = json.loads(store.read_text()) if store.is_file() else {}
-    if path.name not in fits:
-        log.info("no fitted temperature for %s: fitting it on the validation set", path.name)
-        if batches is None:
-            batches = validation_batches(train_config_from(ckpt["train_config"]), sp, model.cfg.max_positions, device)
-        fits[path.name] = fit_temperature(model, batches)
-        write_json_atomic(fits, store)
-    return fits[path.name]
+    fits = read_json(store, "temperature file") if store.is_file() else {}
+    if path.name in fits:
+        fit = fits[path.name]
+        t = fit.get("temperature") if isinstance(fit, dict) else None
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and T_RANGE[0] <= t <= T_RANGE[1]):
+            raise DataError(f"{store}: {path.name}: temperature {t!r}: expected a number in "
+                            f"[{T_RANGE[0]:g}, {T_RANGE[1]:g}] (the fit's search range)")
+        return fit
+    log.info("no fitted temperature for %s in %s: fitting it on the validation set (in memory; the run directory "
+             "is not written)", path.name, store)
+    if batches is None:
+        batches = validation_batches(train_config_from(ckpt["train_config"]), sp, model.cfg.max_positions, device)
+    return fit_temperature(model, batches)
 
 
 def resolve_temperature(value, model, ckpt, sp, device) -> float:

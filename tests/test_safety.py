@@ -273,3 +273,48 @@ def test_a_flag_value_that_is_no_name_never_becomes_a_path_part(tmp_path):
     s = load_study(f)
     d = run_dir(s, s.models[0], 1, tmp_path / "runs")
     assert d.parent == tmp_path / "runs" / "en-de" / "smoke" and d.name.startswith("hard+flags") and "/" not in d.name
+
+
+def test_decoding_never_writes_into_the_run_and_refuses_values_out_of_range(tiny_run, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Every file directly in a run directory is the run's (its lock included): an --output there is refused.
+    --temperature and --length-penalty out of their ranges, a temperature.json with a value outside the fit's
+    range or of another shape, and NUL bytes on stdin (as in a file) are one line and exit 2. Without a stored
+    fit, 'auto' fits in memory and temperature.json is not written."""
+    import io
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    src = tmp_path / "in.txt"
+    src.write_text("a big dog\n")
+    lock = run / ".lock"
+    lock.write_text("4242")
+    cases = [(["--output", str(lock)], "would be written into the run directory of the model being decoded"),
+             (["--output", str(run / "new.txt")], "would be written into the run directory"),
+             (["--temperature", "1e-10"], "--temperature '1e-10': expected a number in [0.01, 100] or 'auto'"),
+             (["--length-penalty", "500"], "--length-penalty 500.0: expected a number in [-5, 5]")]
+    for extra, message in cases:
+        assert decode(["--checkpoint", str(run), "--input", str(src), *extra]) == 2
+        assert message in capsys.readouterr().err, extra
+    assert lock.read_text() == "4242" and not (run / "new.txt").exists()
+    store = run / "temperature.json"
+    name = json.loads(store.read_text()) and next(iter(json.loads(store.read_text())))
+    for bad, message in ((json.dumps({name: {"temperature": -5}}), "temperature -5: expected a number in [0.05, 20]"),
+                         ('{"%s": {"temperature": NaN}}' % name, "NaN"), ("[1, 2]", "expected a JSON object")):
+        store.write_text(bad)
+        assert decode(["--checkpoint", str(run), "--input", str(src), "--temperature", "auto"]) == 2
+        err = capsys.readouterr().err
+        assert str(store) in err and message in err, (bad, err)
+    store.unlink()
+    assert decode(["--checkpoint", str(run), "--input", str(src), "--temperature", "auto",
+                   "--output", str(tmp_path / "out.txt")]) == 0
+    assert not store.exists() and (tmp_path / "out.txt").is_file()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ok\na\x00b\n")))
+    assert decode(["--checkpoint", str(run), "--input", "-", "--output", str(tmp_path / "o2.txt")]) == 2
+    assert "<stdin>:2: a NUL byte" in capsys.readouterr().err and not (tmp_path / "o2.txt").exists()
+
+
+def test_fetch_into_a_place_it_cannot_create_is_one_line(capsys):
+    from nmt.data import main as data_main
+    assert data_main(["fetch", "--dest", "/proc/nmt-cannot-be-here"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --dest /proc/nmt-cannot-be-here: cannot create it (No such file or directory)"]

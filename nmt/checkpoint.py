@@ -116,11 +116,30 @@ def model_config_of(ckpt: dict, p) -> ModelConfig:
         raise CheckpointError(str(e)) from None
 
 
+def check_shapes(cfg: ModelConfig, state: dict, p) -> None:
+    """The state dict's shapes say the model's size: embed.weight is (vocab_size, d_model), the layers are
+    numbered 0..n-1 on each side, a feed-forward input is (d_ff, d_model). A config that disagrees is refused
+    before a model of its size is built (a crafted config cannot make the loader allocate what the file lacks)."""
+    def layers(side: str) -> int:
+        idx = {k.split(".")[1] for k in state if k.startswith(side + ".") and k.split(".")[1].isdigit()}
+        return len(idx)
+    embed, fc1 = state.get("embed.weight"), state.get("encoder.0.ffn.fc1.weight")
+    have = {"vocab_size": None if embed is None else embed.shape[0], "d_model": None if embed is None else embed.shape[-1],
+            "encoder_layers": layers("encoder"), "decoder_layers": layers("decoder"),
+            "d_ff": None if fc1 is None else fc1.shape[0]}
+    for name, n in have.items():
+        if n != getattr(cfg, name):
+            raise CheckpointError(f"{p}: model_config.{name} is {getattr(cfg, name)}, but the weights say {n}: the "
+                                  f"config and the weights disagree")
+
+
 def load_model(path, device="cpu", spm_path=None):
     """(model in eval mode, checkpoint dict, SentencePiece processor). The tokenizer is the run directory's
     spm.model (or `spm_path`) and must have the hash the checkpoint was trained with."""
     ckpt = load(path)
-    model = Transformer(model_config_of(ckpt, ckpt["path"]))
+    cfg = model_config_of(ckpt, ckpt["path"])
+    check_shapes(cfg, ckpt["model"], ckpt["path"])
+    model = Transformer(cfg)
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError) as e:  # missing / unexpected keys, shapes that do not match model_config

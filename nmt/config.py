@@ -55,6 +55,12 @@ MAX_SEED = 2**32 - 1  # SentencePiece's seed is an unsigned 32-bit number
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")  # owner/dataset
 
 
+# The largest model a config may describe (a crafted config must not allocate without a bound; a checkpoint's
+# weights must also have the shapes its config says, `nmt.checkpoint.check_shapes`, before anything is built).
+MODEL_LIMITS = {"vocab_size": 1_000_000, "d_model": 16_384, "n_heads": 256, "encoder_layers": 128,
+                "decoder_layers": 128, "d_ff": 131_072, "max_positions": 8_192}
+
+
 @dataclass
 class ModelConfig:
     vocab_size: int = _f(8000, "size of the joint SentencePiece vocabulary (set from the tokenizer)")
@@ -72,7 +78,8 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff", "max_positions"):
             v = getattr(self, name)
-            _require(_whole(v) and v >= 1, name, "a whole number >= 1", v)
+            _require(_whole(v) and 1 <= v <= MODEL_LIMITS[name], name, f"a whole number in [1, {MODEL_LIMITS[name]}]",
+                     v)
         _require(self.d_model % self.n_heads == 0, "d_model", f"a multiple of --n-heads {self.n_heads}", self.d_model)
         for name in ("dropout", "activation_dropout", "attention_dropout"):
             v = getattr(self, name)

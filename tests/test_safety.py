@@ -318,3 +318,27 @@ def test_fetch_into_a_place_it_cannot_create_is_one_line(capsys):
     assert data_main(["fetch", "--dest", "/proc/nmt-cannot-be-here"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --dest /proc/nmt-cannot-be-here: cannot create it (No such file or directory)"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("encoder_layers", 10**7, "model_config.encoder_layers: 10000000: expected a whole number in [1, 128]"),
+    ("max_positions", 10**9, "model_config.max_positions: 1000000000: expected a whole number in [1, 8192]"),
+    ("d_ff", 10**12, "model_config.d_ff: 1000000000000: expected a whole number in [1, 131072]"),
+    ("encoder_layers", 2, "model_config.encoder_layers is 2, but the weights say 1"),
+    ("d_ff", 65, "model_config.d_ff is 65, but the weights say 64"),
+])
+def test_a_checkpoint_whose_config_would_build_a_huge_model_is_refused_before_building(tiny_run, tmp_path, capsys,
+                                                                                      key, value, message):
+    """Sizes are bounded where the config is read, and the weights' shapes must say the same before a model is
+    built: a crafted model_config costs a second, never the machine's memory."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    from nmt.checkpoint import resolve
+    path = resolve(run)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model_config"][key] = value
+    torch.save(ckpt, path)
+    src = tmp_path / "in.txt"
+    src.write_text("a dog\n")
+    assert decode(["--checkpoint", str(run), "--input", str(src), "--output", str(tmp_path / "o.txt")]) == 2
+    assert message in capsys.readouterr().err

@@ -80,7 +80,10 @@ def load(path, map_location="cpu", trust_code: bool = False) -> dict:
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {text.splitlines()[0][:200]})") \
             from None
     check_fields(ckpt, p)
-    if ckpt.get("format", 1) > FORMAT:
+    fmt = ckpt.get("format", 1)
+    if not (isinstance(fmt, int) and not isinstance(fmt, bool) and fmt >= 1):
+        raise CheckpointError(f"{p}: format {fmt!r}: expected a whole number >= 1 (an nmt checkpoint's format)")
+    if fmt > FORMAT:
         raise CheckpointError(f"{p}: format {ckpt['format']}, written by a newer nmt (this one reads up to {FORMAT})")
     ckpt["path"] = str(p)
     return ckpt

@@ -81,10 +81,21 @@ def run_id(d) -> Path:
 
 
 def run_status(d: Path) -> str:
+    """"done" (its log says so), "interrupted" (checkpoint_last.pt, no "done") or "new". A killed run can leave
+    a truncated last line in log.jsonl: that line is no event; an unreadable line before it is a StudyError."""
     log_file = d / "log.jsonl"
-    if log_file.is_file() and any(json.loads(x).get("event") == "done" for x in log_file.read_text().splitlines()
-                                  if x.strip().startswith("{")):
-        return "done"
+    if log_file.is_file():
+        lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        for i, line in enumerate(lines, start=1):
+            try:
+                event = json.loads(line) if line.strip() else {}
+            except ValueError:
+                if i == len(lines):  # the line a kill cut short
+                    break
+                raise StudyError(f"{log_file}:{i}: not a JSON line (a damaged log; the run's other files may "
+                                 f"be intact: move the log aside to train it again)") from None
+            if isinstance(event, dict) and event.get("event") == "done":
+                return "done"
     return "interrupted" if (d / "checkpoint_last.pt").is_file() else "new"
 
 
@@ -155,7 +166,10 @@ def check_matches(study: Study, spec: ModelSpec, seed: int, d: Path) -> None:
     diffs += [f"{k}: {getattr(mcfg, k)!r} there, {getattr(want_m, k)!r} here"
               for k in (f.name for f in dataclasses.fields(mcfg)) if k != "vocab_size"
               and getattr(mcfg, k) != getattr(want_m, k)]
-    precision = (raw.get("precision") or {}).get("precision", "fp32")
+    recorded = raw.get("precision") or {}
+    precision = recorded.get("precision", "fp32") if isinstance(recorded, dict) else None
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise StudyError(f"{d / 'config.json'}: precision {precision!r}: expected fp32, bf16 or fp16")
     want_precision = "fp32" if want_t.amp == "none" else precision  # auto / bf16: whatever the run recorded
     if precision != want_precision:
         diffs.append(f"precision: {precision} there, {want_precision} here")

@@ -271,6 +271,37 @@ def test_a_run_dir_of_other_settings_is_refused(toy_results, tmp_path, capsys):
     assert (victim / "checkpoint_last.pt").read_bytes() == before and not (tmp_path / "r").exists()
 
 
+def test_damaged_run_files_are_named_never_a_traceback(toy_results, tmp_path, capsys):
+    """A killed run's truncated last log line is no event (the run counts as interrupted); a damaged line before
+    it, a config.json whose precision is no precision, and a checkpoint whose format is no number are one line
+    each, exit 2, --dry-run included."""
+    d, f = toy_results
+    runs = tmp_path / "runs"
+    shutil.copytree(d / "runs", runs, ignore=shutil.ignore_patterns(".lock", "cache"))
+    victim = next((runs / "en-de/smoke").glob("hard+flags*_seed1"))
+    log = victim / "log.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(line for line in lines if '"done"' not in line) + '\n{"event": "trai')
+    assert study(["run", str(f), "--runs", str(runs), "--dry-run"]) == 0
+    assert re.search(r"interrupted +hard +seed 1", capsys.readouterr().out)
+    log.write_text(lines[0] + "\n{not json\n" + "\n".join(lines[1:]) + "\n")
+    assert study(["run", str(f), "--runs", str(runs), "--dry-run"]) == 2
+    assert f"{log}:2: not a JSON line" in capsys.readouterr().err
+    log.write_text("\n".join(lines) + "\n")
+    cfg = json.loads((victim / "config.json").read_text())
+    cfg["precision"] = {"precision": "fast"}
+    (victim / "config.json").write_text(json.dumps(cfg))
+    assert study(["run", str(f), "--runs", str(runs), "--results", str(tmp_path / "r")]) == 2
+    assert "precision 'fast': expected fp32, bf16 or fp16" in capsys.readouterr().err
+    from nmt.checkpoint import resolve
+    from nmt.decode import main as decode
+    ckpt = torch.load(resolve(victim), weights_only=True)
+    ckpt["format"] = "2"
+    torch.save(ckpt, resolve(victim))
+    assert decode(["--checkpoint", str(victim), "--split", "val", "--output", str(tmp_path / "o.txt")]) == 2
+    assert "format '2': expected a whole number >= 1" in capsys.readouterr().err
+
+
 def test_the_slurm_launcher_through_submitits_local_executor(toy_results, tmp_path):
     """--launcher submitit-local: each training is a submitit job; the runs equal the local launcher's (trained
     only: the evaluation is the local launcher's, tested above)."""

@@ -5,7 +5,9 @@ kill) evaluates only the runs it had not finished when it is run again.
 An entry is JSON (never pickle), read back validated, and used only when its key matches: a SHA-256 of the
 checkpoint file's bytes, the study's evaluate and decode settings, the model's spec, the seed, whether the
 temperature sweep runs, the source of the `nmt` package (every nmt/*.py) and the torch and sacrebleu versions,
-and the device type. A stale, malformed or foreign entry is logged and evaluated again, never trusted.
+and the device type. Each entry also carries a digest of its own content and of its evidence files' bytes:
+an entry edited by hand (a number, a hypothesis) no longer matches it. A stale, malformed, edited or foreign
+entry is logged and evaluated again, never trusted.
 `clear` removes the entries once the results are written.
 
 `from_results` reads a run's evaluation back from a results directory a study wrote (comparison.json, hyps/,
@@ -23,13 +25,14 @@ from pathlib import Path
 from nmt import checkpoint as ckpt_io
 from nmt import evidence
 from nmt.data import DataError, file_sha256, read_text
-from nmt.files import write_json_atomic
+from nmt.errors import UsageError
+from nmt.files import read_json, write_json_atomic
 from nmt.results import calibration_table, load_comparison, load_reliability, row_from
 from nmt.runs import run_id
 
 log = logging.getLogger("nmt.evalcache")
 CACHE_DIR = ".eval-cache"
-FORMAT = 2
+FORMAT = 3  # 3: entries carry the digest of their content
 
 
 def code_digest() -> str:
@@ -65,7 +68,18 @@ def save(cache_dir, model: str, seed: int, key: str, res: dict) -> None:
            "references": res["references"]}
     for (name, kind), ev in (res.get("evidence") or {}).items():
         evidence.save(evidence_path(cache_dir, model, seed, name, kind), ev)
+    obj["digest"] = content_digest(obj, cache_dir, model, seed)
     write_json_atomic(obj, entry_path(cache_dir, model, seed))  # last: an entry is complete once its JSON exists
+
+
+def content_digest(obj: dict, cache_dir, model: str, seed: int) -> str:
+    """SHA-256 of the entry's JSON (without its digest, keys sorted) and of each of its rows' evidence files."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in obj.items() if k != "digest"}, sort_keys=True).encode())
+    for r in obj.get("rows") or []:
+        if isinstance(r, dict):
+            ev = evidence_path(cache_dir, model, seed, str(r.get("test_set")), str(r.get("t_kind")))
+            h.update(file_sha256(ev).encode() if ev.is_file() else b"-")
+    return h.hexdigest()
 
 
 def evidence_path(cache_dir, model: str, seed: int, name: str, kind: str) -> Path:
@@ -116,17 +130,17 @@ def load(cache_dir, model: str, seed: int, key: str):
     if not path.is_file():
         return None
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}: expected a JSON object")
+        obj = read_json(path, "evaluation cache entry")
         if obj.get("key") != key:
             log.info("  %s: made from another checkpoint, code or setting; evaluating again", path)
             return None
+        if obj.get("digest") != content_digest(obj, cache_dir, model, seed):
+            raise DataError(f"{path}: its content or evidence differs from what was written (edited?)")
         res = parse(obj, str(path))
         res["evidence"] = {(r.test_set, r.t_kind): evidence.load(evidence_path(cache_dir, model, seed, r.test_set,
                                                                                r.t_kind)) for r in res["rows"]}
         return res
-    except (ValueError, UnicodeDecodeError, DataError, TypeError, OSError) as e:
+    except (ValueError, UnicodeDecodeError, DataError, UsageError, TypeError, OSError) as e:
         log.warning("  %s: unusable (%s); evaluating again", path, e)
         return None
 

@@ -128,6 +128,8 @@ def resolve_configs(args, run_dir: Path):
         if bad:
             raise UsageError(f"--resume keeps the run's config; these flags differ from {saved}: "
                              f"{', '.join('--' + b.replace('_', '-') for b in bad)}")
+        # the checkpoint is read (and refused, if unsafe) before anything of the run is written
+        ckpt_io.load(last, trust_code=getattr(args, "trust_checkpoint_code", False))
         return from_arguments(TrainConfig, args, tcfg), mcfg, True
     if args.resume and not saved.is_file():
         raise UsageError(f"{run_dir}: nothing to resume (no config.json / checkpoint_last.pt)")

@@ -69,9 +69,14 @@ def test_a_crafted_checkpoint_runs_nothing_anywhere(tiny_run, toy_corpus, tmp_pa
     victim, marker = evil_run(tiny_run, tmp_path / "b", name="checkpoint_last.pt")
     args = toy_train_args(toy_corpus, victim, "--max-epochs", "41", "--average-last", "2", "--lr", "5e-3",
                           "--max-tokens", "200", "--resume")
+    before = {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file()}
     assert train(args) == 2
     one_error_line(capsys.readouterr().err, "refused", "--trust-checkpoint-code")
     assert not marker.exists()
+    # refused before anything of the run was written: config.json, log.jsonl, every other file as it was (the
+    # lock's own file, .lock, is where the refusing process held the run)
+    after = {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == {k: v for k, v in before.items() if k != ".lock"}
 
 
 def test_decoding_never_writes_onto_the_model_it_reads(tiny_run, toy_corpus, tmp_path, capsys):

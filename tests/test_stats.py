@@ -120,6 +120,9 @@ def test_minimal_detectable_effect():
     assert sps.nct.sf(sps.t.ppf(0.975, 5), 5, d / 0.5) + sps.nct.cdf(-sps.t.ppf(0.975, 5), 5, d / 0.5) == \
         pytest.approx(0.8, abs=1e-6)
     assert t_power(d / 0.5, sps.t.ppf(0.975, 5), 5) == pytest.approx(0.8, abs=1e-9)
+    for df, nc in ((2, 1.0), (2, 3.0), (10, 2.0), (30, 0.5)):  # the integral against scipy's tails, where they hold
+        crit = sps.t.ppf(0.975, df)
+        assert t_power(nc, crit, df) == pytest.approx(sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc), abs=1e-9)
     assert mde(1.0, 2, 0.05 / 9) > mde(1.0, 2) > mde(1.0, 20)  # a stricter level or fewer seeds: a larger effect
     n = seeds_needed(1.0, 1.0)
     assert mde(1 / math.sqrt(n), n - 1) <= 1.0 < mde(1 / math.sqrt(n - 1), n - 2)

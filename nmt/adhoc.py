@@ -22,7 +22,8 @@ def describe(tc: dict) -> tuple:
         return f"cp{beta:g}", f"confidence penalty β={beta:g}"
     if alpha == 0:
         return "hard", "hard targets"
-    return f"{smoothing}{alpha:g}", f"label smoothing α={alpha:g}" + ("" if smoothing == "uniform" else f" ({smoothing})")
+    prior = "" if smoothing == "uniform" else f" ({smoothing})"
+    return f"{smoothing}{alpha:g}", f"label smoothing α={alpha:g}{prior}"
 
 
 def adhoc_study(paths, beam: int = None) -> tuple:

@@ -103,7 +103,8 @@ class ECESignature:
     labels: str = ""  # inference: "ter", "ter-wang" or "edit"
     unit: str = ""  # inference: "piece"
     eos: str = ""  # inference: "include" or "exclude"
-    estimator: str = ""  # "" the plug-in estimate; e.g. "debiased:kumar2019-normal", "floor:calibrated-poisson-binomial"
+    # "" the plug-in estimate; e.g. "debiased:kumar2019-normal", "floor:calibrated-poisson-binomial"
+    estimator: str = ""
 
     def fields(self, temperature: str) -> list:
         from nmt import __version__
@@ -493,7 +494,8 @@ def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, te
     res = stats.result()
     sig = ECESignature(n_bins, "inference", temperature, labels=labeller, unit="piece", eos=eos)
     out = {"ece": res["ece"], "mce": res["mce"], "accuracy": res["accuracy"], "confidence": res["confidence"],
-           "tokens": res["n"], "calibration": res, "signature": str(sig), "signature_template": sig.without_temperature()}
+           "tokens": res["n"], "calibration": res, "signature": str(sig),
+           "signature_template": sig.without_temperature()}
     if intervals and per["tokens"]:
         out["ece_interval"] = bootstrap_interval({k: np.concatenate(v) for k, v in per.items()}, "ece", n_bins)
     return out

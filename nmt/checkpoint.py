@@ -127,7 +127,8 @@ def check_shapes(cfg: ModelConfig, state: dict, p) -> None:
         idx = {k.split(".")[1] for k in state if k.startswith(side + ".") and k.split(".")[1].isdigit()}
         return len(idx)
     embed, fc1 = state.get("embed.weight"), state.get("encoder.0.ffn.fc1.weight")
-    have = {"vocab_size": None if embed is None else embed.shape[0], "d_model": None if embed is None else embed.shape[-1],
+    have = {"vocab_size": None if embed is None else embed.shape[0],
+            "d_model": None if embed is None else embed.shape[-1],
             "encoder_layers": layers("encoder"), "decoder_layers": layers("decoder"),
             "d_ff": None if fc1 is None else fc1.shape[0]}
     for name, n in have.items():

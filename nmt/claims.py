@@ -68,8 +68,8 @@ def _ref(d, where: str) -> ModelRef:
 
 def spec_of(d: dict, where: str) -> ClaimSpec:
     """The definition of a stored claim (what it compares, how), validated; its numbers are not read."""
-    from nmt.stats import DIRECTIONS, FAMILIES, POOLS
     from nmt.metrics import CLAIMABLE
+    from nmt.stats import DIRECTIONS, FAMILIES, POOLS
     if not isinstance(d, dict):
         raise DataError(f"{where}: expected a claim table")
     for key, ok, what in (("claim", isinstance(d.get("claim"), str), "a string"),

@@ -18,7 +18,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-
 from nmt.errors import UsageError  # noqa: F401  (re-exported: nmt.config.UsageError)
 
 
@@ -38,7 +37,8 @@ def flag(name: str) -> str:
 
 def _require(ok: bool, name: str, allowed: str, value) -> None:
     if not ok:
-        raise UsageError(f"{flag(name)} {value!r}: expected {allowed}", field=name, detail=f"{value!r}: expected {allowed}")
+        raise UsageError(f"{flag(name)} {value!r}: expected {allowed}", field=name,
+                         detail=f"{value!r}: expected {allowed}")
 
 
 def _finite(x) -> bool:

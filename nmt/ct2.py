@@ -93,7 +93,8 @@ def export(checkpoint, out_dir, quantization: str = None) -> Path:
         spec.save(str(out))
         shutil.copyfile(Path(ckpt["path"]).parent / "spm.model", out / "spm.model")
         write_json_atomic({"checkpoint": ckpt["path"], "model_config": ckpt["model_config"],
-                                   "train_config": ckpt["train_config"], "tokenizer_sha256": ckpt.get("tokenizer_sha256"),
+                                   "train_config": ckpt["train_config"],
+                                   "tokenizer_sha256": ckpt.get("tokenizer_sha256"),
                                    "quantization": quantization}, out / "nmt.json")
     except Exception:
         shutil.rmtree(out)  # we made it: leave nothing half-written

@@ -64,7 +64,6 @@ MULTI30K_SHA256 = {
 
 from nmt.errors import DataError  # noqa: E402,F401  (re-exported: nmt.data.DataError)
 
-
 # -- reading and validating ------------------------------------------------------------------------
 
 def iter_lines(path):

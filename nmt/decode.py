@@ -45,7 +45,8 @@ from nmt.translator import Translator
 log = logging.getLogger("nmt.decode")
 
 ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "temperature", "engine")
-NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len", "test_sets")  # CTranslate2 gives no per-token probabilities
+# CTranslate2 gives no per-token probabilities
+NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len", "test_sets")
 STUDY = ("results", "runs", "study")
 MAIN_STUDY = Path(__file__).resolve().parent.parent / "studies" / "main.toml"
 

@@ -10,7 +10,6 @@ non-empty pairs, so encoded (`validation_batches`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -19,13 +18,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nmt.calibration import (T_RANGE, bootstrap_interval, fit_temperature, inference_calibration, inference_labels,
-                             teacher_forced_at)
+from nmt.calibration import (
+    T_RANGE,
+    bootstrap_interval,
+    fit_temperature,
+    inference_calibration,
+    inference_labels,
+    teacher_forced_at,
+)
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
-from nmt.evidence import forced_in_corpus_order
-from nmt.errors import DataError
-from nmt.files import read_json
 from nmt.data import collate, encode_lines, make_batches, read_text_pairs
+from nmt.errors import DataError
+from nmt.evidence import forced_in_corpus_order
+from nmt.files import read_json
 from nmt.model import EOS
 from nmt.search import translate_many
 

@@ -30,18 +30,32 @@ import torch
 
 from nmt import checkpoint as ckpt_io
 from nmt import evalcache, evidence, hierarchical, report
-from nmt.calibration import (ECESignature, debiased_ece, ece_floor, inference_calibration, inference_labels,
-                             relplot_version, teacher_forced_at)
-from nmt.config import DecodeConfig, UsageError, train_config_from
+from nmt.calibration import (
+    ECESignature,
+    debiased_ece,
+    ece_floor,
+    inference_calibration,
+    inference_labels,
+    relplot_version,
+    teacher_forced_at,
+)
 from nmt.claims import judge_claims
+from nmt.config import DecodeConfig, UsageError, train_config_from
 from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
+from nmt.evaluate import (
+    corpus_bleu,
+    corpus_scores,
+    encode_for_model,
+    fitted_temperature,
+    forced_metrics_at,
+    search,
+    validation_batches,
+)
 from nmt.evidence import Evidence, inference_of
-from nmt.evaluate import corpus_bleu, corpus_scores, encode_for_model, fitted_temperature, forced_metrics_at, search, \
-    validation_batches
 from nmt.files import DirLock, write_json_atomic, write_text_atomic
+from nmt.model import EOS
 from nmt.results import FORMAT, Row, aggregate, reliability_json
 from nmt.runs import run_id
-from nmt.model import EOS
 from nmt.search import hypothesis_limits
 from nmt.stats import block_of
 from nmt.studyfile import Study
@@ -504,9 +518,8 @@ def rejudge(study: Study, results_dir, argv=()) -> dict:
                 raise UsageError(f"{study.path}: claim {c.claim!r}: {results_dir} has no rows of {ref.model!r}")
     data["claims"] = judge_claims(study.claims, data["rows"])
     data["meta"].update(description=study.description, claims_test=CLAIMS_TEST)
-    data["meta"]["provenance"]["judged"] = {"command": " ".join(["python -m nmt.study"] + [relative(a) if os.path.exists(a)
-                                                                                   else a for a in argv]),
-                                            "nmt": __version__, **git_state()}
+    command = " ".join(["python -m nmt.study"] + [relative(a) if os.path.exists(a) else a for a in argv])
+    data["meta"]["provenance"]["judged"] = {"command": command, "nmt": __version__, **git_state()}
     with DirLock(results_dir, "results directory", "--results"):
         report.write_comparison(data, results_dir)
     return load_comparison(results_dir)

@@ -10,7 +10,7 @@ pinned commit (https://raw.githubusercontent.com/REPO/COMMIT/PATH).
 
 | name | pair | what | licence |
 |---|---|---|---|
-| wmt22_de | en-de | WMT22 general test set (news, e-commerce, social, conversational), reference A | WMT, research use |
+| wmt22_de | en-de | WMT22 general test set (news, e-commerce, social, chat), reference A | WMT, research use |
 | wmt22_cs | en-cs | WMT22 general test set, reference B | WMT, research use |
 | tatoeba_fr | en-fr | Tatoeba sentences (LASER's test set): everyday short sentences, not news | CC BY 2.0 FR |
 

@@ -58,7 +58,9 @@ def _cell(agg: dict, rows: list, key: str, fmt: str) -> str:
     ci = getattr(rows[0], INTERVALS[key]) if key in INTERVALS and rows else None
     if ci is None:
         return text
-    return f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]" if isinstance(ci, list) else f"{text} ± {fmt.format(ci)}"
+    if isinstance(ci, list):
+        return f"{text} [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+    return f"{text} ± {fmt.format(ci)}"
 
 
 def present(data: dict, columns: list) -> list:
@@ -176,7 +178,8 @@ def provenance_line(prov: dict) -> str:
         else (" (clean tree)" if dirty is False else "")
     return (f"Made by `{prov['command']}` at nmt {prov['nmt']}, commit {(prov.get('git_commit') or 'unknown')[:10]}"
             f"{state}; torch {prov['torch']}, sacrebleu {prov['sacrebleu']}, scipy {prov.get('scipy', '-')}, "
-            f"sentencepiece {prov['sentencepiece']}; {prov['machine']['device']}, {prov['machine']['threads']} threads; "
+            f"sentencepiece {prov['sentencepiece']}; {prov['machine']['device']}, "
+            f"{prov['machine']['threads']} threads; "
             f"runs in {', '.join(sorted(set(prov.get('precision', {}).values()))) or 'fp32'}; "
             f"{prov['wall_seconds']:.0f} s{resumed_note(prov)}.{judged_note(prov)}")
 
@@ -226,7 +229,8 @@ def comparison_markdown(data: dict) -> str:
              else "", f"Beam {meta['beam']}; T fitted on validation. Cells: mean ± std over the n seeds (one seed: "
              f"the value and its 95% bootstrap interval over test sentences). floor: the ECE a perfectly "
              f"calibrated model with the same confidences would show; debiased: Kumar et al. 2019's estimate. "
-             f"p: {boot.get('test', 'paired bootstrap')} against {baseline_names(boot.get('baseline'))} of the same seed "
+             f"p: {boot.get('test', 'paired bootstrap')} against {baseline_names(boot.get('baseline'))} "
+             f"of the same seed "
              f"({boot.get('resamples', 1000)} resamples, seed {boot.get('seed', 12345)}): test-set noise, one value "
              f"per seed, not a test over seeds.\n"]
     missing = meta.get("missing_runs") or []

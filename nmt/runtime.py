@@ -95,7 +95,6 @@ def autocast_for(amp: str, device):
     capability) goes into the run's config, because it changes the numbers."""
     import contextlib
 
-    from nmt.config import UsageError
     if amp == "none":
         return contextlib.nullcontext(), None, {"precision": "fp32", "amp": amp}
     if device.type == "cuda":

@@ -128,11 +128,11 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
     for t in range(int(max_len.max())):
         lp = _step_logprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
         tok_lp, tok = lp.max(dim=-1)  # (N,)
-        for row, (i, y, l) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
+        for row, (i, y, lp_y) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
             h = out[i]
             h.tokens.append(y)
-            h.token_probs.append(math.exp(l))
-            h.logprob += l
+            h.token_probs.append(math.exp(lp_y))
+            h.logprob += lp_y
         going = (tok != EOS).cpu()
         if not going.any():
             break

@@ -52,7 +52,8 @@ POOLS = ("blocks", "general")
 LEVEL = 0.05  # 95% intervals for orderings; TOST at 5% on each side (a 90% interval)
 POWER = 0.8  # the power a minimal detectable effect is stated at
 HETEROGENEITY_LEVEL = 0.05
-TESTS = {(None, False): "paired t", (None, True): "TOST", ("blocks", False): "blocked t", ("blocks", True): "blocked TOST",
+TESTS = {(None, False): "paired t", (None, True): "TOST", ("blocks", False): "blocked t",
+         ("blocks", True): "blocked TOST",
          ("general", False): "t over block means", ("general", True): "TOST over block means"}
 
 TREND_TEST = "t over per-seed slopes"  # a trend claim's test: a paired t on each seed's least-squares slope

@@ -29,8 +29,9 @@ import sys
 from pathlib import Path
 
 from nmt import cli, evalcache
-from nmt.config import UsageError
+from nmt.adhoc import adhoc_study
 from nmt.claims import seeds_plan
+from nmt.config import UsageError
 from nmt.experiment import decode_config, evaluate_study, rebuild, redraw_figures, rejudge, write_results
 from nmt.metrics import CLAIMABLE
 from nmt.report import claims_markdown, jsonable, study_summary
@@ -38,7 +39,6 @@ from nmt.results import load_comparison
 from nmt.runs import LAUNCHERS, check_matches, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
 from nmt.studyfile import load_study, with_test_sets
-from nmt.adhoc import adhoc_study
 
 
 def parse_args(argv):

@@ -574,7 +574,8 @@ def _data(ck: _Checker, d, base: Path) -> tuple:
 
 STUDY_KEYS = {"name": "the study's name", "description": "one paragraph", "runs": "where runs are kept",
               "data": "a table", "defaults": "a table {preset, seeds, flags}", "models": "a list of models",
-              "evaluate": "a table", "margins": "a table METRIC = margin", "claims": "a list of claims", "slurm": "a table of SLURM resources"}
+              "evaluate": "a table", "margins": "a table METRIC = margin", "claims": "a list of claims",
+              "slurm": "a table of SLURM resources"}
 
 
 def load_study(path) -> Study:

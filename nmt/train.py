@@ -37,10 +37,29 @@ from tqdm import tqdm
 from nmt import checkpoint as ckpt_io
 from nmt import cli
 from nmt.calibration import fit_temperature, teacher_forced
-from nmt.config import (PRESETS, ModelConfig, TrainConfig, UsageError, add_arguments, describe_presets,
-                        explicit_arguments, from_arguments)
-from nmt.data import (DataError, check_parallel, collate, encode_pairs, epoch_batch_order, file_sha256, lengths,
-                      load_pairs, make_batches, split_files, train_tokenizer)
+from nmt.config import (
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    UsageError,
+    add_arguments,
+    describe_presets,
+    explicit_arguments,
+    from_arguments,
+)
+from nmt.data import (
+    DataError,
+    check_parallel,
+    collate,
+    encode_pairs,
+    epoch_batch_order,
+    file_sha256,
+    lengths,
+    load_pairs,
+    make_batches,
+    split_files,
+    train_tokenizer,
+)
 from nmt.evaluate import validation_batches
 from nmt.files import RunLock, write_json_atomic
 from nmt.loss import smoothing_prior
@@ -94,8 +113,8 @@ class JsonLog:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m nmt.train", description=__doc__,
-                                epilog="presets (flags given on the command line override them):\n" + describe_presets(),
+    epilog = "presets (flags given on the command line override them):\n" + describe_presets()
+    p = argparse.ArgumentParser(prog="python -m nmt.train", description=__doc__, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="start from these settings (listed below)")
     p.add_argument("--data-from", metavar="RUN_DIR", help="read the corpus settings (--data-dir, --hub, the "
@@ -123,7 +142,8 @@ def resolve_configs(args, run_dir: Path):
         if "precision" not in saved_cfg and tcfg.amp == "auto" and not torch.cuda.is_available():
             tcfg = dataclasses.replace(tcfg, amp="none")  # nmt 0.2's auto was float32 on the CPU
         given = {**explicit_arguments(TrainConfig, args), **explicit_arguments(ModelConfig, args)}
-        changed = [k for k, v in given.items() if k != "run_dir" and getattr(tcfg if hasattr(tcfg, k) else mcfg, k) != v]
+        changed = [k for k, v in given.items()
+                   if k != "run_dir" and getattr(tcfg if hasattr(tcfg, k) else mcfg, k) != v]
         bad = sorted(set(changed) - RESUMABLE)
         if bad:
             raise UsageError(f"--resume keeps the run's config; these flags differ from {saved}: "
@@ -489,7 +509,8 @@ def end_epoch(r: Run, t_start: float) -> bool:
         improved = valid["nll"] < p.best_nll
         p.best_nll, p.bad_epochs = (valid["nll"], 0) if improved else (p.best_nll, p.bad_epochs + 1)
         log.info("epoch %d update %d: valid loss %.4f nll %.4f ppl %.2f acc %.4f ece %.4f%s", p.epoch, p.step,
-                 valid["loss"], valid["nll"], valid["ppl"], valid["accuracy"], valid["ece"], " (best)" if improved else "")
+                 valid["loss"], valid["nll"], valid["ppl"], valid["accuracy"], valid["ece"],
+                 " (best)" if improved else "")
         r.jlog("valid", epoch=p.epoch, step=p.step, best=improved, elapsed_s=round(time.time() - t_start, 1), **valid)
         if improved:
             ckpt_io.save_atomic(snapshot(r, valid), r.run_dir / "checkpoint_best.pt")

@@ -39,8 +39,8 @@ from nmt.adhoc import describe
 from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, read_text_pairs
 from nmt.evaluate import eval_batches
-from nmt.model import PAD
 from nmt.files import read_json, write_json_atomic, write_text_atomic
+from nmt.model import PAD
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
 log = logging.getLogger("nmt.visualize")
@@ -119,7 +119,8 @@ def geometry(points: dict) -> dict:
     dist = [(centres[toks[i]] - centres[toks[j]]).norm().item() for i, j in ((0, 1), (0, 2), (1, 2))]
     mean_d = sum(dist) / 3
     std_d = math.sqrt(sum((d - mean_d) ** 2 for d in dist) / 3)
-    return {"radius": radius, "centre_distances": dist, "radius_over_distance": {t: r / mean_d for t, r in radius.items()},
+    return {"radius": radius, "centre_distances": dist,
+            "radius_over_distance": {t: r / mean_d for t, r in radius.items()},
             "mean_radius_over_distance": sum(radius.values()) / 3 / mean_d, "distance_cv": std_d / mean_d,
             "distance_min_over_max": min(dist) / max(dist), "counts": {t: len(p) for t, p in points.items()}}
 

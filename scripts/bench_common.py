@@ -41,7 +41,8 @@ def marian_config(cfg: ModelConfig):
         vocab_size=V, d_model=cfg.d_model, encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers,
         encoder_attention_heads=cfg.n_heads, decoder_attention_heads=cfg.n_heads, encoder_ffn_dim=cfg.d_ff,
         decoder_ffn_dim=cfg.d_ff, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout, activation_function="relu", max_position_embeddings=cfg.max_positions,
+        activation_dropout=cfg.activation_dropout, activation_function="relu",
+        max_position_embeddings=cfg.max_positions,
         pad_token_id=V - 1, eos_token_id=3, bos_token_id=2, decoder_start_token_id=V - 1, forced_eos_token_id=None,
         scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
         decoder_vocab_size=V)

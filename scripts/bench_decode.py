@@ -24,7 +24,8 @@ slower than CTranslate2 fp32.
 - `nmt-processes`: the same with forked processes in place of threads (no shared GIL; the fork is timed);
 - `ct2-export-parallel`: CTranslate2 the same way (inter_threads = --threads, intra_threads = 1, all
   batches handed over at once), so that both systems get their better arrangement.
-`--dtype bfloat16` (nmt's and the ct2-export systems; the others stay float32) runs nmt's search under `torch.autocast("cpu", torch.bfloat16)` (the unpacked model:
+`--dtype bfloat16` (nmt's and the ct2-export systems; the others stay float32) runs nmt's search under
+`torch.autocast("cpu", torch.bfloat16)` (the unpacked model:
 the prepacked weights are float32) and CTranslate2 with compute_type bfloat16 where it offers one; a system
 that refuses the type is reported as such.
 
@@ -59,8 +60,8 @@ from nmt.model import PAD, Transformer, attention_bias, step_attention  # noqa: 
 from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
 
-
-SYSTEMS = ("nmt", "nmt-unpacked", "nmt-parallel", "nmt-processes", "generate", "ctranslate2", "matmuls", "kernels", "ct2-export",
+SYSTEMS = ("nmt", "nmt-unpacked", "nmt-parallel", "nmt-processes", "generate", "ctranslate2", "matmuls", "kernels",
+           "ct2-export",
            "ct2-export-parallel", "ct2-export-int8")
 DEFAULT_SYSTEMS = "nmt,generate,ctranslate2,matmuls,kernels"
 
@@ -103,7 +104,8 @@ def main():
     best = {}
     for r in range(args.rounds):
         for name in systems:
-            out = subprocess.run([sys.executable, __file__, *passed, "--worker", name], stdout=subprocess.PIPE, text=True)
+            out = subprocess.run([sys.executable, __file__, *passed, "--worker", name], stdout=subprocess.PIPE,
+                                 text=True)
             if out.returncode:
                 sys.exit(f"error: the {name} worker failed (exit {out.returncode})")
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -212,7 +214,8 @@ def measure(args, name: str) -> dict:
                 if kernels:
                     mem = [(k.contiguous(), v.contiguous()) for k, v in mem]  # as `Transformer.init_state` keeps them
                     key_bias = attention_bias(key_mask)  # (b, 1, 1, S)
-                    # a StepCache's keys and values (b, H, positions * slots, D/H), its mask (b, 1, K, positions * slots)
+                    # a StepCache's keys and values (b, H, positions * slots, D/H),
+                    # its mask (b, 1, K, positions * slots)
                     keys, values = torch.zeros(2, b, H, L * K, D // H)
                     self_bias = torch.zeros(b, 1, K, L * K)
                 for t in range(L):

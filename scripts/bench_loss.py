@@ -69,9 +69,10 @@ def main():
                             "cross_entropy_ms": med["cross_entropy"], "ratio": med["ours"] / med["cross_entropy"]})
     print(f"{'variant':>18}  {'N x V':>14}  {'ours (ms)':>10}  {'F.cross_entropy (ms)':>20}  {'ours / F.ce':>11}")
     for r in results:
-        print(f"{r['variant']:>18}  {r['rows']:>6} x {r['vocab']:<6}  {r['ours_ms']:>10.1f}  {r['cross_entropy_ms']:>20.1f}"
-              f"  {r['ratio']:>11.3f}")
-    print(f"(forward + backward, median of {args.repeats}, {torch.get_num_threads()} threads, torch {torch.__version__})")
+        print(f"{r['variant']:>18}  {r['rows']:>6} x {r['vocab']:<6}  {r['ours_ms']:>10.1f}  "
+              f"{r['cross_entropy_ms']:>20.1f}  {r['ratio']:>11.3f}")
+    print(f"(forward + backward, median of {args.repeats}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

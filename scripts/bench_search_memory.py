@@ -101,8 +101,9 @@ def main(argv=None) -> int:
     print("the estimate holds at every beam" if ok else "the estimate is BELOW the measured growth at some beam")
     if args.json:
         import torch
-        args.json.write_text(json.dumps({"command": "python scripts/bench_search_memory.py " + " ".join(argv or sys.argv[1:]),
-                                         "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+        command = "python scripts/bench_search_memory.py " + " ".join(argv or sys.argv[1:])
+        args.json.write_text(json.dumps({"command": command, "torch": torch.__version__, "rows": rows}, indent=2)
+                             + "\n")
     return 0 if ok else 1
 
 

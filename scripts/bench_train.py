@@ -29,9 +29,8 @@ import bench_common  # noqa: E402
 
 from nmt.config import ModelConfig  # noqa: E402
 from nmt.model import PAD, Transformer, count_parameters  # noqa: E402
-from nmt.runtime import pick_device, setup_cpu  # noqa: E402
 from nmt.objective import Objective, loss_on_batch  # noqa: E402
-
+from nmt.runtime import pick_device, setup_cpu  # noqa: E402
 
 SYSTEMS = ("nmt", "nmt-bf16", "marian", "marian-default-malloc")
 DEFAULT_SYSTEMS = "nmt,marian,marian-default-malloc"
@@ -131,7 +130,8 @@ def main():
             if system not in best or res["tokens_per_s"] > best[system]["tokens_per_s"]:
                 best[system] = res
     first = best[systems[0]]
-    print(f"{'system':22s} {'params':>9s} {'target tok/s':>13s} {'peak memory (MB)':>17s} {systems[0] + ' / this':>14s}")
+    print(f"{'system':22s} {'params':>9s} {'target tok/s':>13s} {'peak memory (MB)':>17s} "
+          f"{systems[0] + ' / this':>14s}")
     for s in systems:
         b = best[s]
         print(f"{s:22s} {b['parameters'] / 1e6:8.2f}M {b['tokens_per_s']:13.0f} {b['peak_memory_mb']:17.0f} "

@@ -86,7 +86,8 @@ def compare(old: list, new: list, steps: int) -> tuple:
             compared += 1
             for k in keys:
                 if a[step].get(k) != b[step].get(k):
-                    diffs.append(f"{kind} at update {step}: {k} {a[step].get(k)!r} (run) != {b[step].get(k)!r} (replay)")
+                    diffs.append(f"{kind} at update {step}: {k} {a[step].get(k)!r} (run) != "
+                                 f"{b[step].get(k)!r} (replay)")
     if not compared:
         diffs.append(f"nothing to compare: the run logged no training line within its first {steps} updates")
     return diffs, compared

@@ -43,7 +43,8 @@ def run_summary(run: Path) -> dict:
                 "val_nll_fitted": float(final["nll"]), "temperature": float(final["temperature"])}
     except (KeyError, TypeError) as e:
         raise ValueError(f"{run}: log.jsonl's \"done\" event or temperature.json lacks {e} "
-                         f"(expected done.final, done.minutes, and nll, nll_t1, temperature for the final model)") from None
+                         f"(expected done.final, done.minutes, and nll, nll_t1, temperature for the final "
+                         f"model)") from None
 
 
 def val_bleu(run: Path, beam: int, work: Path) -> float:
@@ -87,16 +88,19 @@ def main(argv=None) -> int:
         print(f"choose_on_val: {e}", file=sys.stderr)
         return 2
     pick = choose(rows, args.by, args.nll_margin)
-    cols = ["name", "minutes", "val_nll_t1", "val_nll_fitted", "temperature"] + (["val_bleu"] if args.by == "bleu" else [])
+    cols = ["name", "minutes", "val_nll_t1", "val_nll_fitted", "temperature"]
+    cols += ["val_bleu"] if args.by == "bleu" else []
     print(" | ".join(cols))
     for i, r in enumerate(rows):
-        print(" | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + (" <- chosen" if i == pick else ""))
+        cells = " | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+        print(cells + (" <- chosen" if i == pick else ""))
     if args.json:
         rule = ("lowest validation NLL at the fitted temperature" if args.by == "nll" else
-                f"highest validation BLEU (beam {args.beam}) among NLL at fitted T within {args.nll_margin} of the best")
+                f"highest validation BLEU (beam {args.beam}) among NLL at fitted T within {args.nll_margin} "
+                f"of the best")
+        command = "python scripts/choose_on_val.py " + " ".join(argv or sys.argv[1:])
         args.json.write_text(json.dumps({"rule": rule, "chosen": rows[pick]["name"], "rows": rows,
-                                         "command": "python scripts/choose_on_val.py " + " ".join(argv or sys.argv[1:])},
-                                        indent=2) + "\n")
+                                         "command": command}, indent=2) + "\n")
     return 0
 
 

@@ -57,7 +57,9 @@ def synthetic_corpus(d: Path) -> Path:
 
 def log_events(run_dir: Path, event: str) -> list:
     path = run_dir / "log.jsonl"
-    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("event") == event] if path.exists() else []
+    if not path.exists():
+        return []
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("event") == event]
 
 
 class Check:
@@ -156,7 +158,8 @@ def main(argv=None) -> int:
         return {"summary": res.stdout.strip().splitlines()[-1]}
 
     def smoke():
-        check.command([py, "-m", "nmt.train", "--preset", "smoke", "--amp", "auto", "--run-dir", tmp / "smoke", *common])
+        check.command([py, "-m", "nmt.train", "--preset", "smoke", "--amp", "auto", "--run-dir", tmp / "smoke",
+                       *common])
         hyp = tmp / "smoke.hyp"
         check.command([py, "-m", "nmt.decode", "--checkpoint", tmp / "smoke", "--beam", "4", "--device", DEV,
                        "--output", hyp])

@@ -60,7 +60,8 @@ def toy_multi30k(tmp_path_factory):
 def toy_train_args(corpus: Path, run_dir: Path, *extra):
     return ["--run-dir", str(run_dir), "--train-src", str(corpus / "train.en"), "--train-tgt", str(corpus / "train.de"),
             "--valid-src", str(corpus / "val.en"), "--valid-tgt", str(corpus / "val.de"), "--vocab-size", "64",
-            "--max-tokens", "400", "--max-train-len", "60", "--lr", "3e-3", "--warmup-steps", "20", "--log-every", "10", *TINY_MODEL, *extra]
+            "--max-tokens", "400", "--max-train-len", "60", "--lr", "3e-3", "--warmup-steps", "20", "--log-every", "10",
+            *TINY_MODEL, *extra]
 
 
 @pytest.fixture(scope="session")

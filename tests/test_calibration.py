@@ -1,13 +1,22 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-import numpy as np
-
-from nmt.calibration import (CalibrationStats, ECESignature, bin_index, bootstrap_interval, edit_alignment_matches,
-                             expected_calibration_error, fit_temperature, inference_calibration, inference_labels,
-                             teacher_forced, ter_alignment_matches)
+from nmt.calibration import (
+    CalibrationStats,
+    ECESignature,
+    bin_index,
+    bootstrap_interval,
+    edit_alignment_matches,
+    expected_calibration_error,
+    fit_temperature,
+    inference_calibration,
+    inference_labels,
+    teacher_forced,
+    ter_alignment_matches,
+)
 from nmt.config import ModelConfig
 from nmt.model import BOS, EOS, PAD, Transformer
 
@@ -23,7 +32,8 @@ def test_bin_index(conf, n_bins, expected):
 
 # Hand-computed tables, M = 5 bins of width 0.2.
 #  conf 0.1 (wrong), 0.3 (right), 0.35 (wrong), 0.9 (right), 0.95 (right), 0.85 (wrong)
-#  bin 0: n=1 acc 0 conf 0.1 -> |gap| 0.1 ; bin 1: n=2 acc 0.5 conf 0.325 -> 0.175 ; bin 4: n=3 acc 2/3 conf 0.9 -> 0.2333
+#  bin 0: n=1 acc 0 conf 0.1 -> |gap| 0.1 ; bin 1: n=2 acc 0.5 conf 0.325 -> 0.175 ;
+#  bin 4: n=3 acc 2/3 conf 0.9 -> 0.2333
 #  ECE = (1 * 0.1 + 2 * 0.175 + 3 * 0.23333) / 6 = 1.15 / 6 = 0.191667 ; MCE = 0.233333
 CASES = [
     ([0.1, 0.3, 0.35, 0.9, 0.95, 0.85], [0, 1, 0, 1, 1, 0], 5, 1.15 / 6, 0.7 / 3),

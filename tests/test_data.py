@@ -3,12 +3,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import toy_pairs, write_lines
+
 from nmt.config import TrainConfig
-from nmt.data import (MULTI30K_SHA256, DataError, check_parallel, collate, encode_pairs, epoch_batch_order,
-                      fetch_multi30k, file_sha256, load_pairs, load_tokenizer, make_batches, read_text,
-                      train_tokenizer)
+from nmt.data import (
+    MULTI30K_SHA256,
+    DataError,
+    check_parallel,
+    collate,
+    encode_pairs,
+    epoch_batch_order,
+    fetch_multi30k,
+    file_sha256,
+    load_pairs,
+    load_tokenizer,
+    make_batches,
+    read_text,
+    train_tokenizer,
+)
 from nmt.model import BOS, EOS, PAD
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"

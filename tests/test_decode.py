@@ -4,8 +4,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import TINY_MODEL
+
 from nmt.decode import main
 
 PY = sys.executable
@@ -250,7 +250,8 @@ def test_greedy_probabilities_are_at_the_temperature_asked_for(tiny_run, toy_cor
         out = tmp_path / f"t{t}.txt"
         assert main(["--checkpoint", str(tiny_run), "--input", str(toy_corpus / "test.en"), "--output", str(out),
                      "--beam", "1", "--temperature", t, "--per-token"]) == 0
-        probs[t] = [json.loads(x)["token_probs"] for x in (tmp_path / f"t{t}.txt.tokens.jsonl").read_text().splitlines()]
+        lines = (tmp_path / f"t{t}.txt.tokens.jsonl").read_text().splitlines()
+        probs[t] = [json.loads(x)["token_probs"] for x in lines]
     model, _, sp = load_model(tiny_run)
     first = encode_lines(sp, read_text(toy_corpus / "test.en"))[0]
     h, = greedy(model, torch.tensor([first]), temperature=2.0)
@@ -267,6 +268,7 @@ def extra_sets_run(toy_multi30k, tmp_path_factory):
     """A tiny model trained on a Multi30k-layout directory with two more test sets: test_2018_flickr (both
     languages) and test_2017_mscoco (English only, so not a pair)."""
     from conftest import toy_pairs, write_lines
+
     from nmt.train import main as train
     d = tmp_path_factory.mktemp("extra") / "m30k"
     shutil.copytree(toy_multi30k, d)

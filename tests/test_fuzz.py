@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
@@ -190,4 +190,5 @@ def test_a_fuzzed_model_config_is_a_bounded_config_or_a_usage_error(cfg):
         return
     for k, hi in MODEL_LIMITS.items():
         assert 1 <= getattr(m, k) <= hi
-    assert all(math.isfinite(getattr(m, f.name)) for f in dataclasses.fields(m) if isinstance(getattr(m, f.name), float))
+    floats = [getattr(m, f.name) for f in dataclasses.fields(m) if isinstance(getattr(m, f.name), float)]
+    assert all(math.isfinite(x) for x in floats)

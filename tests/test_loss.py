@@ -224,7 +224,8 @@ def test_priors_by_hand():
 def test_confidence_penalty_by_hand():
     # p = (0.1, 0.2, 0.3, 0.4), target 2: NLL 1.2039728; H = 1.2798542; beta 0.5: 1.2039728 - 0.6399271
     loss, nll = confidence_penalty_loss(torch.tensor([P]).log() + 3.0, torch.tensor([2]), 0.5, PAD)  # any shift of z
-    assert loss.item() == pytest.approx(1.2039728 - 0.5 * 1.2798542, abs=1e-6) and nll.item() == pytest.approx(1.2039728)
+    assert loss.item() == pytest.approx(1.2039728 - 0.5 * 1.2798542, abs=1e-6)
+    assert nll.item() == pytest.approx(1.2039728)
 
 
 def test_confidence_penalty_at_beta_0_is_label_smoothing_and_large_logits_stay_exact():
@@ -234,7 +235,8 @@ def test_confidence_penalty_at_beta_0_is_label_smoothing_and_large_logits_stay_e
     for alpha in (0.0, 0.1):
         a = confidence_penalty_loss(logits, target, 0.0, PAD, alpha=alpha)
         b = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, PAD)
-        assert a[0].item() == pytest.approx(b[0].item(), rel=1e-12) and a[1].item() == pytest.approx(b[1].item(), rel=1e-12)
+        assert a[0].item() == pytest.approx(b[0].item(), rel=1e-12)
+        assert a[1].item() == pytest.approx(b[1].item(), rel=1e-12)
     big = (logits.detach() * 30).float().requires_grad_()
     loss, nll = confidence_penalty_loss(big, target, 0.3, PAD)
     lp64 = F.log_softmax(big.detach().double(), -1)

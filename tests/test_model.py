@@ -3,7 +3,6 @@ import torch
 import torch.nn.functional as F
 
 import nmt.model
-
 from nmt.config import ModelConfig
 from nmt.loss import label_smoothed_nll_loss
 from nmt.model import BOS, EOS, PAD, Dropout, Transformer

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import toy_train_args
+
 from nmt.decode import main as decode
 from nmt.train import main as train
 

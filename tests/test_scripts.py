@@ -58,7 +58,8 @@ def test_choose_on_val_by_hand():
 def test_choose_on_val_reads_a_finished_run_and_refuses_an_unfinished_one(tiny_run, tmp_path, capsys):
     tool = _script("choose_on_val")
     out = tmp_path / "choice.json"
-    assert tool.main(["--by", "bleu", str(tiny_run), "--names", "tiny", "--work", str(tmp_path), "--json", str(out)]) == 0
+    assert tool.main(["--by", "bleu", str(tiny_run), "--names", "tiny", "--work", str(tmp_path),
+                      "--json", str(out)]) == 0
     got = json.loads(out.read_text())
     assert got["chosen"] == "tiny" and got["rows"][0]["val_nll_fitted"] <= got["rows"][0]["val_nll_t1"]
     assert 0 <= got["rows"][0]["val_bleu"] <= 100

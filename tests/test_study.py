@@ -32,11 +32,12 @@ def toy_study(path: Path, data_dir: Path, seeds="[1, 2]", extra: str = "", model
                     '[[claims]]\nclaim = "ECE(LS) < ECE(hard)"\nfamily = "primary"\nmetric = "ece_forced"\na = "ls"\n'
                     'b = "hard"\ndirection = "less"\n\n'
                     '[[claims]]\nclaim = "ECE(hard + T) ≈ ECE(LS)"\nfamily = "primary"\nmetric = "ece_forced"\n'
-                    'a = { model = "hard", temperature = "fitted" }\nb = "ls"\ndirection = "equivalent"\nmargin = 0.01\n\n'
-                    '[[claims]]\nclaim = "BLEU (LS) > BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\na = "ls"\n'
-                    'b = "hard"\ndirection = "greater"\n\n'
-                    '[[claims]]\nclaim = "BLEU (LS) ≈ BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\na = "ls"\n'
-                    'b = "hard"\ndirection = "equivalent"\n')
+                    'a = { model = "hard", temperature = "fitted" }\nb = "ls"\ndirection = "equivalent"\n'
+                    'margin = 0.01\n\n'
+                    '[[claims]]\nclaim = "BLEU (LS) > BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\n'
+                    'a = "ls"\nb = "hard"\ndirection = "greater"\n\n'
+                    '[[claims]]\nclaim = "BLEU (LS) ≈ BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\n'
+                    'a = "ls"\nb = "hard"\ndirection = "equivalent"\n')
     return path
 
 
@@ -55,7 +56,8 @@ def test_the_committed_study_files_are_valid():
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda t: t.replace('alpha = 0.1', 'alhpa = 0.1'), r"models\[1\]\.alhpa: unknown key \(allowed: name, label, alpha"),
+    (lambda t: t.replace('alpha = 0.1', 'alhpa = 0.1'),
+     r"models\[1\]\.alhpa: unknown key \(allowed: name, label, alpha"),
     (lambda t: t.replace('alpha = 0.1', 'alpha = 1.5'), r"models\[1\]\.alpha: 1\.5: expected a number in \[0, 1\)"),
     (lambda t: t.replace('name = "ls"', 'name = "hard"'), r"models\[1\]\.name: 'hard': two models have this name"),
     (lambda t: t.replace('margin = 0.01', ''), r"claims\[1\]\.margin: missing: an equivalence claim needs its margin"),
@@ -123,7 +125,8 @@ def test_the_committed_evidence_gives_back_every_calibration_number_of_its_row(t
         inf = ev.inference
         assert len(inf.counts) == len(refs) and inf.confidence.size == inf.counts.sum() == inf.eos.size
         assert expected_calibration_error(f.confidence, ok) == pytest.approx(r["ece_forced"], abs=1e-12)
-        assert expected_calibration_error(f.confidence[f.eos], ok[f.eos]) == pytest.approx(r["ece_forced_eos"], abs=1e-12)
+        assert expected_calibration_error(f.confidence[f.eos], ok[f.eos]) == pytest.approx(r["ece_forced_eos"],
+                                                                                            abs=1e-12)
         assert expected_calibration_error(f.confidence[~f.eos], ok[~f.eos]) == pytest.approx(r["ece_forced_noeos"],
                                                                                               abs=1e-12)
         assert smooth_ece(f.confidence, ok) == pytest.approx(r["smece_forced"], abs=1e-12)
@@ -377,7 +380,8 @@ def test_every_figure_redraws_from_the_results_files_alone(toy_results, tmp_path
     for name in ("temperature_sweep.csv", "beam_sweep.csv"):
         assert (tmp_path / "fig" / name).read_text() == (out / name).read_text()
     rel = json.loads((out / "reliability.json").read_text())
-    assert {(p["model"], p["t_kind"]) for p in rel["panels"]} == {(m, k) for m in ("hard", "ls") for k in ("1", "fitted")}
+    assert {(p["model"], p["t_kind"]) for p in rel["panels"]} == {(m, k) for m in ("hard", "ls")
+                                                                  for k in ("1", "fitted")}
     bad = tmp_path / "bad"
     shutil.copytree(out, bad, ignore=shutil.ignore_patterns("*.png", "hyps", "runs"))
     rel["panels"][1]["calibration"]["bins"][3]["count"] = "12"
@@ -541,7 +545,8 @@ def test_representations_over_every_seed_of_a_study(toy_results, tmp_path, capsy
     """nmt.visualize --all-seeds: tokens chosen once (first model, first seed), every seed analysed, tables
     over seeds, and the paper's three predictions judged against the baseline, paired over seeds; the figures
     redrawn from their points file alone."""
-    from nmt.visualize import geometry, main as visualize
+    from nmt.visualize import geometry
+    from nmt.visualize import main as visualize
     d, f = toy_results
     out = tmp_path / "rep"
     assert visualize(["--study", str(f), "--runs", str(d / "runs"), "--all-seeds", "--tokens", "der", "mit",
@@ -594,7 +599,8 @@ def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_r
     from nmt.evaluate import encode_for_model
     from nmt.search import translate
     f = tmp_path / "seq.toml"
-    f.write_text(f'name = "seq"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n{TOY_FLAGS}\n\n'
+    f.write_text(f'name = "seq"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n'
+                 f'{TOY_FLAGS}\n\n'
                  '[[models]]\nname = "hard"\n\n[[models]]\nname = "seqkd"\nteacher = "hard"\n'
                  'distill = { kind = "sequence" }\n\n[evaluate]\nbeam = 2\nsweep = "none"\n')
     runs = toy_results[0] / "runs"
@@ -628,7 +634,8 @@ def test_a_token_level_student_at_t2_trained_by_the_study_is_its_own_run_again(t
     again, finds it done (not "a run of other settings"); the student's config holds the study's beta and T."""
     from nmt.checkpoint import read_run_config
     f = tmp_path / "kd.toml"
-    f.write_text(f'name = "kd"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n{TOY_FLAGS}\n\n'
+    f.write_text(f'name = "kd"\n[data]\ndir = "{toy_multi30k}"\n[defaults]\npreset = "smoke"\nseeds = [1]\n'
+                 f'{TOY_FLAGS}\n\n'
                  '[[models]]\nname = "hard"\n\n[[models]]\nname = "kd"\nteacher = "hard"\n'
                  'distill = { kind = "token", beta = 0.3, temperature = 2.0 }\n')
     runs = tmp_path / "runs"
@@ -749,8 +756,8 @@ def test_a_run_whose_checkpoint_is_gone_keeps_its_committed_evaluation(toy_resul
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda d: d["claims"][0].update(verdict="holds", verdict_holm="holds"), r"claims\[0\] \('ECE\(LS\) < ECE\(hard\)'\)"
-                                                                              r"\.verdict: stored 'holds'"),
+    (lambda d: d["claims"][0].update(verdict="holds", verdict_holm="holds"),
+     r"claims\[0\] \('ECE\(LS\) < ECE\(hard\)'\)\.verdict: stored 'holds'"),
     (lambda d: d["claims"][1].update(differences=[0.9, 0.9]), r"claims\[1\] .*\.differences: stored \[0\.9, 0\.9\]"),
     (lambda d: d["aggregate"][0]["mean"].update(ece_forced=0.9999), r"aggregate\[0\]: differs from the mean"),
     (lambda d: d["rows"][0].update(ece_forced=float("nan")), r"NaN is not a number nmt accepts"),
@@ -790,7 +797,8 @@ def test_judge_and_plan_on_finished_rows(toy_results, tmp_path, capsys):
     assert "Claims judged again on these rows by `python -m nmt.study judge" in (out / "comparison.md").read_text()
     assert study(["--from-results", str(out), "--plan", "test_nll=0.01"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("NLL(hard) < NLL(LS) [test_2016_flickr]: sd ") and "seeds at 5%" in lines[0]
+    assert len(lines) == 1 and "seeds at 5%" in lines[0]
+    assert lines[0].startswith("NLL(hard) < NLL(LS) [test_2016_flickr]: sd ")
     assert study(["--from-results", str(out), "--plan", "bleu=1"]) == 2
     assert "--plan bleu=1: expected METRIC=EFFECT" in capsys.readouterr().err
     assert study(["judge", str(tmp_path / "missing.toml"), "--results", str(out)]) == 2
@@ -843,7 +851,8 @@ def test_a_claim_pooled_over_test_sets_takes_each_test_set_as_a_block(tmp_path, 
     assert c.estimate == pytest.approx(-0.0375) and c.se == pytest.approx(0.00559017, abs=1e-8)
     assert c.heterogeneity.f == pytest.approx(1.8) and recompute(c.to_dict()).ci == c.ci
     f = toy_study(tmp_path / "s.toml", toy_multi30k)
-    text = f.read_text().replace('direction = "less"\n', 'direction = "less"\ntest_sets = ["test_2016_flickr", "x"]\n', 1)
+    text = f.read_text().replace('direction = "less"\n',
+                                 'direction = "less"\ntest_sets = ["test_2016_flickr", "x"]\n', 1)
     f.write_text(text)
     with pytest.raises(StudyError, match=r"claims\[0\]\.test_sets: 'x': not one of \[evaluate\]\.test_sets"):
         load_study(f)

@@ -7,11 +7,11 @@ import time
 
 import pytest
 import torch
-
 from conftest import TINY_MODEL, toy_train_args, write_lines
 
-TINY_D_FF = TINY_MODEL[TINY_MODEL.index("--d-ff") + 1]
 from nmt.train import inverse_sqrt, main
+
+TINY_D_FF = TINY_MODEL[TINY_MODEL.index("--d-ff") + 1]
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -34,8 +34,9 @@ def test_bad_corpus_is_a_clear_error_and_leaves_no_run_dir(tmp_path, capsys):
     write_lines(tmp_path / "s.txt", ["a", "b", "c"])
     write_lines(tmp_path / "t.txt", ["x", "y"])
     run_dir = tmp_path / "run"
-    code = main(["--run-dir", str(run_dir), "--train-src", str(tmp_path / "s.txt"), "--train-tgt", str(tmp_path / "t.txt"),
-                 "--valid-src", str(tmp_path / "s.txt"), "--valid-tgt", str(tmp_path / "t.txt")])
+    code = main(["--run-dir", str(run_dir), "--train-src", str(tmp_path / "s.txt"),
+                 "--train-tgt", str(tmp_path / "t.txt"), "--valid-src", str(tmp_path / "s.txt"),
+                 "--valid-tgt", str(tmp_path / "t.txt")])
     assert code == 2
     assert "t.txt:3: file ends after 2 lines" in capsys.readouterr().err
     assert not run_dir.exists()
@@ -129,8 +130,9 @@ def test_a_corpus_with_nothing_to_train_leaves_no_run_dir(tmp_path, capsys):
     write_lines(tmp_path / "s.txt", ["", "a b", ""])
     write_lines(tmp_path / "t.txt", ["x", "", "y"])  # every pair has an empty side
     run_dir = tmp_path / "run"
-    assert main(["--run-dir", str(run_dir), "--train-src", str(tmp_path / "s.txt"), "--train-tgt", str(tmp_path / "t.txt"),
-                 "--valid-src", str(tmp_path / "s.txt"), "--valid-tgt", str(tmp_path / "t.txt"), "--vocab-size", "20"]) == 2
+    assert main(["--run-dir", str(run_dir), "--train-src", str(tmp_path / "s.txt"),
+                 "--train-tgt", str(tmp_path / "t.txt"), "--valid-src", str(tmp_path / "s.txt"),
+                 "--valid-tgt", str(tmp_path / "t.txt"), "--vocab-size", "20"]) == 2
     err = capsys.readouterr().err
     assert "no pair left to train on after filtering (2 empty source, 1 empty target)" in err
     assert not run_dir.exists()
@@ -325,8 +327,9 @@ def test_a_masked_prior_is_computed_stored_and_checked_on_resume(toy_corpus, tmp
     assert main(args) == 0
     ckpt = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
     prior = ckpt["prior"]
-    from nmt.data import read_text
     import sentencepiece as spm
+
+    from nmt.data import read_text
     sp = spm.SentencePieceProcessor(model_file=str(run_dir / "spm.model"))
     used = {i for line in read_text(toy_corpus / "train.de") for i in sp.encode(line)} | {3}  # EOS too
     assert {int(i) for i in prior.nonzero()} == used and prior.sum().item() == pytest.approx(1.0)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import toy_train_args
+
 from nmt.stats import recompute
 from nmt.visualize import gaussian_mutual_information, geometry, load_points, main, markdown, plane_basis
 

@@ -384,14 +384,20 @@ def collate(rows, device="cpu"):
 
 # -- fetching Multi30k -----------------------------------------------------------------------------
 
-def fetch_multi30k(dest, base_url: str = MULTI30K_URL, files=None) -> list:
-    """Download Multi30k task-1 files into `dest`, verifying each SHA-256; files already present and
-    intact are kept. A file that fails its checksum is never left behind."""
+def fetch_destination(dest) -> Path:
+    """`dest` (created if missing) for `nmt.data fetch`; a DataError naming it where it cannot be created."""
     dest = Path(dest)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"--dest {dest}: cannot create it ({e.strerror})") from None
+    return dest
+
+
+def fetch_multi30k(dest, base_url: str = MULTI30K_URL, files=None) -> list:
+    """Download Multi30k task-1 files into `dest`, verifying each SHA-256; files already present and
+    intact are kept. A file that fails its checksum is never left behind."""
+    dest = fetch_destination(dest)
     done = []
     for name in files or sorted(MULTI30K_SHA256):
         target = dest / name

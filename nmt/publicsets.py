@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmt.data import fetch_destination
 from nmt.errors import DataError
 
 log = logging.getLogger("nmt.publicsets")
@@ -123,11 +124,7 @@ def write_gz(path: Path, lines: list) -> None:
 def fetch_public(dest, base_url: str = GITHUB_RAW, sets=PUBLIC_SETS) -> list:
     """Download every set's source and reference, check both, and write `{name}.{lang}.gz` into `dest`. Both
     files of a set are checked before either is written; a set whose files disagree in length is refused."""
-    dest = Path(dest)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"--dest {dest}: cannot create it ({e.strerror})") from None
+    dest = fetch_destination(dest)
     written = []
     for s in sets:
         src_lang, tgt_lang = s.pair.split("-")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
 from nmt.config import UsageError
-from nmt.files import write_json_atomic
+from nmt.files import named_os_errors, write_json_atomic
 
 
 def _linear(spec, layer, weight=None) -> None:
@@ -90,7 +90,7 @@ def export(checkpoint, out_dir, quantization: str = None) -> Path:
     spec.optimize(quantization=quantization)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        spec.save(str(out))
+        named_os_errors(out, lambda: spec.save(str(out)))
         shutil.copyfile(Path(ckpt["path"]).parent / "spm.model", out / "spm.model")
         write_json_atomic({"checkpoint": ckpt["path"], "model_config": ckpt["model_config"],
                                    "train_config": ckpt["train_config"],

@@ -238,6 +238,9 @@ def train_tokenizer(ds, vocab_size: int, model_path, seed: int = 1) -> str:
                 hard_vocab_limit=False,  # tiny corpora get the vocabulary they can support
                 input_sentence_size=2_000_000, shuffle_input_sentence=True, num_threads=os.cpu_count() or 1,
                 minloglevel=2)
+    except OSError as e:  # a full disk in SentencePiece's writer: name the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write ({e.strerror or e})", str(model_path)) from None
     except RuntimeError as e:  # e.g. a vocabulary smaller than the pieces it must hold
         tmp.unlink(missing_ok=True)
         why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__

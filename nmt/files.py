@@ -57,6 +57,22 @@ def write_bytes_atomic(path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def named_os_errors(path, write):
+    """`write()` (which writes `path`), with an OSError that does not say which file (a full disk in a library's
+    own writer: matplotlib, SentencePiece, CTranslate2) raised again naming `path`."""
+    try:
+        return write()
+    except OSError as e:
+        if getattr(e, "filename", None):
+            raise
+        raise OSError(e.errno, f"cannot write ({e.strerror or e})", str(path)) from None
+
+
+def save_figure(fig, path, dpi: int = 120) -> None:
+    """A matplotlib figure to `path`; a failed write names the file."""
+    named_os_errors(path, lambda: fig.savefig(path, dpi=dpi))
+
+
 def write_json_atomic(obj, path) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 

@@ -16,7 +16,7 @@ import math
 import statistics
 from pathlib import Path
 
-from nmt.files import write_text_atomic
+from nmt.files import save_figure, write_text_atomic
 from nmt.metrics import REGISTRY, claim_format
 from nmt.names import under
 
@@ -370,7 +370,7 @@ def write_sweep(points: list, rows: list, out_dir, beam: int = 4) -> None:
     fig.suptitle(f"Temperature sweep on {name}: mean ± std over seeds (dashed: mean T fitted on validation)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_dir / "temperature_sweep.png", dpi=120)
+    save_figure(fig, out_dir / "temperature_sweep.png")
     plt.close(fig)
 
 
@@ -405,7 +405,7 @@ def write_beam_sweep(points: list, out_dir) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Beam size on {name}: mean ± std over seeds", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_dir / "beam_sweep.png", dpi=120)
+    save_figure(fig, out_dir / "beam_sweep.png")
     plt.close(fig)
 
 
@@ -447,7 +447,7 @@ def write_reliability(panels: list, path, split: str = "test", ncols: int = 4) -
         reliability_panel(fig.add_subplot(grid[2 * r, c]), fig.add_subplot(grid[2 * r + 1, c]), cal, title)
     fig.suptitle(f"Reliability on {split} (teacher-forced tokens)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
 

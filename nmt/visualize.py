@@ -39,7 +39,7 @@ from nmt.adhoc import describe
 from nmt.config import UsageError, train_config_from
 from nmt.data import DataError, read_text_pairs
 from nmt.evaluate import eval_batches
-from nmt.files import read_json, write_json_atomic, write_text_atomic
+from nmt.files import read_json, save_figure, write_json_atomic, write_text_atomic
 from nmt.model import PAD
 from nmt.runtime import pick_device, seed_everything, setup_cpu
 
@@ -203,7 +203,7 @@ def draw(panels, path, caption: str = ""):
     fig.suptitle("Penultimate layer projected on the plane of three output templates" + (f"\n{caption}" if caption
                                                                                           else ""), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 

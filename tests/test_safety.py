@@ -347,3 +347,18 @@ def test_a_checkpoint_whose_config_would_build_a_huge_model_is_refused_before_bu
     src.write_text("a dog\n")
     assert decode(["--checkpoint", str(run), "--input", str(src), "--output", str(tmp_path / "o.txt")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_full_disk_in_a_librarys_own_writer_names_the_file(tmp_path, capsys, monkeypatch):
+    """matplotlib's savefig meeting a full disk (ENOSPC, simulated) names the figure, exit 1, one line."""
+    import matplotlib.figure
+
+    from nmt.study import main as study
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    assert study(["--from-results", str(ROOT / "results" / "main"), "--figures", str(tmp_path / "fig")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "fig") in err[0] and err[0].endswith(".png: cannot write (No space left "
+                                                                                 "on device)"), err

@@ -1,4 +1,5 @@
-"""Greedy and beam search, batched over sentences, on the decoder's key/value cache.
+"""Greedy, beam search and sampling (ancestral, epsilon), batched over sentences, on the decoder's
+key/value cache.
 
 A decoder here is anything with
     init_state(src (B, S), beam) -> state                  (N = B * beam rows, a sentence's rows adjacent)
@@ -119,6 +120,15 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
            max_positions: int = None, min_len: int = 0, state=None) -> list:
     """Arg-max decoding; finished sentences leave the batch. At least `min_len` tokens precede EOS.
     `state`: the sources already encoded (`model.fresh_state`), else they are encoded here."""
+    def argmax(lp):
+        return lp.max(dim=-1)  # (N,), (N,)
+    return one_path(model, src, argmax, max_len_a, max_len_b, temperature, max_positions, min_len, state)
+
+
+def one_path(model, src, choose, max_len_a: float, max_len_b: int, temperature: float, max_positions, min_len: int,
+             state) -> list:
+    """One hypothesis per source row, a token per step from `choose(lp (N, V)) -> (log p of it (N,), ids (N,))`:
+    the arg-max (greedy) or a draw (`sample`). Finished rows leave the batch."""
     B = src.size(0)
     max_len = hypothesis_limits(src, max_len_a, max_len_b, max_positions, min_len)
     state = model.init_state(src) if state is None else state
@@ -127,7 +137,7 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
     out = [Hypothesis(tokens=[]) for _ in range(B)]
     for t in range(int(max_len.max())):
         lp = _step_logprobs(model, prev, state, temperature, (max_len[live] - 1 == t).to(src.device), t < min_len)
-        tok_lp, tok = lp.max(dim=-1)  # (N,)
+        tok_lp, tok = choose(lp)  # (N,), (N,)
         for row, (i, y, lp_y) in enumerate(zip(live.tolist(), tok.tolist(), tok_lp.tolist())):
             h = out[i]
             h.tokens.append(y)
@@ -144,6 +154,42 @@ def greedy(model, src, max_len_a: float = 1.5, max_len_b: int = 10, temperature:
     for h in out:
         h.score = h.logprob
     return out
+
+
+def epsilon_filter(lp: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Epsilon sampling's distribution (Hewitt et al. 2022), from log-probabilities lp (N, V): the pieces with
+    p_v < epsilon removed and the rest renormalised, log q_v = log p_v - log sum_{u: p_u >= epsilon} p_u
+    (-inf for the removed). The most probable piece always stays, so no row is left empty."""
+    keep = (lp >= math.log(epsilon)) | (lp == lp.max(dim=-1, keepdim=True).values)  # (N, V)
+    q = lp.masked_fill(~keep, -math.inf)
+    return q - q.logsumexp(dim=-1, keepdim=True)
+
+
+@torch.no_grad()
+def sample(model, src, samples: int = 1, epsilon: float = 0.0, temperature: float = 1.0, seed: int = 0,
+           max_len_a: float = 1.5, max_len_b: int = 10, max_positions: int = None, min_len: int = 0,
+           state=None) -> list:
+    """`samples` translations per sentence drawn from the model at `temperature`: ancestral sampling, or with
+    `epsilon` > 0 epsilon sampling (`epsilon_filter` at every step). Returns, per sentence, its list of
+    Hypothesis; token_probs and logprob are the model's at T (before the truncation), as for every decoder.
+    All samples of a batch are drawn in one pass (each source row repeated `samples` times). Reproducible: one
+    torch.Generator seeded with `seed` draws every token, so the same seed, sources and batch give the same
+    samples."""
+    if not (isinstance(samples, int) and samples >= 1) or not 0.0 <= epsilon < 1.0:
+        raise UsageError(f"samples {samples!r}, epsilon {epsilon!r}: expected a whole number >= 1 and a number "
+                         f"in [0, 1)")
+    B = src.size(0)
+    rows = torch.arange(B, device=src.device).repeat_interleave(samples)  # (B * samples,)
+    src_n = src[rows]  # (B, S) -> (B * samples, S)
+    state = model.init_state(src_n) if state is None else model.reorder_state(state, rows)
+    g = torch.Generator(device=src.device).manual_seed(seed)
+
+    def draw(lp):
+        q = epsilon_filter(lp, epsilon) if epsilon > 0 else lp
+        tok = torch.multinomial(q.exp(), 1, generator=g).squeeze(1)  # (N, 1) -> (N,)
+        return lp.gather(1, tok[:, None]).squeeze(1), tok  # the model's log p of the draw, at T
+    hyps = one_path(model, src_n, draw, max_len_a, max_len_b, temperature, max_positions, min_len, state)
+    return [hyps[i * samples:(i + 1) * samples] for i in range(B)]
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nmt.config import ModelConfig
+from nmt.config import ModelConfig, UsageError
 from nmt.model import BOS, EOS, PAD, Transformer
 from nmt.search import beam_search, block_width, greedy, hypothesis_limits, top_candidates, translate, translate_many
 
@@ -215,3 +215,48 @@ def test_prepacked_search_finds_the_same_hypotheses():
     b = translate_many(m, src, [(1, 1.0), (3, 1.0)], batch_size=2, prepack=False)
     for job in a:
         assert [h.tokens for h in a[job]] == [h.tokens for h in b[job]]
+
+
+def test_epsilon_filter_by_hand():
+    """p = (0.5, 0.3, 0.15, 0.05), epsilon 0.1: 0.05 goes, the rest over 0.95; epsilon 0.6 keeps the arg-max."""
+    from nmt.search import epsilon_filter
+    lp = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    assert epsilon_filter(lp, 0.1).exp()[0].tolist() == pytest.approx([0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0])
+    assert epsilon_filter(lp, 0.6).exp()[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
+
+
+def test_sampling_draws_the_toys_distribution_and_is_reproducible():
+    """4,000 draws from the toy chain: the first token is a / b / EOS with p 0.5 / 0.4 / 0.1 (a chi-square test
+    at the 0.1% level on the counts), the same seed gives the same samples, each sample's logprob is the chain's
+    log-probability of its tokens. With epsilon 0.15, EOS (p 0.1) never comes first; a and b keep their ratio."""
+    from scipy.stats import chisquare
+
+    from nmt.search import sample
+    draws, = sample(ToyDecoder(), SRC, samples=4000, seed=3, **LIM)
+    first = [h.tokens[0] for h in draws]
+    counts = [first.count(A), first.count(B), first.count(EOS)]
+    assert sum(counts) == 4000 and chisquare(counts, [2000, 1600, 400]).pvalue > 1e-3
+    again, = sample(ToyDecoder(), SRC, samples=4000, seed=3, **LIM)
+    assert [h.tokens for h in again] == [h.tokens for h in draws]
+    for h in draws[:50]:
+        prev, lp = BOS, 0.0
+        for tok in h.tokens:
+            lp += math.log(CHAIN[prev][tok])
+            prev = tok
+        assert h.logprob == pytest.approx(lp) and h.tokens[-1] == EOS
+    eps, = sample(ToyDecoder(), SRC, samples=2000, epsilon=0.15, seed=4, **LIM)
+    first = [h.tokens[0] for h in eps]
+    assert EOS not in first and chisquare([first.count(A), first.count(B)], [2000 * 5 / 9, 2000 * 4 / 9]).pvalue > 1e-3
+    with pytest.raises(UsageError, match="samples 0"):
+        sample(ToyDecoder(), SRC, samples=0)
+
+
+def test_mbr_picks_the_hand_computed_argmax():
+    """Expected utilities off the diagonal: c0 (50 + 40) / 2 = 45, c1 (60 + 70) / 2 = 65, c2 (30 + 20) / 2 = 25:
+    c1. Ties go to the first; one candidate is its own choice; chrF puts the consensus translation first."""
+    from nmt.mbr import mbr, select
+    c = select([[None, 50, 40], [60, None, 70], [30, 20, None]])
+    assert c.index == 1 and c.expected == pytest.approx([45, 65, 25])
+    assert select([[None, 10], [10, None]]).index == 0 and select([[None]]).index == 0
+    pick = mbr(["a dog runs on the grass", "a dog runs on grass", "the cat sleeps", "a dog is running on the grass"])
+    assert pick.index in (0, 1) and pick.expected[2] == min(pick.expected)

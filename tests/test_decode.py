@@ -185,7 +185,7 @@ def test_per_token_records(tiny_run, toy_corpus, tmp_path):
     (["--checkpoint", "a", "--runs", "r"], "--runs: not used with one --checkpoint"),
     (["--checkpoint", "a", "--study", "s.toml"], "--study: not used with one --checkpoint"),
     (["--beam", "0"], "--beam 0: expected a whole number >= 1"),
-    (["--checkpoint", "a", "--temperature", "inf"], "--temperature 'inf': expected a positive finite number"),
+    (["--checkpoint", "a", "--temperature", "inf"], "--temperature 'inf': expected a number in [0.01, 100] or 'auto'"),
 ])
 def test_flags_that_do_not_apply_or_cannot_work_are_errors(flags, message, capsys):
     assert main(flags) == 2

@@ -30,7 +30,7 @@ from nmt import seqkd
 from nmt.checkpoint import read_run_config
 from nmt.config import PRESET_MINUTES, TOKEN_DISTILL_FACTOR, UsageError, flag
 from nmt.data import find_data_dir, split_files
-from nmt.names import check_name, is_name, under
+from nmt.names import check_name, is_name
 from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
 
 log = logging.getLogger("nmt.runs")
@@ -69,10 +69,11 @@ def model_dir_name(spec: ModelSpec, study: Study) -> str:
 
 
 def run_dir(study: Study, spec: ModelSpec, seed: int, runs_root) -> Path:
-    """RUNS/PAIR/PRESET/NAME_seedS, each part a checked name, the whole inside RUNS."""
+    """RUNS/PAIR/PRESET/NAME_seedS, each part a checked name (no separator, no '..'): a path inside RUNS (which
+    may hold symbolic links a user made, say to another disk)."""
     parts = [check_name(x, f"{study.path}: run directory of {spec.name} seed {seed}")
              for x in (spec.pair, spec.preset, f"{model_dir_name(spec, study)}_seed{seed}")]
-    return under(runs_root, *parts)
+    return Path(runs_root).joinpath(*parts)
 
 
 def run_id(d) -> Path:

@@ -257,7 +257,7 @@ def train_configs(spec: ModelSpec):
 
 
 MODEL_KEYS = {"name": "a name", "label": "the name shown in tables", "alpha": "a number in [0, 1)",
-              "smoothing": "uniform, unigram or masked", "confidence_penalty": "a number >= 0",
+              "smoothing": "uniform, unigram, masked or unigram-noeos", "confidence_penalty": "a number >= 0",
               "teacher": "the name of another model", "distill": "a table {kind, beta, temperature}",
               "pair": "a language pair", "preset": "a preset", "seeds": "a list of seeds",
               "flags": "a table of nmt.train settings"}

@@ -166,7 +166,7 @@ def test_a_confidence_penalty_run_trains_through_the_logits_loss(toy_corpus, tmp
     (["--lr=-1e-3"], "--lr -0.001: expected a positive finite learning rate"),
     (["--dropout", "1.5"], "--dropout 1.5: expected a probability in [0, 1)"),
     (["--alpha", "1.0"], "--alpha 1.0: expected a number in [0, 1)"),
-    (["--n-heads", "0"], "--n-heads 0: expected a whole number >= 1"),
+    (["--n-heads", "0"], "--n-heads 0: expected a whole number in [1, 256]"),
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30: expected a multiple of --n-heads 4"),
     (["--max-train-len", "300"], "--max-train-len 300: expected at most --max-positions"),
     (["--lr-schedule", "cosine"], "--lr-schedule 'cosine': expected inverse_sqrt or linear"),

@@ -29,7 +29,7 @@ from pathlib import Path
 from nmt import seqkd
 from nmt.checkpoint import read_run_config
 from nmt.config import PRESET_MINUTES, TOKEN_DISTILL_FACTOR, UsageError, flag
-from nmt.data import find_data_dir, split_files
+from nmt.data import DataError, find_data_dir, split_files
 from nmt.names import check_name, is_name
 from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
 
@@ -119,6 +119,28 @@ def estimated_minutes(spec: ModelSpec):
     if minutes is not None and spec.teacher and spec.distill.kind == "token":
         minutes = round(minutes * TOKEN_DISTILL_FACTOR, 1)
     return minutes
+
+
+def check_corpora(study: Study) -> None:
+    """Every corpus the study's trainings will read is there (train and val of each pair, or the study's own
+    files): a StudyError naming the study file and the missing file, before any training starts."""
+    from nmt.config import TrainConfig
+    data = study.data
+    if data.train:
+        files = [*data.train, *(data.valid or ())]
+    else:
+        files = []
+        for spec in study.models:
+            if dict(spec.flags).get("hub") or spec.teacher and spec.distill.kind == "sequence":
+                continue  # read from the hub, or made from the teacher's translations
+            cfg = TrainConfig(data_dir=data.dir, src_lang=spec.src, tgt_lang=spec.tgt)
+            try:
+                files += [*split_files(cfg, "train"), *split_files(cfg, "val")]
+            except DataError as e:
+                raise StudyError(f"{study.path}: {e}") from None
+    for f in files:
+        if not Path(f).is_file():
+            raise StudyError(f"{study.path}: {f}: not found (a corpus file its trainings need)")
 
 
 def train_arguments(study: Study, spec: ModelSpec, seed: int, runs_root) -> list:

@@ -36,7 +36,7 @@ from nmt.experiment import decode_config, evaluate_study, rebuild, redraw_figure
 from nmt.metrics import CLAIMABLE
 from nmt.report import claims_markdown, jsonable, study_summary
 from nmt.results import load_comparison
-from nmt.runs import LAUNCHERS, check_matches, describe_plan, plan, train_missing
+from nmt.runs import LAUNCHERS, check_corpora, check_matches, describe_plan, plan, train_missing
 from nmt.runtime import pick_device, setup_cpu
 from nmt.studyfile import load_study, with_test_sets
 
@@ -103,6 +103,8 @@ def run_file(args, argv) -> int:
                          f"to train them)")
     if args.no_train:
         return evaluate_and_write(study, planned, args, argv, (), reused)
+    if missing:
+        check_corpora(study)  # before any training starts: a corpus that is not there is the study file's error
     train_missing(study, planned, runs_root, args.launcher, dict(study.slurm))
     if args.train_only:
         print(f"study {study.name}: trained; nothing evaluated (--train-only)\n{describe_plan(plan(study, runs_root))}")

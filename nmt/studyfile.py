@@ -203,9 +203,10 @@ class _Checker:
         return float(value)
 
     def name(self, value, key: str) -> str:
+        """A name that becomes part of paths (results/NAME, hyps/NAME.seed...): `nmt.names`' rule as well."""
         self.typed(value, key, str, "a name")
-        if not NAME_RE.match(value):
-            self.fail(key, f"{value!r}: expected letters, digits, '.', '-' and '_'")
+        if not NAME_RE.match(value) or not is_name(value):
+            self.fail(key, f"{_short(value)}: expected 1-100 letters, digits, '.', '-' and '_' (no '..')")
         return value
 
     def choice(self, value, key: str, choices) -> str:

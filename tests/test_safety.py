@@ -248,6 +248,7 @@ STUDY_HEAD = 'name = "probe"\n[data]\npair = "en-de"\n[defaults]\npreset = "smok
     ('seeds = [1]\n[[models]]\nname = "hard"\n[slurm]\ntimeout_min = "forever"\n', "slurm.timeout_min",
      "expected a whole number of minutes >= 1"),
     ('seeds = [1]\n[[models]]\nname = "hard"\n[slurm]\npartition = "a/b"\n', "slurm.partition", "expected a name"),
+    ('seeds = [1]\n[[models]]\nname = "' + "m" * 300 + '"\n', "models[0].name", "expected 1-100 letters"),
 ])
 def test_a_study_file_that_would_fail_later_or_write_elsewhere_is_refused_when_read(tmp_path, body, key, expected):
     """Values that validated once and failed later (a traceback after data loading, a path outside --runs, a
@@ -362,3 +363,14 @@ def test_a_full_disk_in_a_librarys_own_writer_names_the_file(tmp_path, capsys, m
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "fig") in err[0] and err[0].endswith(".png: cannot write (No space left "
                                                                                  "on device)"), err
+
+
+def test_a_study_whose_corpus_is_missing_stops_before_any_training(tmp_path, capsys):
+    """[data] dir that does not exist: exit 2 naming the study file and the folder, no run directory made."""
+    from nmt.study import main as study
+    f = tmp_path / "nodata.toml"
+    f.write_text(f'name = "nodata"\n[data]\ndir = "{tmp_path / "nowhere"}"\n[defaults]\npreset = "smoke"\n'
+                 'seeds = [1]\n[[models]]\nname = "hard"\n')
+    assert study(["run", str(f), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "r")]) == 2
+    assert f"{f}: {tmp_path / 'nowhere'}: data directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "r").exists()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nmt.files import named_os_errors
 from nmt.model import BOS, EOS, PAD, UNK
 
 log = logging.getLogger("nmt.data")
@@ -180,7 +181,8 @@ def load_pairs(cfg, split: str, cache_dir=None):
     kw = dict(gen_kwargs={"src_path": str(src_path), "tgt_path": str(tgt_path), "stamp": stamp},
               features=datasets.Features({"line": datasets.Value("int64"), "src": datasets.Value("string"),
                                           "tgt": datasets.Value("string")}))
-    return datasets.Dataset.from_generator(_file_pairs, cache_dir=cache_dir, **kw)
+    where = cache_dir or datasets.config.HF_DATASETS_CACHE  # a full disk while caching names the cache
+    return named_os_errors(where, lambda: datasets.Dataset.from_generator(_file_pairs, cache_dir=cache_dir, **kw))
 
 
 def read_text_pairs(cfg, split: str):

@@ -648,9 +648,10 @@ def start(args) -> int:
                               *(p.name for p in run_dir.glob("checkpoint_epoch*.pt"))]:
                     (run_dir / stale).unlink(missing_ok=True)
         return train(tcfg, mcfg, resuming, args.trust_checkpoint_code)
-    except (DataError, ckpt_io.CheckpointError, UsageError):
-        if created is not None and lock is not None and created.exists():
-            shutil.rmtree(created)  # what this call created and could not fill: leave nothing behind
+    except (DataError, ckpt_io.CheckpointError, UsageError, OSError):  # OSError: a full disk, say
+        if created is not None and lock is not None and created.exists() and not (
+                run_dir / "checkpoint_last.pt").exists():
+            shutil.rmtree(created)  # what this call created and holds no progress: leave nothing behind
         raise
     finally:
         if lock is not None:

@@ -374,3 +374,24 @@ def test_a_study_whose_corpus_is_missing_stops_before_any_training(tmp_path, cap
     assert study(["run", str(f), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "r")]) == 2
     assert f"{f}: {tmp_path / 'nowhere'}: data directory not found" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("target, where", [("sentencepiece.SentencePieceTrainer.train", "spm.model"),
+                                           ("datasets.Dataset.from_generator", "cache")])
+def test_a_full_disk_while_training_names_the_file(toy_corpus, tmp_path, capsys, monkeypatch, target, where):
+    """SentencePiece's writer and the datasets cache meeting a full disk (ENOSPC, simulated): exit 1, one line
+    naming the file or folder, and the refused run leaves nothing behind."""
+    import importlib
+    module, attr = target.rsplit(".", 1)
+    owner = importlib.import_module(module.split(".")[0])
+    for part in module.split(".")[1:]:
+        owner = getattr(owner, part)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(owner, attr, full)
+    run = tmp_path / "run"
+    assert train(toy_train_args(toy_corpus, run, "--max-steps", "2")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert where in err[-1] and err[-1].endswith("cannot write (No space left on device)"), err[-3:]
+    assert not run.exists()

@@ -36,3 +36,17 @@ def test_int8_export_translates(tiny_run, toy_corpus, tmp_path):
     assert decode(["--engine", "ctranslate2", "--checkpoint", str(out), "--input", str(toy_corpus / "test.en"),
                    "--output", str(hyp)]) == 0
     assert len(hyp.read_text().splitlines()) == 30
+
+
+def test_a_full_disk_during_export_names_the_folder_and_leaves_nothing(tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import ctranslate2.specs.model_spec as model_spec
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(model_spec.ModelSpec, "save", full)
+    out = tmp_path / "ct2"
+    assert export(["--checkpoint", str(tiny_run), "--ctranslate2", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {out}: cannot write (No space left on device)" and not out.exists()

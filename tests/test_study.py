@@ -326,6 +326,21 @@ def test_the_slurm_launcher_through_submitits_local_executor(toy_results, tmp_pa
     assert "nothing evaluated (--train-only)" in res.stdout and not (tmp_path / "results").exists()
 
 
+def test_a_failing_submitit_job_ends_the_study_with_the_trainings_own_error(toy_multi30k, tmp_path):
+    """--launcher submitit-local with a corrupt corpus: exit 2 and the training's own error line, not only the
+    job's log path."""
+    pytest.importorskip("submitit")
+    data = tmp_path / "data"
+    shutil.copytree(toy_multi30k, data)
+    (data / "train.de.gz").write_bytes(b"this is not gzip")
+    f = toy_study(tmp_path / "broken.toml", data, seeds="[1]")
+    res = subprocess.run([sys.executable, "-m", "nmt.study", "run", str(f), "--runs", str(tmp_path / "runs"),
+                          "--launcher", "submitit-local", "--train-only"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=600)
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and "failed" in last and "train.de.gz" in last, res.stderr[-2000:]
+
+
 def test_a_third_alpha_is_a_study_file_and_no_code(tmp_path, toy_multi30k):
     """The README's example: one more model of three seeds is a few lines of TOML."""
     f = tmp_path / "alpha.toml"

@@ -241,6 +241,7 @@ STUDY_HEAD = 'name = "probe"\n[data]\npair = "en-de"\n[defaults]\npreset = "smok
     ('seeds = [9223372036854775807]\n[[models]]\nname = "hard"\n', "defaults.seeds",
      "expected a list of 1 to 1000 whole numbers in [0, 4294967295]"),
     ('seeds = [-1]\n[[models]]\nname = "hard"\n', "defaults.seeds", "whole numbers in [0, 4294967295]"),
+    (f'seeds = {list(range(1001))}\n[[models]]\nname = "hard"\n', "defaults.seeds", "a list of 1 to 1000"),
     ('seeds = [1]\n[[models]]\nname = "hard"\n[evaluate]\ntest_sets = ["../x"]\n', "evaluate.test_sets",
      "no '/', no '..'"),
     ('seeds = [1]\n[[models]]\nname = "hard"\n[evaluate]\ntest_sets = ["train"]\n', "evaluate.test_sets",

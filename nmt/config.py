@@ -51,6 +51,7 @@ def _whole(x) -> bool:
 
 
 TEMPERATURES = (0.01, 100.0)  # --temperature: beyond these, logits / T overflow or every token ties
+DECODERS = ("beam", "sample", "epsilon", "mbr")  # nmt.evaluate.decode_hypotheses
 MAX_SEED = 2**32 - 1  # SentencePiece's seed is an unsigned 32-bit number
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")  # owner/dataset
 
@@ -195,8 +196,21 @@ class DecodeConfig:
                             "shifts), ter-wang (the same, and the token after a missing reference word is wrong, as "
                             "in Wang et al. 2020's scripts) or edit (minimum edit distance, ties towards matches)")
     split: str = _f("test_2016_flickr", "corpus split to translate when no --input is given")
+    decoder: str = _f("beam", "beam (beam search; --beam 1 is greedy), sample (ancestral sampling at T), epsilon (one "
+                              "epsilon sample) or mbr (minimum Bayes risk by chrF over --samples epsilon samples)")
+    samples: int = _f(32, "mbr: candidate translations drawn per sentence")
+    epsilon: float = _f(0.02, "epsilon and mbr: pieces with probability below epsilon are never drawn (Hewitt et al. "
+                              "2022); in (0, 1)")
+    seed: int = _f(0, "sample, epsilon, mbr: the sampler's seed (the same seed, input and batch size give the same "
+                      "translations)")
 
     def __post_init__(self):
+        _require(self.decoder in DECODERS, "decoder", ", ".join(DECODERS), self.decoder)
+        _require(_whole(self.samples) and 1 <= self.samples <= 1024, "samples", "a whole number in [1, 1024]",
+                 self.samples)
+        _require(_finite(self.epsilon) and 0 < self.epsilon < 1, "epsilon", "a number in (0, 1)", self.epsilon)
+        _require(_whole(self.seed) and 0 <= self.seed <= MAX_SEED, "seed", f"a whole number in [0, {MAX_SEED}]",
+                 self.seed)
         for name in ("beam", "batch_size", "n_bins", "inference_bins", "max_len_b"):
             v = getattr(self, name)
             lo = 0 if name == "max_len_b" else 1

@@ -46,7 +46,7 @@ log = logging.getLogger("nmt.decode")
 
 ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "temperature", "engine")
 # CTranslate2 gives no per-token probabilities
-NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len", "test_sets")
+NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len", "test_sets", "decoder")
 STUDY = ("results", "runs", "study")
 MAIN_STUDY = Path(__file__).resolve().parent.parent / "studies" / "main.toml"
 
@@ -99,7 +99,10 @@ def output_paths(args, ckpt, name: str, dcfg: DecodeConfig, temperature: float) 
     if args.output:
         hyps = Path(args.output)
     else:
-        stem = f"{name}.{Path(ckpt['path']).stem}.beam{dcfg.beam}.T{round(temperature, 4)}"
+        how = f"beam{dcfg.beam}" if dcfg.decoder == "beam" else (
+            f"{dcfg.decoder}" + (f"{dcfg.samples}" if dcfg.decoder == "mbr" else "")
+            + (f".eps{dcfg.epsilon:g}" if dcfg.decoder != "sample" else "") + f".seed{dcfg.seed}")
+        stem = f"{name}.{Path(ckpt['path']).stem}.{how}.T{round(temperature, 4)}"
         hyps = Path(ckpt["path"]).parent / "eval" / f"{stem}.txt"
     out = {"hyps": hyps, "metrics": Path(args.metrics) if args.metrics else hyps.with_name(hyps.name + ".metrics.json"),
            "tokens": hyps.with_name(hyps.name + ".tokens.jsonl") if args.per_token else None}

@@ -27,12 +27,13 @@ from nmt.calibration import (
     teacher_forced_at,
 )
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
-from nmt.data import collate, encode_lines, make_batches, read_text_pairs
+from nmt.data import collate, encode_lines, make_batches, pad_ids, read_text_pairs
 from nmt.errors import DataError
 from nmt.evidence import forced_in_corpus_order
 from nmt.files import read_json
+from nmt.mbr import mbr
 from nmt.model import EOS
-from nmt.search import translate_many
+from nmt.search import Hypothesis, sample, translate_many
 
 log = logging.getLogger("nmt.evaluate")
 
@@ -106,6 +107,36 @@ def search(model, src_ids, dcfg: DecodeConfig, jobs, progress=None):
                           min_len=dcfg.min_len, progress=progress)
 
 
+def decode_hypotheses(model, sp, src_ids, dcfg: DecodeConfig, temperature: float, progress=None) -> list:
+    """One Hypothesis per source with dcfg's decoder: beam search (`search`), or a sampling decoder
+    (`sampled`)."""
+    if dcfg.decoder == "beam":
+        return search(model, src_ids, dcfg, [(dcfg.beam, temperature)], progress)[dcfg.beam, temperature]
+    return sampled(model, sp, src_ids, dcfg, temperature, progress)
+
+
+def sampled(model, sp, src_ids, dcfg: DecodeConfig, temperature: float, progress=None) -> list:
+    """sample: one ancestral sample; epsilon: one epsilon sample; mbr: the MBR choice (chrF, `nmt.mbr`) among
+    dcfg.samples epsilon samples. Sentences go in batches of dcfg.batch_size draws; batch k draws with seed
+    dcfg.seed + k, so the same seed, input and batch size give the same translations."""
+    n = dcfg.samples if dcfg.decoder == "mbr" else 1
+    eps = dcfg.epsilon if dcfg.decoder in ("epsilon", "mbr") else 0.0
+    device = next(model.parameters()).device
+    out = [Hypothesis(tokens=[]) for _ in src_ids]
+    todo = [i for i, s in enumerate(src_ids) if s and s != [EOS]]
+    per_batch = max(1, dcfg.batch_size // n)
+    for k, start in enumerate(range(0, len(todo), per_batch)):
+        idx = todo[start:start + per_batch]
+        draws = sample(model, pad_ids([src_ids[i] for i in idx], device), samples=n, epsilon=eps,
+                       temperature=temperature, seed=dcfg.seed + k, max_len_a=dcfg.max_len_a,
+                       max_len_b=dcfg.max_len_b, max_positions=model.cfg.max_positions, min_len=dcfg.min_len)
+        for i, cands in zip(idx, draws):
+            out[i] = cands[0] if n == 1 else cands[mbr([sp.decode(h.ids) for h in cands]).index]
+        if progress is not None:
+            progress.update(len(idx))
+    return out
+
+
 def corpus_bleu(texts, ref_lines) -> float:
     """sacrebleu's corpus BLEU alone (what the sweep and greedy columns report; chrF costs more)."""
     import sacrebleu
@@ -170,11 +201,11 @@ def evaluate(model, ckpt, sp, src_lines, ref_lines, dcfg: DecodeConfig, temperat
     Returns {"hypotheses": [str], "hyps": [Hypothesis], "metrics": {...}}. Metrics that are not defined
     (no reference, or no non-empty pair) are None."""
     src_ids = encode_for_model(sp, src_lines, model.cfg.max_positions, name)
-    bar = tqdm(total=len(src_ids), desc=f"beam {dcfg.beam}" if dcfg.beam > 1 else "greedy", unit="sent",
-               file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30)
+    what = dcfg.decoder if dcfg.decoder != "beam" else f"beam {dcfg.beam}" if dcfg.beam > 1 else "greedy"
+    bar = tqdm(total=len(src_ids), desc=what, unit="sent", file=sys.stderr, leave=False, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)
     t0 = time.perf_counter()
-    job = (dcfg.beam, temperature)
-    hyps = search(model, src_ids, dcfg, [job], progress=bar)[job]
+    hyps = decode_hypotheses(model, sp, src_ids, dcfg, temperature, progress=bar)
     seconds = time.perf_counter() - t0
     bar.close()
     texts = [sp.decode(h.ids) for h in hyps]

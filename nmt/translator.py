@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from nmt import checkpoint as ckpt_io
 from nmt.config import DecodeConfig
-from nmt.evaluate import encode_for_model, forced_metrics, resolve_temperature, search
+from nmt.evaluate import decode_hypotheses, encode_for_model, forced_metrics, resolve_temperature
 from nmt.runtime import pick_device
 
 
@@ -50,11 +50,12 @@ class Translator:
 
     def translate(self, texts, beam: int = 4, temperature="1.0", **decode) -> list:
         """One Translation per text, in order (an empty text gives an empty translation). `decode`: other
-        DecodeConfig fields (length_penalty, max_len_a, max_len_b, min_len, batch_size)."""
+        DecodeConfig fields (length_penalty, max_len_a, max_len_b, min_len, batch_size; decoder="mbr" with
+        samples, epsilon and seed for the sampling decoders)."""
         dcfg = DecodeConfig(beam=beam, temperature=str(temperature), **decode)
         t = self.temperature(dcfg.temperature)
         src_ids = encode_for_model(self.sp, list(texts), self.model.cfg.max_positions)
-        hyps = search(self.model, src_ids, dcfg, [(beam, t)])[beam, t]
+        hyps = decode_hypotheses(self.model, self.sp, src_ids, dcfg, t)
         return [Translation(self.sp.decode(h.ids), [self.sp.id_to_piece(i) for i in h.tokens], h.token_probs,
                             h.logprob, h.score) for h in hyps]
 

@@ -321,3 +321,39 @@ def test_a_study_gets_one_column_group_per_test_set(extra_sets_run, tmp_path):
     assert sorted({r["test_set"] for r in data["rows"]}) == ["test_2016_flickr", "test_2018_flickr"]
     md = (out / "comparison.md").read_text()
     assert "test_2016_flickr" in md and "test_2018_flickr" in md
+
+
+def test_the_sampling_decoders_translate_reproducibly_and_refuse_bad_settings(tiny_run, toy_corpus, tmp_path,
+                                                                              capsys):
+    """--decoder sample / epsilon / mbr: a translation per line, the same for the same seed (and another seed
+    may differ), the decoder in the output's name and metrics; a bad decoder, --samples 0 or --epsilon 1.5 is one
+    line and exit 2 before anything is written."""
+    src = toy_corpus / "test.en"
+    n = len(src.read_text().splitlines())
+    outs = {}
+    for decoder, seed in (("sample", 1), ("sample", 1), ("epsilon", 1), ("mbr", 1)):
+        out = tmp_path / f"{decoder}.{seed}.{len(outs)}.txt"
+        assert main(["--checkpoint", str(tiny_run), "--input", str(src), "--references", str(toy_corpus / "test.de"),
+                     "--decoder", decoder, "--samples", "4", "--seed", str(seed), "--output", str(out)]) == 0
+        lines = out.read_text().splitlines()
+        assert len(lines) == n
+        m = json.loads(out.with_name(out.name + ".metrics.json").read_text())
+        assert m["decode"]["decoder"] == decoder and m["bleu"] is not None
+        outs[len(outs)] = lines
+    assert outs[0] == outs[1]  # the same seed, input and batch size: the same samples
+    capsys.readouterr()
+    for bad, message in ((["--decoder", "topk"], "--decoder 'topk': expected beam, sample, epsilon, mbr"),
+                         (["--decoder", "mbr", "--samples", "0"], "--samples 0: expected a whole number in [1, 1024]"),
+                         (["--decoder", "epsilon", "--epsilon", "1.5"], "--epsilon 1.5: expected a number in (0, 1)")):
+        assert main(["--checkpoint", str(tiny_run), "--input", str(src), "--output", str(tmp_path / "x.txt"),
+                     *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_the_translator_takes_a_decoder(tiny_run):
+    from nmt.translator import Translator
+    t = Translator.load(tiny_run)
+    a = t.translate(["a big dog", "the cat"], decoder="mbr", samples=3, seed=7)
+    b = t.translate(["a big dog", "the cat"], decoder="mbr", samples=3, seed=7)
+    assert [x.text for x in a] == [x.text for x in b] and len(a) == 2 and all(x.logprob <= 0 for x in a)

@@ -1,15 +1,19 @@
 """A study made from checkpoints instead of a file (`python -m nmt.study --checkpoint A --checkpoint B`): each
 checkpoint's model is named from how it was trained (its variant and alpha, a student's teacher), each
-checkpoint is one seed of it; no claims, the first model as the paired-bootstrap baseline.
+checkpoint is one seed of it; no claims, the first model as the paired-bootstrap baseline. `study_to_compare`
+is what `python -m nmt.decode` compares when it is given no single checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
-from nmt.config import UsageError
-from nmt.runs import PlannedRun
-from nmt.studyfile import DataSpec, EvaluateSpec, ModelSpec, Study
+from nmt.errors import DataError, UsageError
+from nmt.runs import PlannedRun, plan
+from nmt.studyfile import DataSpec, EvaluateSpec, ModelSpec, Study, load_study, with_test_sets
+
+MAIN_STUDY = Path(__file__).resolve().parent.parent / "studies" / "main.toml"
 
 
 def describe(tc: dict) -> tuple:
@@ -54,3 +58,21 @@ def adhoc_study(paths, beam: int = None) -> tuple:
     data_dir = models[next(iter(models))][2].get("data_dir")
     study = Study("checkpoints", "(--checkpoint)", "", DataSpec(dir=data_dir), tuple(specs), ev, ())
     return study, runs
+
+
+def study_to_compare(checkpoints, study_file, runs, test_sets, beam: int) -> tuple:
+    """(Study, [PlannedRun]) that `python -m nmt.decode` evaluates when not given one checkpoint: several
+    `checkpoints` side by side; none: the runs of `study_file` (default the main study), every one trained, at
+    this `beam`. `test_sets` (the --test-sets value or None) replaces the study's."""
+    if checkpoints:
+        st, planned = adhoc_study(checkpoints, beam)
+        return with_test_sets(st, test_sets), planned
+    st = with_test_sets(load_study(study_file or MAIN_STUDY), test_sets)
+    st = dataclasses.replace(st, evaluate=dataclasses.replace(st.evaluate, beam=beam))
+    planned = plan(st, Path(runs or st.runs))
+    missing = [r for r in planned if r.status != "done"]
+    if missing:
+        raise DataError(f"no study to compare: {len(missing)} runs of {study_file or 'studies/main.toml'} are not "
+                        f"trained (e.g. {missing[0].dir}). Run scripts/train.sh first, or pass --checkpoint once "
+                        f"(one model) or several times (a comparison)")
+    return st, planned

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from nmt.loss import label_smoothed_nll_loss
-from nmt.model import EOS, PAD
+from nmt.tokenizer import EOS, PAD
 
 
 def bin_index(confidences: torch.Tensor, n_bins: int) -> torch.Tensor:

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from nmt.config import ModelConfig, UsageError, model_config_from, train_config_from
-from nmt.data import DataError, load_tokenizer
+from nmt.config import ModelConfig, model_config_from, train_config_from
+from nmt.errors import CheckpointError, DataError, UsageError
 from nmt.files import read_json
 from nmt.model import Transformer
+from nmt.tokenizer import load_tokenizer
 
 FORMAT = 2  # 2: weights_only-safe (numpy RNG state as plain data); 1: nmt 0.2's
 
 
-from nmt.errors import CheckpointError  # noqa: E402,F401  (re-exported: nmt.checkpoint.CheckpointError)
 
 
 def save_atomic(obj, path) -> None:
@@ -178,3 +178,36 @@ def average(paths) -> dict:
     out["model"] = {k: v.to(ckpts[0]["model"][k].dtype) for k, v in avg.items()}
     out["averaged"] = [str(p) for p in paths]
     return out
+
+
+# -- random generators, saved with the last checkpoint so that a resumed run continues bit-identically --
+
+def rng_state(device) -> dict:
+    """Every generator's state as tensors and plain data (loadable with weights_only=True)."""
+    import random
+
+    import numpy as np
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    import random
+
+    import numpy as np
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    else:  # an older checkpoint (--trust-checkpoint-code): numpy's own tuple
+        np.random.set_state(n)
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -18,9 +18,7 @@ def setup_logging() -> None:
 
 def run(body, interrupted: str = "interrupted") -> int:
     """Call `body()` (which returns an exit code) and map the errors of the module docstring to theirs."""
-    from nmt.checkpoint import CheckpointError
-    from nmt.config import UsageError
-    from nmt.data import DataError
+    from nmt.errors import CheckpointError, DataError, UsageError
     setup_logging()
     try:
         return body()

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from nmt.errors import UsageError  # noqa: F401  (re-exported: nmt.config.UsageError)
+from nmt.errors import UsageError
 
 
 def in_file(e: UsageError, where: str) -> str:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
-from nmt.config import UsageError
+from nmt.errors import UsageError
 from nmt.files import named_os_errors, write_json_atomic
 
 
@@ -108,7 +108,7 @@ def load(out_dir, threads: int = 0):
         import ctranslate2
     except ImportError:
         raise UsageError("--engine ctranslate2 needs the ctranslate2 package: pip install -e '.[export]'") from None
-    from nmt.data import load_tokenizer
+    from nmt.tokenizer import load_tokenizer
     out = Path(out_dir)
     if not (out / "model.bin").is_file() or not (out / "nmt.json").is_file():
         raise ckpt_io.CheckpointError(f"{out}: not a CTranslate2 export of nmt (expected model.bin and nmt.json from "

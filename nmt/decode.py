@@ -30,16 +30,16 @@ from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
 from nmt import cli, ct2
-from nmt.adhoc import adhoc_study
-from nmt.config import DecodeConfig, UsageError, add_arguments, from_arguments, train_config_from
-from nmt.data import DataError, read_text, read_text_pairs, split_files, test_sets_of
+from nmt.adhoc import study_to_compare
+from nmt.config import DecodeConfig, add_arguments, from_arguments, train_config_from
+from nmt.data import read_text, read_text_pairs, split_files, test_sets_of
+from nmt.errors import DataError, UsageError
 from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metrics, token_records
 from nmt.experiment import evaluate_study, write_results
 from nmt.files import check_regular_target, write_text_atomic
 from nmt.report import study_summary
-from nmt.runs import plan
 from nmt.runtime import pick_device, setup_cpu
-from nmt.studyfile import load_study, parse_test_sets, with_test_sets
+from nmt.studyfile import parse_test_sets
 from nmt.translator import Translator
 
 log = logging.getLogger("nmt.decode")
@@ -48,7 +48,6 @@ ONE_MODEL = ("input", "references", "output", "metrics", "per_token", "spm", "te
 # CTranslate2 gives no per-token probabilities
 NOT_WITH_CT2 = ("per_token", "spm", "temperature", "min_len", "test_sets", "decoder")
 STUDY = ("results", "runs", "study")
-MAIN_STUDY = Path(__file__).resolve().parent.parent / "studies" / "main.toml"
 
 
 def parse_args(argv=None):
@@ -255,18 +254,7 @@ def decode_ctranslate2(args, dcfg: DecodeConfig) -> int:
 def study(args, dcfg: DecodeConfig, device, argv) -> int:
     """Several --checkpoint: those models side by side; none: the evaluation of the main study's runs (or
     --study FILE's), nothing trained. --beam overrides the study's beam."""
-    if args.checkpoint:
-        st, planned = adhoc_study(args.checkpoint, dcfg.beam)
-        st = with_test_sets(st, args.test_sets)
-    else:
-        st = with_test_sets(load_study(args.study or MAIN_STUDY), args.test_sets)
-        st = dataclasses.replace(st, evaluate=dataclasses.replace(st.evaluate, beam=dcfg.beam))
-        planned = plan(st, Path(args.runs or st.runs))
-        missing = [r for r in planned if r.status != "done"]
-        if missing:
-            raise DataError(f"no study to compare: {len(missing)} runs of {args.study or 'studies/main.toml'} are not "
-                            f"trained (e.g. {missing[0].dir}). Run scripts/train.sh first, or pass --checkpoint once "
-                            f"(one model) or several times (a comparison)")
+    st, planned = study_to_compare(args.checkpoint, args.study, args.runs, args.test_sets, dcfg.beam)
     out = Path(args.results or Path("results") / st.name)
     saved = write_results(evaluate_study(st, planned, device, argv), out)
     print(study_summary(saved, out))

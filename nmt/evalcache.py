@@ -24,9 +24,9 @@ from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
 from nmt import evidence
-from nmt.data import DataError, file_sha256, read_text
-from nmt.errors import UsageError
-from nmt.files import read_json, write_json_atomic
+from nmt.data import read_text
+from nmt.errors import DataError, UsageError
+from nmt.files import file_sha256, read_json, write_json_atomic
 from nmt.results import calibration_table, load_comparison, load_reliability, row_from
 from nmt.runs import run_id
 
@@ -194,14 +194,14 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
     "origin" the results directory and the commit that evaluated it."""
     results_dir = Path(results_dir)
     data = load_comparison(results_dir)
-    meta, path = data["meta"], results_dir / "comparison.json"
+    meta, path = data.meta, results_dir / "comparison.json"
     _differences(_plain(dataclasses.asdict(study.evaluate)), meta.get("evaluate"), f"{path}: meta.evaluate")
     _differences(_plain(dataclasses.asdict(decode_cfg)), meta.get("decode"), f"{path}: meta.decode")
     models = {m.get("name"): m for m in meta.get("models") or [] if isinstance(m, dict)}
     panels = load_reliability(results_dir) or {}
     out = {}
     for r in runs:
-        rows = [row for row in data["rows"] if row.model == r.model and row.seed == r.seed]
+        rows = [row for row in data.rows if row.model == r.model and row.seed == r.seed]
         if not rows:
             continue
         _differences(_plain(dataclasses.asdict(study.model(r.model))), models.get(r.model),
@@ -211,8 +211,8 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
             raise DataError(f"{path}: {r.model} seed {r.seed}: expected one row at T = 1 and one at the fitted T "
                             f"for each test set")
         res = {"rows": rows, "hyps": {}, "panels": {},
-               "sweep": [s for s in data.get("sweep") or [] if s.get("model") == r.model and s.get("seed") == r.seed],
-               "beam_sweep": [s for s in data.get("beam_sweep") or [] if s.get("model") == r.model
+               "sweep": [s for s in data.sweep if s.get("model") == r.model and s.get("seed") == r.seed],
+               "beam_sweep": [s for s in data.beam_sweep if s.get("model") == r.model
                               and s.get("seed") == r.seed],
                "config_dir": results_dir / "runs" / run_id(r.dir),
                "origin": origin_of(meta["provenance"], run_id(r.dir).as_posix(), results_dir)}

@@ -27,13 +27,13 @@ from nmt.calibration import (
     teacher_forced_at,
 )
 from nmt.config import DecodeConfig, parse_temperature, train_config_from
-from nmt.data import collate, encode_lines, make_batches, pad_ids, read_text_pairs
+from nmt.data import collate, make_batches, pad_ids, read_text_pairs
 from nmt.errors import DataError
 from nmt.evidence import forced_in_corpus_order
 from nmt.files import read_json
 from nmt.mbr import mbr
-from nmt.model import EOS
 from nmt.search import Hypothesis, sample, translate_many
+from nmt.tokenizer import EOS, encode_lines
 
 log = logging.getLogger("nmt.evaluate")
 

@@ -66,7 +66,7 @@ def forced_in_corpus_order(res: dict, per: dict, order: list, n_sentences: int) 
 
 def inference_of(hyps, labels: dict) -> TokenEvidence:
     """The emitted tokens of `hyps` (corpus order) with each labeller's labels ({labeller: [[bool]]})."""
-    from nmt.model import EOS
+    from nmt.tokenizer import EOS
     conf = np.array([p for h in hyps for p in h.token_probs], dtype=np.float32)
     eos = np.array([t == EOS for h in hyps for t in h.tokens], dtype=bool)
     counts = np.array([len(h.tokens) for h in hyps], dtype=np.int64)

@@ -40,8 +40,9 @@ from nmt.calibration import (
     teacher_forced_at,
 )
 from nmt.claims import judge_claims
-from nmt.config import DecodeConfig, UsageError, train_config_from
-from nmt.data import DataError, encode_lines, read_text, read_text_pairs, split_files, test_sets_of
+from nmt.config import DecodeConfig, train_config_from
+from nmt.data import read_text, read_text_pairs, split_files, test_sets_of
+from nmt.errors import DataError, UsageError
 from nmt.evaluate import (
     corpus_bleu,
     corpus_scores,
@@ -53,12 +54,12 @@ from nmt.evaluate import (
 )
 from nmt.evidence import Evidence, inference_of
 from nmt.files import DirLock, write_json_atomic, write_text_atomic
-from nmt.model import EOS
-from nmt.results import FORMAT, Row, aggregate, reliability_json
+from nmt.results import Comparison, Row, aggregate, reliability_json
 from nmt.runs import run_id
 from nmt.search import hypothesis_limits
 from nmt.stats import block_of
 from nmt.studyfile import Study
+from nmt.tokenizer import EOS, encode_lines
 
 log = logging.getLogger("nmt.experiment")
 CLAIMS_TEST = {"orderings": "paired t over seeds, 95% interval; power 0.8 for the detectable effect",
@@ -456,12 +457,11 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
             "paired_bootstrap": bootstrap, "claims_test": CLAIMS_TEST,
             "provenance": {**provenance(argv, started, device, study, runs), "evaluations_resumed": resumed,
                            "evaluations_reused": from_dirs}}
-    data = {"format": FORMAT, "meta": meta, "signatures": report.signatures_of(rows), "rows": rows,
-            "aggregate": aggregate(rows, order), "claims": claims, "sweep": sweep, "beam_sweep": beams}
+    data = Comparison(meta, report.signatures_of(rows), rows, aggregate(rows, order), claims, sweep, beams)
     return {"data": data, "hyps": hyps, "panels": panels, "runs": [r["files"] for r in runs], "evidence": evidence}
 
 
-def write_results(result: dict, out_dir) -> dict:
+def write_results(result: dict, out_dir) -> Comparison:
     """results/NAME/: comparison.json/.md, the sweeps (CSV and figures), reliability diagrams, hypotheses and
     each run's small files, under the results directory's lock (one writer at a time). Returns comparison.json
     as read back (`results.load_comparison`)."""
@@ -474,10 +474,10 @@ def write_results(result: dict, out_dir) -> dict:
         saved = load_comparison(out_dir)
         hyp_dir = out_dir / "hyps"
         hyp_dir.mkdir(exist_ok=True)
-        temps = {(r.model, r.seed, r.test_set, r.t_kind): r.temperature for r in saved["rows"]}
+        temps = {(r.model, r.seed, r.test_set, r.t_kind): r.temperature for r in saved.rows}
         for key, texts in result["hyps"].items():
             model, seed, name, kind = key
-            write_text_atomic(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved['meta']['beam']}"
+            write_text_atomic(hyp_dir / f"{model}.seed{seed}.{name}.T{round(temps[key], 4)}.beam{saved.meta['beam']}"
                                         f".txt", "".join(h + "\n" for h in texts))
         write_json_atomic(reliability_json(result["panels"]), out_dir / "reliability.json")
         if result.get("evidence"):
@@ -501,7 +501,7 @@ def redraw_figures(results_dir, out_dir) -> list:
     return report.write_figures(panels or {}, data, out_dir)
 
 
-def rejudge(study: Study, results_dir, argv=()) -> dict:
+def rejudge(study: Study, results_dir, argv=()) -> Comparison:
     """The study file's claims judged again on the committed rows of `results_dir` (nothing is evaluated): for
     new claims, families or rules on finished runs. Rewrites comparison.json / .md there (under its lock); the
     provenance keeps the evaluation's command and adds this one's. Returns comparison.json as read back."""
@@ -509,17 +509,17 @@ def rejudge(study: Study, results_dir, argv=()) -> dict:
     from nmt.results import load_comparison
     results_dir = Path(results_dir)
     data = load_comparison(results_dir, check_claims=False)
-    if data["meta"]["study"] != study.name:
-        raise UsageError(f"{results_dir}: holds study {data['meta']['study']!r}, not {study.name!r} of {study.path}")
-    known = {r.model for r in data["rows"]}
+    if data.meta["study"] != study.name:
+        raise UsageError(f"{results_dir}: holds study {data.meta['study']!r}, not {study.name!r} of {study.path}")
+    known = {r.model for r in data.rows}
     for c in study.claims:
         for ref in (c.a + c.b if isinstance(c.a, tuple) else (c.a, c.b)):
             if ref.model not in known:
                 raise UsageError(f"{study.path}: claim {c.claim!r}: {results_dir} has no rows of {ref.model!r}")
-    data["claims"] = judge_claims(study.claims, data["rows"])
-    data["meta"].update(description=study.description, claims_test=CLAIMS_TEST)
+    data.claims = judge_claims(study.claims, data.rows)
+    data.meta.update(description=study.description, claims_test=CLAIMS_TEST)
     command = " ".join(["python -m nmt.study"] + [relative(a) if os.path.exists(a) else a for a in argv])
-    data["meta"]["provenance"]["judged"] = {"command": command, "nmt": __version__, **git_state()}
+    data.meta["provenance"]["judged"] = {"command": command, "nmt": __version__, **git_state()}
     with DirLock(results_dir, "results directory", "--results"):
         report.write_comparison(data, results_dir)
     return load_comparison(results_dir)

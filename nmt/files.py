@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import stat
 from pathlib import Path
 
-from nmt.config import UsageError
+from nmt.errors import UsageError
 
 
 def check_regular_target(path) -> Path:
@@ -143,3 +144,12 @@ class DirLock:
 
 
 RunLock = DirLock  # the run directory's lock (nmt.train)
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nmt.model import EOS
+from nmt.tokenizer import EOS
 
 
 def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: float, ignore_index: int,
@@ -255,3 +255,12 @@ def distillation_loss(student_lprobs: torch.Tensor, teacher_logits: torch.Tensor
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 logits (autocast) are promoted; float32/float64 stay as they are."""
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def target_counts(targets, vocab: int) -> torch.Tensor:
+    """How often each piece occurs in the training targets (EOS included): the counts a unigram prior is built from
+    (`smoothing_prior`). `targets` is a list of id lists; returns a float64 vector of length `vocab`."""
+    counts = torch.zeros(vocab, dtype=torch.float64)
+    for ids in targets:
+        counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab).double()
+    return counts

@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nmt.config import ModelConfig
-
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
+from nmt.tokenizer import PAD
 
 
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:

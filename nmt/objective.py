@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from nmt.loss import confidence_penalty_loss, distillation_loss, label_smoothed_nll_loss
-from nmt.model import PAD
+from nmt.tokenizer import PAD
 
 
 @dataclass

@@ -19,6 +19,8 @@ from pathlib import Path
 from nmt.files import save_figure, write_text_atomic
 from nmt.metrics import REGISTRY, claim_format
 from nmt.names import under
+from nmt.results import Aggregate, Comparison
+from nmt.stats import Claim
 
 # (metric, column title, format) of comparison.md's tables and of the README's headline (nmt.metrics)
 COLUMNS = [(m.name, m.title, m.fmt) for m in REGISTRY if m.column]
@@ -45,16 +47,16 @@ def signatures_of(rows: list) -> dict:
 
 # -- tables -------------------------------------------------------------------------------------------
 
-def _cell(agg: dict, rows: list, key: str, fmt: str) -> str:
+def _cell(agg: Aggregate, rows: list, key: str, fmt: str) -> str:
     """mean ± std (several seeds), or the one seed's value with its interval; p-values one per seed."""
-    per = agg["per_seed"].get(key)
+    per = agg.per_seed.get(key)
     if not per:
         return "-"
     if key.endswith("_p"):
         return "/".join(fmt.format(p) for p in per)
-    text = fmt.format(agg["mean"][key])
-    if agg["n"] > 1:
-        return text + " ± " + fmt.format(agg["std"][key])
+    text = fmt.format(agg.mean[key])
+    if agg.n > 1:
+        return text + " ± " + fmt.format(agg.std[key])
     ci = getattr(rows[0], INTERVALS[key]) if key in INTERVALS and rows else None
     if ci is None:
         return text
@@ -63,20 +65,20 @@ def _cell(agg: dict, rows: list, key: str, fmt: str) -> str:
     return f"{text} ± {fmt.format(ci)}"
 
 
-def present(data: dict, columns: list) -> list:
+def present(data: Comparison, columns: list) -> list:
     """The columns some aggregate of the study has a value for (results made before a metric existed lack it)."""
-    return [c for c in columns if any(c[0] in a["per_seed"] for a in data["aggregate"])]
+    return [c for c in columns if any(c[0] in a.per_seed for a in data.aggregates)]
 
 
-def table_cells(data: dict, test_set: str, columns=COLUMNS):
+def table_cells(data: Comparison, test_set: str, columns=COLUMNS):
     columns = present(data, columns)
-    aggs = [a for a in data["aggregate"] if a["test_set"] == test_set]
-    seeds = any(a["n"] > 1 for a in aggs)
+    aggs = data.aggregates_on(test_set)
+    seeds = any(a.n > 1 for a in aggs)
     head = ["model"] + [t for _, t, _ in columns] + (["n"] if seeds else [])
     body = []
     for a in aggs:
-        rows = [r for r in data["rows"] if (r.test_set, r.model, r.t_kind) == (test_set, a["model"], a["t_kind"])]
-        body.append([a["label"]] + [_cell(a, rows, k, f) for k, _, f in columns] + ([str(a["n"])] if seeds else []))
+        rows = [r for r in data.rows if (r.test_set, r.model, r.t_kind) == (test_set, a.model, a.t_kind)]
+        body.append([a.label] + [_cell(a, rows, k, f) for k, _, f in columns] + ([str(a.n)] if seeds else []))
     return head, body
 
 
@@ -93,66 +95,61 @@ def text_table(head, body) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(b) for b in body])
 
 
-def test_sets(data: dict) -> list:
-    return list(dict.fromkeys(a["test_set"] for a in data["aggregate"]))
-
-
 def _num(x, fmt="{:+.4f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def mean_std(agg: dict, key: str, fmt: str) -> str:
+def mean_std(agg: Aggregate, key: str, fmt: str) -> str:
     """An aggregate's mean ± std over its seeds ("-" where the metric is absent, no "±" where std is)."""
-    m, s = agg["mean"].get(key), agg["std"].get(key)
+    m, s = agg.mean.get(key), agg.std.get(key)
     return "-" if m is None else fmt.format(m) + ("" if s is None else " ± " + fmt.format(s))
 
 
-def _power(c: dict, f: str) -> str:
+def _power(c: Claim, f: str) -> str:
     """An ordering's minimal detectable effects (80% power), unadjusted and at its family's Holm level."""
-    if c.get("mde") is None:
+    if c.mde is None:
         return ""
-    holm = "" if c.get("mde_holm") is None else f" (±{f.format(c['mde_holm'])[1:]} at the family's Holm level)"
-    return f"; detectable with 80% power: ±{f.format(c['mde'])[1:]}{holm}"
+    holm = "" if c.mde_holm is None else f" (±{f.format(c.mde_holm)[1:]} at the family's Holm level)"
+    return f"; detectable with 80% power: ±{f.format(c.mde)[1:]}{holm}"
 
 
-def _two_level(c: dict, f: str) -> str:
+def _two_level(c: Claim, f: str) -> str:
     """The hierarchical bootstrap's interval (seeds, then sentences), where the study computed one."""
-    ci = c.get("ci_two_level")
+    ci = c.ci_two_level
     return "" if not ci else f"; with test-set noise (seeds, then sentences): [{f.format(ci[0])}, {f.format(ci[1])}]"
 
 
-def _heterogeneity(c: dict) -> str:
+def _heterogeneity(c: Claim) -> str:
     """A pooled claim's heterogeneity test, and what follows where the blocks differ."""
-    h = c.get("heterogeneity")
+    h = c.heterogeneity
     if not h:
         return ""
-    if h["f"] is None:
+    if h.f is None:
         return "; no spread within blocks: heterogeneity not tested"
-    text = f"; heterogeneity F({h['df'][0]}, {h['df'][1]}) = {h['f']:.3g}, p = {h['p']:.3g}"
+    text = f"; heterogeneity F({h.df[0]}, {h.df[1]}) = {h.f:.3g}, p = {h.p:.3g}"
     return text + (": **the effect differs by block**; the per-block claims are the verdicts that stand"
-                   if h["p"] < 0.05 else "")
+                   if h.differs else "")
 
 
-def claim_line(c: dict) -> str:
+def claim_line(c: Claim) -> str:
     """One claim: its sentence, verdict, estimate, interval, test, p and Holm's p, power and (pooled) the
-    blocks' heterogeneity, from the stored fields."""
-    f = claim_format(c["metric"])
-    if c["ci"] is None:
-        detail = f"n = {c['n']}" + ("" if c["estimate"] is None else f", difference {f.format(c['estimate'])}")
+    blocks' heterogeneity."""
+    f = claim_format(c.metric)
+    if c.ci is None:
+        detail = f"n = {c.n}" + ("" if c.estimate is None else f", difference {f.format(c.estimate)}")
     else:
-        level = "90%" if "TOST" in c["test"] else "95%"
-        margin = f", margin ±{c['margin']:g}" if c.get("margin") else ""
-        df = f", df = {c['df']}" if c.get("df") is not None and c["df"] != c["n"] - 1 else ""
-        what = "mean slope per unit alpha" if c.get("x") is not None else "mean difference"
-        detail = (f"{what} {f.format(c['estimate'])}, {level} interval [{f.format(c['ci'][0])}, "
-                  f"{f.format(c['ci'][1])}]{margin}; {c['test']}, n = {c['n']}{df}, p = {c['p']:.3g}, "
-                  f"Holm p = {c['p_holm']:.3g}{_power(c, f)}{_two_level(c, f)}{_heterogeneity(c)}")
-    holm = "" if c["verdict_holm"] == c["verdict"] else f" ({c['verdict_holm']} after Holm)"
-    if c.get("x") is not None:
-        detail += "; alphas " + ", ".join(f"{v:g}" for v in c["x"])
-    where = f" [{c['test_set']}]" if c.get("test_set") else (f" [{', '.join(c['test_sets'])}]" if c.get("test_sets")
-                                                             else "")
-    return f"- {c['claim']}{where}: **{c['verdict']}**{holm}: {detail}"
+        level = "90%" if "TOST" in c.test else "95%"
+        margin = f", margin ±{c.margin:g}" if c.margin else ""
+        df = f", df = {c.df}" if c.df is not None and c.df != c.n - 1 else ""
+        what = "mean slope per unit alpha" if c.x is not None else "mean difference"
+        detail = (f"{what} {f.format(c.estimate)}, {level} interval [{f.format(c.ci[0])}, "
+                  f"{f.format(c.ci[1])}]{margin}; {c.test}, n = {c.n}{df}, p = {c.p:.3g}, "
+                  f"Holm p = {c.p_holm:.3g}{_power(c, f)}{_two_level(c, f)}{_heterogeneity(c)}")
+    holm = "" if c.verdict_holm == c.verdict else f" ({c.verdict_holm} after Holm)"
+    if c.x is not None:
+        detail += "; alphas " + ", ".join(f"{v:g}" for v in c.x)
+    where = f" [{c.test_set}]" if c.test_set else (f" [{', '.join(c.test_sets)}]" if c.test_sets else "")
+    return f"- {c.claim}{where}: **{c.verdict}**{holm}: {detail}"
 
 
 FAMILY_TITLES = {"primary": "Primary claims (the paper's, written before the runs)",
@@ -165,9 +162,9 @@ def claims_markdown(claims: list) -> str:
         return "(this study states no claims)\n"
     parts = []
     for family, title in FAMILY_TITLES.items():
-        members = [c for c in claims if c.get("family", "primary") == family]
+        members = [c for c in claims if c.family == family]
         if members:
-            tested = sum(1 for c in members if c.get("p") is not None)
+            tested = sum(1 for c in members if c.p is not None)
             parts.append(f"### {title}; Holm over {tested}\n\n" + "\n".join(claim_line(c) for c in members) + "\n")
     return "\n".join(parts)
 
@@ -221,9 +218,9 @@ def baseline_names(baseline) -> str:
     return f"`{baseline or '?'}`"
 
 
-def comparison_markdown(data: dict) -> str:
+def comparison_markdown(data: Comparison) -> str:
     """comparison.md, from comparison.json as read back (`results.load_comparison`)."""
-    meta = data["meta"]
+    meta = data.meta
     boot = meta.get("paired_bootstrap", {})
     parts = [f"# Study `{meta['study']}`\n", meta.get("description", "").strip() + "\n" if meta.get("description")
              else "", f"Beam {meta['beam']}; T fitted on validation. Cells: mean ± std over the n seeds (one seed: "
@@ -237,13 +234,13 @@ def comparison_markdown(data: dict) -> str:
     if missing:
         parts.append(f"**Partial results** (`--partial`): {len(missing)} runs of the study were not trained yet and "
                      f"are left out: {', '.join(f'`{m}`' for m in missing)}. Claims use the seeds there are.\n")
-    for name in test_sets(data):
+    for name in data.test_sets:
         head, body = table_cells(data, name)
         parts.append(f"## {name}\n\n{markdown_table(head, body)}\n")
-    parts.append("## Claims\n\n" + CLAIMS_RULES + "\n\n" + claims_markdown(data["claims"]))
-    if data.get("beam_sweep"):
-        parts.append(beam_sweep_markdown(data["beam_sweep"]))
-    sig = "\n".join(f"- {name}: `{s}`" for name, s in data["signatures"].items())
+    parts.append("## Claims\n\n" + CLAIMS_RULES + "\n\n" + claims_markdown(data.claims))
+    if data.beam_sweep:
+        parts.append(beam_sweep_markdown(data.beam_sweep))
+    sig = "\n".join(f"- {name}: `{s}`" for name, s in data.signatures.items())
     parts.append(f"Signatures:\n{sig}\n\n{provenance_line(meta['provenance'])}\n")
     return "\n".join(p for p in parts if p)
 
@@ -272,41 +269,41 @@ def beam_sweep_markdown(points: list) -> str:
     return "\n".join(parts)
 
 
-def headline(data: dict) -> str:
+def headline(data: Comparison) -> str:
     """The README's table (first test set; mean ± std over seeds, n) and the study's claims."""
-    name = test_sets(data)[0]
+    name = data.test_sets[0]
     shown = present(data, HEADLINE)
     cols = [("t_kind", "T", "")] + shown
     head = ["model"] + [t for _, t, _ in cols] + ["n"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for a in (a for a in data["aggregate"] if a["test_set"] == name):
-        cells = [a["label"], "fitted" if a["t_kind"] == "fitted" else "1"]
+    for a in data.aggregates_on(name):
+        cells = [a.label, "fitted" if a.t_kind == "fitted" else "1"]
         cells += [mean_std(a, k, f) for k, _, f in shown]
-        lines.append("| " + " | ".join(cells + [str(a["n"])]) + " |")
-    return "\n".join(lines) + "\n\n" + claims_markdown(data["claims"])
+        lines.append("| " + " | ".join(cells + [str(a.n)]) + " |")
+    return "\n".join(lines) + "\n\n" + claims_markdown(data.claims)
 
 
-def write_comparison(data: dict, out_dir) -> None:
+def write_comparison(data: Comparison, out_dir) -> None:
     """comparison.json (every number and how it was made), then comparison.md from the JSON as read back."""
     from nmt.results import load_comparison
     out_dir = Path(out_dir)
-    write_text_atomic(out_dir / "comparison.json", json.dumps(jsonable(data), indent=2) + "\n")
+    write_text_atomic(out_dir / "comparison.json", json.dumps(data.to_json(), indent=2) + "\n")
     write_text_atomic(out_dir / "comparison.md", comparison_markdown(load_comparison(out_dir)))
 
 
-def study_summary(data: dict, out_dir) -> str:
+def study_summary(data: Comparison, out_dir) -> str:
     """What the study prints: each test set's table, the claims, where the files went."""
     parts = []
-    for name in test_sets(data):
+    for name in data.test_sets:
         head, body = table_cells(data, name, [c for c in COLUMNS if c[0] in
                                               ("temperature", "test_nll", "ece_forced", "ece_inference", "bleu_beam",
                                                "chrf")])
         parts.append(f"{name}\n{text_table(head, body)}")
-    return ("\n\n".join(parts) + "\n\n" + claims_markdown(jsonable(data["claims"]))
+    return ("\n\n".join(parts) + "\n\n" + claims_markdown(data.claims)
             + f"\nresults in {out_dir}/: comparison.md comparison.json reliability.json reliability*.png hyps/ runs/"
-            + (" temperature_sweep.csv temperature_sweep.png" if data["sweep"] else "")
-            + (" beam_sweep.csv beam_sweep.png" if data["beam_sweep"] else "")
-            + (f"\nbeam sweep: {sweep_minutes(data['beam_sweep']):.1f} minutes of search in all" if data["beam_sweep"]
+            + (" temperature_sweep.csv temperature_sweep.png" if data.sweep else "")
+            + (" beam_sweep.csv beam_sweep.png" if data.beam_sweep else "")
+            + (f"\nbeam sweep: {sweep_minutes(data.beam_sweep):.1f} minutes of search in all" if data.beam_sweep
                else ""))
 
 
@@ -452,7 +449,7 @@ def write_reliability(panels: list, path, split: str = "test", ncols: int = 4) -
     return Path(path)
 
 
-def write_figures(panels: dict, data: dict, out_dir) -> list:
+def write_figures(panels: dict, data: Comparison, out_dir) -> list:
     """Every figure of a study into `out_dir`: the reliability diagrams (from `panels`), the temperature sweep
     and the beam sweep (CSV and PNG, where the study has them). Returns the paths written."""
     out_dir = Path(out_dir)
@@ -460,21 +457,21 @@ def write_figures(panels: dict, data: dict, out_dir) -> list:
     if panels:
         write_reliability_figures(panels, data, out_dir)
         written += sorted(out_dir.glob("reliability*.png"))
-    if data["sweep"]:
-        write_sweep(data["sweep"], data["rows"], out_dir, beam=data["meta"]["beam"])
+    if data.sweep:
+        write_sweep(data.sweep, data.rows, out_dir, beam=data.meta["beam"])
         written += [out_dir / "temperature_sweep.csv", out_dir / "temperature_sweep.png"]
-    if data["beam_sweep"]:
-        write_beam_sweep(data["beam_sweep"], out_dir)
+    if data.beam_sweep:
+        write_beam_sweep(data.beam_sweep, out_dir)
         written += [out_dir / "beam_sweep.csv", out_dir / "beam_sweep.png"]
     return written
 
 
-def write_reliability_figures(panels: dict, data: dict, out_dir) -> None:
+def write_reliability_figures(panels: dict, data: Comparison, out_dir) -> None:
     """reliability_MODEL[_t].png for the first seed of each model, and reliability.png with all of them (first
     test set). `panels`: {(model, test set, t_kind): (T, calibration)}."""
     out_dir = Path(out_dir)
-    name = test_sets(data)[0]
-    labels = {(r.model, r.t_kind): r.label for r in data["rows"]}
+    name = data.test_sets[0]
+    labels = {(r.model, r.t_kind): r.label for r in data.rows}
     chosen = [(k, v) for k, v in panels.items() if k[1] == name]
     for (model, _, kind), (t, cal) in chosen:
         write_reliability([(f"{labels[model, kind]}, T = {t:.3f}", cal)],

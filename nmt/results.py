@@ -151,10 +151,39 @@ def aggregate(rows: list, order: list) -> list:
     return out
 
 
-def load_comparison(results_dir, check_claims: bool = True) -> dict:
-    """comparison.json of a results directory, its rows as Rows, its aggregates and (with `check_claims`) its
-    claims checked against them; a DataError (exit 2) naming the file and the entry for anything malformed."""
-    from nmt.config import UsageError
+@dataclass
+class Comparison:
+    """comparison.json, typed: what a study's evaluation gives and what `load_comparison` reads back. `meta` holds
+    how it was made (study, decoding, provenance); the sweeps are their points as stored."""
+    meta: dict
+    signatures: dict
+    rows: list  # [Row]
+    aggregates: list  # [Aggregate], recomputed from the rows
+    claims: list  # [nmt.stats.Claim]
+    sweep: list = field(default_factory=list)  # temperature sweep points
+    beam_sweep: list = field(default_factory=list)  # beam-size sweep points
+
+    def to_json(self) -> dict:
+        """The file's layout ("aggregate": the aggregates), ready for json.dumps."""
+        from nmt.report import jsonable
+        return jsonable({"format": FORMAT, "meta": self.meta, "signatures": self.signatures, "rows": self.rows,
+                         "aggregate": self.aggregates, "claims": self.claims, "sweep": self.sweep,
+                         "beam_sweep": self.beam_sweep})
+
+    def aggregates_on(self, test_set: str) -> list:
+        return [a for a in self.aggregates if a.test_set == test_set]
+
+    @property
+    def test_sets(self) -> list:
+        return list(dict.fromkeys(a.test_set for a in self.aggregates))
+
+
+def load_comparison(results_dir, check_claims: bool = True) -> Comparison:
+    """comparison.json of a results directory as a Comparison: its rows validated, its aggregates recomputed from
+    them and (with `check_claims`) its claims judged again on them and taken as judged; a DataError (exit 2)
+    naming the file and the entry for anything malformed. Without `check_claims` the stored claims are not read
+    (`claims` is empty: the caller judges them again)."""
+    from nmt.errors import UsageError
     path = Path(results_dir) / "comparison.json"
     try:
         data = read_json(path, "comparison.json of a study")
@@ -166,31 +195,47 @@ def load_comparison(results_dir, check_claims: bool = True) -> dict:
     for key, kind in (("meta", dict), ("signatures", dict), ("rows", list), ("claims", list)):
         if not isinstance(data.get(key), kind):
             raise DataError(f"{path}: {key}: expected a {'table' if kind is dict else 'list'}")
-    data["rows"] = [row_from(r, f"{path}: rows[{i}]") for i, r in enumerate(data["rows"])]
+    rows = [row_from(r, f"{path}: rows[{i}]") for i, r in enumerate(data["rows"])]
     prov = data["meta"].get("provenance")
     if not isinstance(prov, dict):
         raise DataError(f"{path}: meta.provenance: expected a table")
     order = data["meta"].get("model_order")
     if not (isinstance(order, list) and all(isinstance(m, str) for m in order)):
         raise DataError(f"{path}: meta.model_order: expected a list of model names")
-    data["aggregate"] = checked_aggregates(data.get("aggregate"), data["rows"], order, path)
-    if check_claims:
-        from nmt.claims import check
-        check(data["claims"], data["rows"], str(path))
-    return data
+    for key in ("sweep", "beam_sweep"):
+        if not isinstance(data.get(key, []), list):
+            raise DataError(f"{path}: {key}: expected a list")
+    claims = checked_claims(data["claims"], rows, path) if check_claims else []
+    return Comparison(data["meta"], data["signatures"], rows, checked_aggregates(data.get("aggregate"), rows, order,
+                                                                                  path),
+                      claims, data.get("sweep", []), data.get("beam_sweep", []))
+
+
+def checked_claims(stored: list, rows: list, path) -> list:
+    """The stored claims judged again on `rows` (`nmt.claims.check`: a DataError where a stored number differs),
+    with the hierarchical bootstrap's interval each stored (from the hypotheses: checked to be two numbers)."""
+    from nmt.claims import check
+    claims = check(stored, rows, str(path))
+    for i, (d, c) in enumerate(zip(stored, claims)):
+        ci = d.get("ci_two_level")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(map(_finite, ci))):
+            raise DataError(f"{path}: claims[{i}].ci_two_level: {ci!r}: expected [low, high] or null")
+        c.ci_two_level = ci
+    return claims
 
 
 def checked_aggregates(stored, rows: list, order: list, path) -> list:
-    """The aggregates recomputed from the rows (as JSON-ready dicts); a DataError if the stored ones differ."""
+    """The Aggregates recomputed from the rows; a DataError if the stored ones differ."""
     from nmt.claims import same
     from nmt.report import jsonable
-    fresh = jsonable(aggregate(rows, order))
+    aggregates = aggregate(rows, order)
+    fresh = jsonable(aggregates)
     if not same(stored, fresh):
         bad = next((i for i, (x, y) in enumerate(zip(stored or [], fresh)) if not same(x, y)), min(len(stored or []),
                                                                                                    len(fresh)))
         raise DataError(f"{path}: aggregate[{bad}]: differs from the mean, std and values of its rows (the file "
                         f"was edited, or made by another version)")
-    return fresh
+    return aggregates
 
 
 def calibration_table(cal, where: str) -> dict:
@@ -219,7 +264,7 @@ def reliability_json(panels: dict) -> dict:
 def load_reliability(results_dir):
     """reliability.json back as {(model, test set, t_kind): (T, calibration)}, validated; None when the results
     directory has none (results written before it existed)."""
-    from nmt.config import UsageError
+    from nmt.errors import UsageError
     path = Path(results_dir) / "reliability.json"
     if not path.exists():
         return None

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from nmt import seqkd
 from nmt.checkpoint import read_run_config
-from nmt.config import PRESET_MINUTES, TOKEN_DISTILL_FACTOR, UsageError, flag
-from nmt.data import DataError, find_data_dir, split_files
+from nmt.config import PRESET_MINUTES, TOKEN_DISTILL_FACTOR, flag
+from nmt.data import find_data_dir, split_files
+from nmt.errors import DataError, StudyError, UsageError
 from nmt.names import check_name, is_name
-from nmt.studyfile import ModelSpec, Study, StudyError, train_configs
+from nmt.studyfile import ModelSpec, Study, train_configs
 
 log = logging.getLogger("nmt.runs")
 

@@ -74,7 +74,7 @@ def cpu_bf16_capability() -> dict:
 def check_cpu_amp(amp: str) -> None:
     """Refuse (UsageError) an --amp the CPU cannot run: fp16 anywhere, bf16 without bf16 units. Cheap (the flags
     only), so that training refuses before it writes anything."""
-    from nmt.config import UsageError
+    from nmt.errors import UsageError
     if amp == "fp16":
         raise UsageError("--amp fp16: not on the CPU (expected bf16, auto or none)")
     if amp == "bf16" and not cpu_bf16_flags():

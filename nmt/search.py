@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from nmt.config import UsageError
 from nmt.data import pad_ids
-from nmt.model import BOS, EOS, PAD
+from nmt.errors import UsageError
+from nmt.tokenizer import BOS, EOS, PAD
 
 log = logging.getLogger("nmt.search")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
 from nmt.config import train_config_from
-from nmt.data import DataError, read_text_pairs
+from nmt.data import read_text_pairs
+from nmt.errors import DataError
 from nmt.evaluate import encode_for_model
 from nmt.files import read_json, write_json_atomic, write_text_atomic
 from nmt.search import translate

@@ -108,6 +108,12 @@ class Claim:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Claim":
+        """A claim as `to_dict` wrote it (its fields are this class's; the caller has validated the values)."""
+        h = d.get("heterogeneity")
+        return cls(**{**d, "heterogeneity": None if h is None else Heterogeneity(**h)})
+
 
 def _t():
     from scipy import stats

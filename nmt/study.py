@@ -31,7 +31,7 @@ from pathlib import Path
 from nmt import cli, evalcache
 from nmt.adhoc import adhoc_study
 from nmt.claims import seeds_plan
-from nmt.config import UsageError
+from nmt.errors import UsageError
 from nmt.experiment import decode_config, evaluate_study, rebuild, redraw_figures, rejudge, write_results
 from nmt.metrics import CLAIMABLE
 from nmt.report import claims_markdown, jsonable, study_summary
@@ -154,7 +154,7 @@ def plan_claims(results_dir, specs: list) -> list:
             raise UsageError(f"--plan {spec}: expected METRIC=EFFECT, METRIC one of {', '.join(CLAIMABLE)} and "
                              f"EFFECT a positive number")
         effects[metric] = effect
-    return seeds_plan(jsonable(load_comparison(results_dir)["claims"]), effects)
+    return seeds_plan(jsonable(load_comparison(results_dir).claims), effects)
 
 
 def main(argv=None) -> int:
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
                 raise UsageError("judge: expected a study file, e.g. python -m nmt.study judge studies/main.toml")
             study = load_study(args.file)
             saved = rejudge(study, args.results or Path("results") / study.name, argv)
-            sys.stdout.write(claims_markdown(jsonable(saved["claims"])))
+            sys.stdout.write(claims_markdown(saved.claims))
             return 0
         if args.command == "run":
             if not args.file:

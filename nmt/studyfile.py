@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from nmt.config import MAX_SEED, PRESETS, ModelConfig, TrainConfig, UsageError, parse_grid
+from nmt.config import MAX_SEED, PRESETS, ModelConfig, TrainConfig, parse_grid
+from nmt.errors import StudyError, UsageError
 from nmt.metrics import CLAIMABLE
 from nmt.names import is_name
 from nmt.stats import FAMILIES, POOLS
@@ -51,7 +52,6 @@ RUNNER_FLAGS = {"run_dir", "seed", "alpha", "smoothing", "confidence_penalty", "
                 "valid_src", "valid_tgt", "tokenizer", "device", "threads"}
 
 
-from nmt.errors import StudyError  # noqa: E402,F401  (re-exported: nmt.studyfile.StudyError)
 
 
 @dataclass(frozen=True)

@@ -48,24 +48,24 @@ from nmt.config import (
     from_arguments,
 )
 from nmt.data import (
-    DataError,
     check_parallel,
     collate,
     encode_pairs,
     epoch_batch_order,
-    file_sha256,
     lengths,
     load_pairs,
     make_batches,
     split_files,
-    train_tokenizer,
 )
+from nmt.errors import DataError
 from nmt.evaluate import validation_batches
-from nmt.files import RunLock, write_json_atomic
-from nmt.loss import smoothing_prior
-from nmt.model import PAD, Transformer, count_parameters
+from nmt.files import RunLock, file_sha256, write_json_atomic
+from nmt.loss import smoothing_prior, target_counts
+from nmt.model import Transformer, count_parameters
 from nmt.objective import Objective, loss_on_batch
 from nmt.runtime import autocast_for, check_cpu_amp, pick_device, seed_everything, setup_cpu
+from nmt.schedule import lr_factor
+from nmt.tokenizer import PAD, train_tokenizer
 
 log = logging.getLogger("nmt.train")
 
@@ -73,31 +73,6 @@ log = logging.getLogger("nmt.train")
 RESUMABLE = {"max_epochs", "max_steps", "patience", "device", "threads", "log_every", "save_every_steps",
              "fit_temperature", "average_last", "amp"}
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def inverse_sqrt(step: int, warmup: int) -> float:
-    """LR factor: linear warm-up to 1 over `warmup` updates, then sqrt(warmup / step) (Vaswani et al. Sec. 5.3)."""
-    step = step + 1
-    return min(step / warmup, math.sqrt(warmup / step)) if warmup > 0 else 1.0 / math.sqrt(step)
-
-
-def linear_decay(step: int, warmup: int, total: int) -> float:
-    """LR factor: linear warm-up to 1 over `warmup` updates, then linearly down to 0 at update `total`
-    (the budgeted-training schedule of Li et al. 2020)."""
-    step = step + 1
-    if step <= warmup:
-        return step / warmup
-    return max(0.0, (total - step) / max(total - warmup, 1))
-
-
-def lr_factor(tcfg: TrainConfig, updates_per_epoch: int):
-    """The schedule of `tcfg` as a function of the update number (for LambdaLR)."""
-    if tcfg.lr_schedule == "linear":
-        total = tcfg.max_steps or updates_per_epoch * tcfg.max_epochs
-        if tcfg.max_steps:
-            total = min(total, updates_per_epoch * tcfg.max_epochs)
-        return lambda s: linear_decay(s, tcfg.warmup_steps, total)
-    return lambda s: inverse_sqrt(s, tcfg.warmup_steps)
 
 
 class JsonLog:
@@ -254,37 +229,6 @@ def validate(model, ds, batches, tcfg, device) -> dict:
     return {k: res[k] for k in ("loss", "nll", "ppl", "accuracy", "ece", "tokens")}
 
 
-def rng_state(device) -> dict:
-    """Every generator's state as tensors and plain data (loadable with weights_only=True)."""
-    import random
-
-    import numpy as np
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state, device):
-    import random
-
-    import numpy as np
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    if isinstance(n, dict):
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                             n["cached_gaussian"]))
-    else:  # an older checkpoint (--trust-checkpoint-code): numpy's own tuple
-        np.random.set_state(n)
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 @dataclass
 class Progress:
     """Where the run is: what checkpoint_last.pt saves besides weights and optimizer."""
@@ -377,9 +321,7 @@ def make_objective(tcfg: TrainConfig, train_ds, vocab: int, device, tok_hash: st
     penalty, or the teacher of a distilled student (its tokenizer must be this run's)."""
     prior = None
     if tcfg.smoothing != "uniform":
-        counts = torch.zeros(vocab, dtype=torch.float64)
-        for ids in train_ds["tgt_ids"]:
-            counts += torch.bincount(torch.tensor(ids, dtype=torch.long), minlength=vocab).double()
+        counts = target_counts(train_ds["tgt_ids"], vocab)
         try:
             prior = smoothing_prior(tcfg.smoothing, counts, PAD)
         except ValueError as e:
@@ -410,7 +352,7 @@ def restore(r: Run, trust_code: bool) -> None:
     r.sched.load_state_dict(last["scheduler"])
     if r.scaler is not None and last.get("scaler"):
         r.scaler.load_state_dict(last["scaler"])
-    set_rng_state(last["rng"], r.device)
+    ckpt_io.set_rng_state(last["rng"], r.device)
     r.progress = Progress(last["step"], last["epoch"], last["batch_pos"], last["best_nll"], last["bad_epochs"],
                           last["epoch_checkpoints"])
     log.info("resuming at epoch %d, update %d", r.progress.epoch, r.progress.step)
@@ -425,7 +367,7 @@ def snapshot(r: Run, valid=None, full: bool = False) -> dict:
     if r.objective.prior is not None:
         c["prior"] = r.objective.prior.cpu()
     if full:
-        c.update(optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(), rng=rng_state(r.device),
+        c.update(optimizer=r.opt.state_dict(), scheduler=r.sched.state_dict(), rng=ckpt_io.rng_state(r.device),
                  batch_pos=p.batch_pos, best_nll=p.best_nll, bad_epochs=p.bad_epochs,
                  epoch_checkpoints=list(p.epoch_checkpoints), scaler=r.scaler.state_dict() if r.scaler else None)
     return c
@@ -601,7 +543,7 @@ def finish(r: Run, t_start: float) -> None:
         r.jlog("average", checkpoints=names, **avg["valid"])
         final = run_dir / "checkpoint_avg.pt"
     if tcfg.fit_temperature:
-        from nmt.data import load_tokenizer
+        from nmt.tokenizer import load_tokenizer
         model.load_state_dict(ckpt_io.load(final)["model"])
         sp = load_tokenizer(run_dir / "spm.model")
         fit = fit_temperature(model, validation_batches(tcfg, sp, model.cfg.max_positions, r.device))

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from nmt.config import ModelConfig, TrainConfig
-from nmt.data import collate, encode_pairs, lengths, load_pairs, load_tokenizer, make_batches, train_tokenizer
+from nmt.data import collate, encode_pairs, lengths, load_pairs, make_batches
+from nmt.tokenizer import load_tokenizer, train_tokenizer
 
 
 def tokenizer(spm_path=None, vocab_size: int = 8000, data_dir=None):

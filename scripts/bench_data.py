@@ -43,8 +43,9 @@ def one_size(n: int, data_dir) -> dict:
     """The stages for one N, in this process (called in a child)."""
     sys.path.insert(0, str(ROOT))
     from nmt.config import TrainConfig
-    from nmt.data import encode_pairs, lengths, load_pairs, make_batches, train_tokenizer
+    from nmt.data import encode_pairs, lengths, load_pairs, make_batches
     from nmt.runtime import setup_cpu
+    from nmt.tokenizer import train_tokenizer
     setup_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -55,10 +55,14 @@ import bench_common  # noqa: E402
 
 from nmt.checkpoint import load_model  # noqa: E402
 from nmt.config import ModelConfig, TrainConfig  # noqa: E402
-from nmt.data import encode_lines, pad_ids, read_text_pairs  # noqa: E402
-from nmt.model import PAD, Transformer, attention_bias, step_attention  # noqa: E402
+from nmt.data import pad_ids, read_text_pairs
+from nmt.model import Transformer, attention_bias, step_attention  # noqa: E402
 from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search  # noqa: E402
+from nmt.tokenizer import (
+    PAD,  # noqa: E402
+    encode_lines,  # noqa: E402
+)
 
 SYSTEMS = ("nmt", "nmt-unpacked", "nmt-parallel", "nmt-processes", "generate", "ctranslate2", "matmuls", "kernels",
            "ct2-export",

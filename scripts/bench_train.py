@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402
 
 from nmt.config import ModelConfig  # noqa: E402
-from nmt.model import PAD, Transformer, count_parameters  # noqa: E402
+from nmt.model import Transformer, count_parameters  # noqa: E402
 from nmt.objective import Objective, loss_on_batch  # noqa: E402
 from nmt.runtime import pick_device, setup_cpu  # noqa: E402
+from nmt.tokenizer import PAD  # noqa: E402
 
 SYSTEMS = ("nmt", "nmt-bf16", "marian", "marian-default-malloc")
 DEFAULT_SYSTEMS = "nmt,marian,marian-default-malloc"

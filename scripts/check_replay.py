@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from nmt.checkpoint import read_run_config  # noqa: E402
-from nmt.config import UsageError  # noqa: E402
-from nmt.data import DataError  # noqa: E402
+from nmt.errors import (
+    DataError,  # noqa: E402
+    UsageError,  # noqa: E402
+)
 
 TRAIN_KEYS = ("loss", "nll", "lr")
 VALID_KEYS = ("loss", "nll", "accuracy", "ece")

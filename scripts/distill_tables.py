@@ -15,9 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nmt.data import DataError  # noqa: E402
-from nmt.report import claim_format, markdown_table, mean_std, test_sets  # noqa: E402
-from nmt.results import load_comparison  # noqa: E402
+from nmt.errors import DataError  # noqa: E402
+from nmt.report import claim_format, markdown_table, mean_std  # noqa: E402
+from nmt.results import Comparison, load_comparison  # noqa: E402
+from nmt.stats import Claim  # noqa: E402
 
 # (t_kind, metric key, column title, format)
 MODEL_COLUMNS = [("1", "bleu_beam", "BLEU beam", "{:.2f}"), ("1", "accuracy", "token accuracy", "{:.4f}"),
@@ -32,37 +33,36 @@ def signed(fmt: str, x: float) -> str:
     return fmt.format(x).replace("-", "−")
 
 
-def models_table(data: dict) -> str:
+def models_table(data: Comparison) -> str:
     """Table 1: one line per model, in the study's order."""
-    name = test_sets(data)[0]
-    agg = {(a["model"], a["t_kind"]): a for a in data["aggregate"] if a["test_set"] == name}
+    agg = {(a.model, a.t_kind): a for a in data.aggregates_on(data.test_sets[0])}
     body = []
-    for model in data["meta"]["model_order"]:
+    for model in data.meta["model_order"]:
         if (model, "1") not in agg:
             continue
         cells = [mean_std(agg[model, kind], key, fmt) for kind, key, _, fmt in MODEL_COLUMNS]
-        body.append([agg[model, "1"]["label"]] + cells + [str(agg[model, "1"]["n"])])
+        body.append([agg[model, "1"].label] + cells + [str(agg[model, "1"].n)])
     return markdown_table(["model"] + [t for _, _, t, _ in MODEL_COLUMNS] + ["n"], body)
 
 
-def claim_cell(c: dict) -> str:
+def claim_cell(c: Claim) -> str:
     """The Holm verdict (and the unadjusted one where they differ), the difference, its interval (95%; 90% for
     an equivalence) and n."""
-    fmt = claim_format(c["metric"])
-    verdict = f"**{c['verdict_holm']}**" if c["verdict_holm"] == "holds" else c["verdict_holm"]
-    before = "" if c["verdict"] == c["verdict_holm"] else f"{c['verdict']} before Holm; "
-    if c["ci"] is None:
-        return f"{verdict} ({before}n = {c['n']})"
-    lo, hi = (signed(fmt, x) for x in c["ci"])
-    return f"{verdict} ({before}{signed(fmt, c['estimate'])} [{lo}, {hi}]; n = {c['n']})"
+    fmt = claim_format(c.metric)
+    verdict = f"**{c.verdict_holm}**" if c.verdict_holm == "holds" else c.verdict_holm
+    before = "" if c.verdict == c.verdict_holm else f"{c.verdict} before Holm; "
+    if c.ci is None:
+        return f"{verdict} ({before}n = {c.n})"
+    lo, hi = (signed(fmt, x) for x in c.ci)
+    return f"{verdict} ({before}{signed(fmt, c.estimate)} [{lo}, {hi}]; n = {c.n})"
 
 
-def claims_table(data: dict) -> str:
+def claims_table(data: Comparison) -> str:
     """Table 2: one line per setting, one column per metric."""
     settings: dict = {}
-    for c in data["claims"]:
-        key = c["metric"] + (" ≈" if c["direction"] == "equivalent" else "")
-        settings.setdefault(c["claim"].split(", ", 1)[1], {})[key] = c
+    for c in data.claims:
+        key = c.metric + (" ≈" if c.direction == "equivalent" else "")
+        settings.setdefault(c.claim.split(", ", 1)[1], {})[key] = c
     body = [[setting] + [claim_cell(row[key]) if key in row else "-" for key, _ in CLAIM_COLUMNS]
             for setting, row in settings.items()]
     return markdown_table(["setting"] + [t for _, t in CLAIM_COLUMNS], body)

@@ -92,7 +92,8 @@ class Check:
 def bf16_loss_check() -> dict:
     from nmt.config import PRESETS, ModelConfig
     from nmt.loss import label_smoothed_nll_loss
-    from nmt.model import BOS, PAD, Transformer
+    from nmt.model import Transformer
+    from nmt.tokenizer import BOS, PAD
     fields = {k: v for k, v in PRESETS["gpu"].items() if k in ModelConfig.__dataclass_fields__}
     torch.manual_seed(0)
     model = Transformer(ModelConfig(**{**fields, "dropout": 0.0})).to(DEV).eval()
@@ -115,8 +116,9 @@ def bf16_loss_check() -> dict:
 def decode_throughput(run_dir: Path, data_dir: Path) -> dict:
     from nmt.checkpoint import load_model
     from nmt.config import TrainConfig
-    from nmt.data import encode_lines, read_text_pairs
+    from nmt.data import read_text_pairs
     from nmt.search import translate_many
+    from nmt.tokenizer import encode_lines
     model, _, sp = load_model(run_dir, device=DEV)
     src, _ = read_text_pairs(TrainConfig(data_dir=str(data_dir)), "test_2016_flickr")
     ids = encode_lines(sp, src)
@@ -142,7 +144,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="nmt-gpu-check-"))
-    from nmt.data import DataError, find_data_dir
+    from nmt.data import find_data_dir
+    from nmt.errors import DataError
     try:
         data, data_kind = find_data_dir(args.data_dir), "multi30k" if not args.data_dir else str(args.data_dir)
     except DataError:

@@ -18,7 +18,8 @@ from nmt.calibration import (
     ter_alignment_matches,
 )
 from nmt.config import ModelConfig
-from nmt.model import BOS, EOS, PAD, Transformer
+from nmt.model import Transformer
+from nmt.tokenizer import BOS, EOS, PAD
 
 
 @pytest.mark.parametrize("conf, n_bins, expected", [

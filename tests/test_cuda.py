@@ -5,8 +5,9 @@ import torch
 
 from nmt.config import ModelConfig
 from nmt.loss import label_smoothed_nll_loss
-from nmt.model import BOS, EOS, PAD, Transformer
+from nmt.model import Transformer
 from nmt.search import translate_many
+from nmt.tokenizer import BOS, EOS, PAD
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu_check.sh)")]

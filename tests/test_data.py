@@ -14,14 +14,12 @@ from nmt.data import (
     encode_pairs,
     epoch_batch_order,
     fetch_multi30k,
-    file_sha256,
     load_pairs,
-    load_tokenizer,
     make_batches,
     read_text,
-    train_tokenizer,
 )
-from nmt.model import BOS, EOS, PAD
+from nmt.files import file_sha256
+from nmt.tokenizer import BOS, EOS, PAD, load_tokenizer, train_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

@@ -63,8 +63,9 @@ def test_beam_1_matches_a_one_wide_beam_search_on_the_cli(tiny_run, toy_corpus, 
     import torch
 
     from nmt.checkpoint import load_model
-    from nmt.data import encode_lines, read_text
+    from nmt.data import read_text
     from nmt.search import beam_search
+    from nmt.tokenizer import encode_lines
     out = tmp_path / "b1.txt"
     assert main(["--checkpoint", str(tiny_run), "--input", str(toy_corpus / "test.en"), "--output", str(out),
                  "--beam", "1"]) == 0
@@ -243,8 +244,9 @@ def test_greedy_probabilities_are_at_the_temperature_asked_for(tiny_run, toy_cor
     import torch
 
     from nmt.checkpoint import load_model
-    from nmt.data import encode_lines, read_text
+    from nmt.data import read_text
     from nmt.search import greedy
+    from nmt.tokenizer import encode_lines
     probs = {}
     for t in ("1", "2"):
         out = tmp_path / f"t{t}.txt"

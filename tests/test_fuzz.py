@@ -182,7 +182,8 @@ def test_a_fuzzed_cache_entry_is_used_only_when_intact(tmp_path_factory, entry):
 @given(st.dictionaries(st.sampled_from(["vocab_size", "d_model", "n_heads", "encoder_layers", "decoder_layers", "d_ff",
                                         "max_positions", "dropout", "junk"]), SCALAR, max_size=8))
 def test_a_fuzzed_model_config_is_a_bounded_config_or_a_usage_error(cfg):
-    from nmt.config import MODEL_LIMITS, UsageError, model_config_from
+    from nmt.config import MODEL_LIMITS, model_config_from
+    from nmt.errors import UsageError
     try:
         m = model_config_from(cfg, "x")
     except UsageError as e:

@@ -150,7 +150,7 @@ def test_distillation_matches_its_formula_and_ignores_padding(temperature):
 # -- the smoothing family: priors and the confidence penalty ---------------------------------------
 
 from nmt.loss import _LabelSmoothedNLL, confidence_penalty_loss, smoothing_prior  # noqa: E402
-from nmt.model import EOS  # noqa: E402
+from nmt.tokenizer import EOS  # noqa: E402
 
 
 def dense_family(lprobs, target, alpha, pad, prior, beta):

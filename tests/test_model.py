@@ -5,7 +5,8 @@ import torch.nn.functional as F
 import nmt.model
 from nmt.config import ModelConfig
 from nmt.loss import label_smoothed_nll_loss
-from nmt.model import BOS, EOS, PAD, Dropout, Transformer
+from nmt.model import Dropout, Transformer
+from nmt.tokenizer import BOS, EOS, PAD
 
 CFG = ModelConfig(vocab_size=40, d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2, d_ff=64,
                   dropout=0.0, max_positions=32)

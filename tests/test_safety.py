@@ -51,7 +51,7 @@ def one_error_line(err: str, *needles) -> None:
 def test_a_crafted_checkpoint_runs_nothing_anywhere(tiny_run, toy_corpus, tmp_path, capsys):
     run, marker = evil_run(tiny_run, tmp_path)
     from nmt import Translator
-    from nmt.checkpoint import CheckpointError
+    from nmt.errors import CheckpointError
     with pytest.raises(CheckpointError, match="refused: it holds objects other than tensors"):
         Translator.load(run)
     cmds = [
@@ -154,7 +154,7 @@ def test_a_tokenizer_that_is_not_one(tiny_run, toy_corpus, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock"))
     (run / "spm.model").write_bytes(garbage.read_bytes())
-    from nmt.data import file_sha256
+    from nmt.files import file_sha256
     for name in ("checkpoint_avg.pt", "checkpoint_best.pt"):
         c = torch.load(run / name, weights_only=True)
         c["tokenizer_sha256"] = file_sha256(run / "spm.model")
@@ -222,7 +222,7 @@ def test_a_corpus_with_nul_bytes_is_refused(tmp_path, capsys):
 
 
 def test_a_results_directory_has_one_writer(tmp_path):
-    from nmt.config import UsageError
+    from nmt.errors import UsageError
     from nmt.files import DirLock
     with DirLock(tmp_path, "results directory", "--results"):
         with pytest.raises(UsageError, match=f"PID {os.getpid()}.*--results"):
@@ -257,7 +257,8 @@ def test_a_study_file_that_would_fail_later_or_write_elsewhere_is_refused_when_r
     from nmt.study import main as study
     f = tmp_path / "probe.toml"
     f.write_text(STUDY_HEAD + body)
-    from nmt.studyfile import StudyError, load_study
+    from nmt.errors import StudyError
+    from nmt.studyfile import load_study
     with pytest.raises(StudyError, match=re.escape(key) + ".*" + re.escape(expected)):
         load_study(f)
     assert study(["run", str(f), "--runs", str(tmp_path / "runs"), "--dry-run"]) == 2

@@ -107,7 +107,11 @@ def test_distill_tables_by_hand_and_in_the_docs(tmp_path, capsys):
               {"claim": "x ≈ y, token KD, T=2", "metric": "bleu_beam", "verdict": "inconclusive",
                "verdict_holm": "inconclusive", "estimate": -0.284, "ci": [-1.45, 0.89], "n": 3,
                "direction": "equivalent"}]
-    assert mod.claims_table({"claims": claims}).splitlines()[2] == (
+    from nmt.results import Comparison
+    from nmt.stats import Claim
+    typed = [Claim(**{"a": {}, "b": {}, "differences": [], "seeds": [], "test": "paired t", "p": None, **c})
+             for c in claims]
+    assert mod.claims_table(Comparison({}, {}, [], [], typed)).splitlines()[2] == (
         "| token KD, T=2 | inconclusive (holds before Holm; −0.28 [−2.00, +1.44]; n = 3) | inconclusive (−0.28 "
         "[−1.45, +0.89]; n = 3) | - | **holds** (+0.053 [+0.042, +0.064]; n = 3) |")
     root = Path(__file__).resolve().parent.parent

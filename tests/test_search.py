@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
-from nmt.config import ModelConfig, UsageError
-from nmt.model import BOS, EOS, PAD, Transformer
+from nmt.config import ModelConfig
+from nmt.errors import UsageError
+from nmt.model import Transformer
 from nmt.search import beam_search, block_width, greedy, hypothesis_limits, top_candidates, translate, translate_many
+from nmt.tokenizer import BOS, EOS, PAD
 
 A, B = 4, 5  # the toy's two words; V = 6 (pad, unk, bos, eos, a, b)
 V = 6
@@ -192,7 +194,7 @@ def test_block_width(V, width):
 
 
 def test_search_memory_estimate_lowers_the_batch_or_refuses():
-    from nmt.config import UsageError
+    from nmt.errors import UsageError
     from nmt.search import check_search_size, search_bytes_per_sentence
     m = Transformer(ModelConfig(vocab_size=100, d_model=16, n_heads=2, encoder_layers=1, decoder_layers=2, d_ff=32,
                                 max_positions=20))

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from nmt.claims import same
-from nmt.config import UsageError, parse_grid
-from nmt.data import DataError, read_text
+from nmt.config import parse_grid
+from nmt.data import read_text
+from nmt.errors import DataError, StudyError, UsageError
 from nmt.stats import recompute, recompute_all
 from nmt.study import main as study
-from nmt.studyfile import StudyError, load_study
+from nmt.studyfile import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_FLAGS = ('flags = { max_steps = 15, vocab_size = 64, max_train_len = 60, d_model = 32, n_heads = 2, '
@@ -470,7 +471,7 @@ def test_a_trend_claim_is_a_t_over_per_seed_slopes_by_hand(tmp_path, toy_multi30
     edited = {**stored, "x": [0.0, 0.1, 0.3]}  # other alphas than the rows were judged on
     with pytest.raises(DataError, match=r"claims\[0\].*differences"):
         check([edited], rows, "x")
-    assert "mean slope per unit alpha -0.2000" in claim_line(stored) and "alphas 0, 0.1, 0.2" in claim_line(stored)
+    assert "mean slope per unit alpha -0.2000" in claim_line(c) and "alphas 0, 0.1, 0.2" in claim_line(c)
     # in a study file: `trend` lists the models (their alphas from [[models]]); a and b, or two models, refused
     f = toy_study(tmp_path / "t.toml", toy_multi30k, models='[[models]]\nname = "hard"\n\n[[models]]\nname = '
                   '"ls"\nalpha = 0.1\n\n[[models]]\nname = "ls02"\nalpha = 0.2\n')
@@ -563,7 +564,7 @@ def test_representations_over_every_seed_of_a_study(toy_results, tmp_path, capsy
     """nmt.visualize --all-seeds: tokens chosen once (first model, first seed), every seed analysed, tables
     over seeds, and the paper's three predictions judged against the baseline, paired over seeds; the figures
     redrawn from their points file alone."""
-    from nmt.visualize import geometry
+    from nmt.representations import geometry
     from nmt.visualize import main as visualize
     d, f = toy_results
     out = tmp_path / "rep"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import TINY_MODEL, toy_train_args, write_lines
 
-from nmt.train import inverse_sqrt, main
+from nmt.schedule import inverse_sqrt
+from nmt.train import main
 
 TINY_D_FF = TINY_MODEL[TINY_MODEL.index("--d-ff") + 1]
 
@@ -26,7 +27,7 @@ def test_inverse_sqrt_schedule():
 
 def test_linear_decay_schedule_by_hand():
     """The CPU preset's schedule: warm-up 2 of 6 updates, then down to 0 at the last: (6 - s) / 4."""
-    from nmt.train import linear_decay
+    from nmt.schedule import linear_decay
     assert [linear_decay(s, 2, 6) for s in range(7)] == [0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
 
 
@@ -119,7 +120,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(toy_corpus,
             x, y = x[keep], y[keep]
         assert (x - y).abs().max().item() < 1e-5, k
     from nmt.checkpoint import load_model
-    from nmt.model import BOS, EOS
+    from nmt.tokenizer import BOS, EOS
     src, tgt = torch.tensor([[5, 9, 12, 7, EOS]]), torch.tensor([[BOS, 6, 11, 8]])
     out_a, out_b = (load_model(tmp_path / r / "checkpoint_last.pt")[0](src, tgt) for r in ("one", "two"))
     assert torch.allclose(out_a, out_b, atol=1e-4)

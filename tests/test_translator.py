@@ -14,9 +14,8 @@ def test_translator_matches_independent_computations(tiny_run, toy_corpus, tmp_p
     import torch.nn.functional as F
 
     from nmt.checkpoint import load_model
-    from nmt.data import encode_lines
-    from nmt.model import BOS
     from nmt.search import beam_search
+    from nmt.tokenizer import BOS, encode_lines
     src = (toy_corpus / "test.en").read_text().splitlines()
     ref = (toy_corpus / "test.de").read_text().splitlines()
     t = Translator.load(tiny_run)

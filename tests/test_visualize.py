@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import toy_train_args
 
+from nmt.representations import gaussian_mutual_information, geometry, plane_basis
 from nmt.stats import recompute
-from nmt.visualize import gaussian_mutual_information, geometry, load_points, main, markdown, plane_basis
+from nmt.visualize import load_points, main, markdown
 
 
 def test_mutual_information_by_hand():

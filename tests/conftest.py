@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import gzip
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, in their subprocesses too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
 
 # A toy "translation": word-for-word, same order; learnable by a tiny model in a few hundred updates.
 LEXICON = {"a": "ein", "big": "gross", "small": "klein", "dog": "hund", "cat": "katze", "man": "mann",

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_decode.py"
 
 
+@pytest.mark.slow
 def test_bench_decode_runs_nmt_and_both_floors(tiny_run, toy_multi30k, tmp_path):
     out = tmp_path / "decode.json"
     res = subprocess.run([sys.executable, str(SCRIPT), "--checkpoint", str(tiny_run), "--data-dir", str(toy_multi30k),
@@ -29,6 +32,7 @@ def test_bench_decode_rejects_an_unknown_system():
     assert "--systems: unknown fast" in res.stderr
 
 
+@pytest.mark.slow
 def test_gpu_check_refuses_without_a_gpu_and_writes_nothing(tmp_path):
     import os
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "NMT_PY": sys.executable}

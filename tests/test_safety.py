@@ -48,6 +48,7 @@ def one_error_line(err: str, *needles) -> None:
         assert n in lines[-1], (n, lines[-1])
 
 
+@pytest.mark.slow
 def test_a_crafted_checkpoint_runs_nothing_anywhere(tiny_run, toy_corpus, tmp_path, capsys):
     run, marker = evil_run(tiny_run, tmp_path)
     from nmt import Translator

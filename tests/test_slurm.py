@@ -90,6 +90,7 @@ def local_runs(toy_multi30k, tmp_path_factory, cluster):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_each_training_is_a_slurm_job_and_its_weights_equal_the_local_launchers(local_runs, toy_multi30k, tmp_path,
                                                                                   cluster):
     f = slurm_study(tmp_path / "slurmtoy.toml", toy_multi30k)
@@ -107,6 +108,7 @@ def test_each_training_is_a_slurm_job_and_its_weights_equal_the_local_launchers(
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_a_requeued_job_resumes_from_its_checkpoint_bit_identical(local_runs, toy_multi30k, tmp_path, cluster):
     """Pre-emption: `scontrol requeue` after the first checkpoint stops the training (SIGTERM: it saves where it
     is), SLURM starts the same job again, it resumes from checkpoint_last.pt and ends on the weights of the run
@@ -141,6 +143,7 @@ def test_a_requeued_job_resumes_from_its_checkpoint_bit_identical(local_runs, to
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_a_failing_job_ends_the_study_with_the_trainings_own_error(toy_multi30k, tmp_path, cluster):
     """A corrupt corpus: the job fails, the study exits 2 naming the training's error, it does not hang."""
     data = tmp_path / "data"
@@ -154,6 +157,7 @@ def test_a_failing_job_ends_the_study_with_the_trainings_own_error(toy_multi30k,
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_scancel_ends_the_waiting_study_and_the_same_command_resumes(local_runs, toy_multi30k, tmp_path, cluster):
     """Seed 1 is done; the study's seed-2 job is cancelled while it waits: it exits 2 saying so (no hang), seed
     1's run is untouched, and the same command trains what is missing, to the local launcher's weights."""

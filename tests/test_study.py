@@ -307,6 +307,7 @@ def test_damaged_run_files_are_named_never_a_traceback(toy_results, tmp_path, ca
     assert "format '2': expected a whole number >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_slurm_launcher_through_submitits_local_executor(toy_results, tmp_path):
     """--launcher submitit-local: each training is a submitit job; the runs equal the local launcher's (trained
     only: the evaluation is the local launcher's, tested above)."""
@@ -327,6 +328,7 @@ def test_the_slurm_launcher_through_submitits_local_executor(toy_results, tmp_pa
     assert "nothing evaluated (--train-only)" in res.stdout and not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_submitit_job_ends_the_study_with_the_trainings_own_error(toy_multi30k, tmp_path):
     """--launcher submitit-local with a corrupt corpus: exit 2 and the training's own error line, not only the
     job's log path."""
@@ -411,6 +413,7 @@ def test_every_figure_redraws_from_the_results_files_alone(toy_results, tmp_path
     assert not (tmp_path / "fig2").exists()
 
 
+@pytest.mark.slow
 def test_the_committed_sweeps_redraw_from_comparison_json_alone(tmp_path):
     """--from-results DIR --figures OUT writes the sweeps' CSVs byte for byte as the evaluation wrote them, and
     their figures; --figures without --from-results is refused."""
@@ -609,6 +612,7 @@ def test_representations_over_every_seed_of_a_study(toy_results, tmp_path, capsy
     assert visualize(["--figures", str(tmp_path / "fig3")]) == 2 and not (tmp_path / "fig3").exists()
 
 
+@pytest.mark.slow
 def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_results, toy_multi30k, tmp_path):
     """distill = { kind = "sequence" }: the teacher translates its training sources once (beam 4, into its run's
     seqkd/), the student trains on those targets, and the provenance holds their hash. The teacher is the toy
@@ -647,6 +651,7 @@ def test_sequence_level_students_learn_exactly_their_teachers_translations(toy_r
         teacher_targets(teacher)
 
 
+@pytest.mark.slow
 def test_a_token_level_student_at_t2_trained_by_the_study_is_its_own_run_again(toy_results, toy_multi30k, tmp_path,
                                                                                 capsys):
     """distill = { kind = "token", temperature = 2 }: the study trains the student with T = 2 and, planned

@@ -95,6 +95,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(toy_corpus, tmp_path)
     assert '"resume"' in log.read_text()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(toy_corpus, tmp_path):
     common = ["--max-steps", "6", "--max-epochs", "1", "--no-fit-temperature", "--seed", "3"]
     assert main(toy_train_args(toy_corpus, tmp_path / "one", *common)) == 0

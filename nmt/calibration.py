@@ -21,8 +21,10 @@ All statistics stream batch by batch: memory holds M bins, never N x V.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -124,7 +126,7 @@ class ECESignature:
 
 @torch.no_grad()
 def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0, n_bins: int = 15,
-                   per_sentence: bool = False) -> dict:
+                   per_sentence: bool = False) -> ForcedMetrics:
     """Teacher-forced metrics over `batches` of (src, tgt_in, tgt_out) at temperature T (`teacher_forced_at`
     with one temperature)."""
     return teacher_forced_at(model, batches, [temperature], alpha, n_bins, per_sentence)[temperature]
@@ -133,16 +135,9 @@ def teacher_forced(model, batches, temperature: float = 1.0, alpha: float = 0.0,
 @torch.no_grad()
 def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: int = 15,
                       per_sentence: bool = False) -> dict:
-    """{T: metrics} for every temperature, from one forward pass per batch (the logits do not depend on T;
-    each T takes log_softmax(z / T) of them).
-
-    Per token: smoothed loss (the training objective at `alpha`), NLL, top-1 accuracy, and the
-    reliability statistics of the top-1 confidence, for all tokens and for EOS positions alone. With
-    `per_sentence` (True, or the temperatures that need it), also "per_sentence": {"nll": (n,), "tokens":
-    (n,), "bins": (n, M, 3)} numpy arrays (one row per sentence, in batch order) for `bootstrap_interval`,
-    "confidences" (N,) float32 (for `ece_floor`), "correct" and "eos" (N,) bools (the per-token evidence, in
-    batch order), "smooth_ece" and "entropy", the mean entropy of the predictions in nats. "ece_noeos" leaves
-    the EOS positions out, where smoothing is calibrated least ("ece_eos" is ECE of those alone)."""
+    """{T: ForcedMetrics} for every temperature, from one forward pass per batch (the logits do not depend on T;
+    each T takes log_softmax(z / T) of them). `per_sentence`: True, or the temperatures whose per-sentence
+    statistics and per-token arrays are kept (`ForcedMetrics`)."""
     per_sentence = set(temperatures) if per_sentence is True else set(per_sentence or ())
     was_training = model.training
     model.eval()
@@ -178,24 +173,92 @@ def teacher_forced_at(model, batches, temperatures, alpha: float = 0.0, n_bins: 
     return {t: forced_result(t, a, n_tok, n_bins, t in per_sentence) for t, a in acc.items()}
 
 
-def forced_result(t: float, a: dict, n_tok: int, n_bins: int, per_sentence: bool) -> dict:
+@dataclass
+class ForcedMetrics:
+    """Teacher-forced metrics of one model at one temperature T (`teacher_forced_at`), per target token: the
+    smoothed loss (the training objective at its alpha), NLL, top-1 accuracy, and the calibration of the top-1
+    confidence, of every token and of the EOS positions alone ("ece_noeos" leaves them out, where smoothing is
+    calibrated least). `calibration` / `calibration_eos` are the reliability tables ({"ece", "mce", "accuracy",
+    "confidence", "n", "bins": [...]}) the diagrams are drawn from.
+
+    With per-sentence statistics asked for: `per_sentence` ({"nll": (n,), "tokens": (n,), "bins": (n, M, 3)}
+    numpy arrays, one row per sentence in batch order) for `bootstrap_interval`, `confidences` (N,) float32 (for
+    `ece_floor`), `correct` and `eos` (N,) bools (the per-token evidence, in batch order), `smooth_ece` and
+    `entropy`, the mean entropy of the predictions in nats. `nmt.evaluate` adds `intervals` (95% bootstrap
+    intervals of "nll" and "ece" over sentences) and `evidence` (corpus order), and drops the arrays it used."""
+    temperature: float
+    tokens: int
+    loss: float
+    nll: float
+    ppl: float
+    accuracy: float
+    ece: float
+    mce: float
+    confidence: float
+    ece_eos: float
+    ece_noeos: float
+    calibration: dict
+    calibration_eos: dict
+    signature: str
+    signature_template: str
+    signature_eos: str
+    smooth_ece: Optional[float] = None
+    entropy: Optional[float] = None
+    intervals: Optional[dict] = None
+    per_sentence: Optional[dict] = None
+    confidences: Optional[np.ndarray] = None
+    correct: Optional[np.ndarray] = None
+    eos: Optional[np.ndarray] = None
+    evidence: Optional[tuple] = None
+
+    ARRAYS = ("per_sentence", "confidences", "correct", "eos", "evidence")
+
+    def to_json(self) -> dict:
+        """The numbers and tables a metrics file holds (no per-token arrays; absent values left out)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in self.ARRAYS and getattr(self, f.name) is not None}
+
+
+@dataclass
+class InferenceMetrics:
+    """Inference calibration of emitted tokens against their correctness labels (`inference_calibration`);
+    `ece_interval` a 95% bootstrap interval over sentences; `nmt.experiment` adds the debiased estimate, the
+    calibrated floor and the labels it used."""
+    ece: float
+    mce: float
+    accuracy: float
+    confidence: float
+    tokens: int
+    calibration: dict
+    signature: str
+    signature_template: str
+    ece_interval: Optional[list] = None
+    debiased: Optional[float] = None
+    floor: Optional[float] = None
+    labels: Optional[list] = None
+
+    def to_json(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "labels" and getattr(self, f.name) is not None}
+
+
+def forced_result(t: float, a: dict, n_tok: int, n_bins: int, per_sentence: bool) -> ForcedMetrics:
     """One temperature's metrics from `teacher_forced_at`'s accumulators."""
     cal, cal_eos, cal_noeos = a["every"].result(), a["eos"].result(), a["noeos"].result()
     sig = ECESignature(n_bins, "forced", t)
-    out = {"temperature": t, "tokens": n_tok, "loss": a["loss"] / n_tok, "nll": a["nll"] / n_tok,
-           "ppl": math.exp(a["nll"] / n_tok), "accuracy": a["correct"] / n_tok,
-           "ece": cal["ece"], "mce": cal["mce"], "confidence": cal["confidence"], "ece_eos": cal_eos["ece"],
-           "ece_noeos": cal_noeos["ece"], "calibration": cal, "calibration_eos": cal_eos,
-           "signature": str(sig), "signature_template": sig.without_temperature(),
-           "signature_eos": str(ECESignature(n_bins, "forced", t, subset="eos"))}
+    out = ForcedMetrics(temperature=t, tokens=n_tok, loss=a["loss"] / n_tok, nll=a["nll"] / n_tok,
+                        ppl=math.exp(a["nll"] / n_tok), accuracy=a["correct"] / n_tok, ece=cal["ece"], mce=cal["mce"],
+                        confidence=cal["confidence"], ece_eos=cal_eos["ece"], ece_noeos=cal_noeos["ece"],
+                        calibration=cal, calibration_eos=cal_eos, signature=str(sig),
+                        signature_template=sig.without_temperature(),
+                        signature_eos=str(ECESignature(n_bins, "forced", t, subset="eos")))
     if per_sentence:
-        out["per_sentence"] = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
+        out.per_sentence = {k: np.concatenate([r[k] for r in a["rows"]]) for k in ("nll", "tokens", "bins")}
         cat = (lambda xs, dtype: torch.cat(xs).numpy() if xs else np.zeros(0, dtype))  # noqa: E731
-        out["confidences"] = cat(a["conf"], np.float32)  # (N,) float32, as the model gave them
-        out["correct"], out["eos"] = cat(a["hit"], bool), cat(a["at_eos"], bool)
-        out["smooth_ece"] = smooth_ece(out["confidences"], out["correct"])
-        out["entropy"] = a["entropy"] / n_tok
-    return out
+        out.confidences = cat(a["conf"], np.float32)  # (N,) float32, as the model gave them
+        out.correct, out.eos = cat(a["hit"], bool), cat(a["at_eos"], bool)
+        out.smooth_ece = smooth_ece(out.confidences, out.correct)
+        out.entropy = a["entropy"] / n_tok
     return out
 
 
@@ -477,7 +540,7 @@ def inference_labels(hyp, ref, labeller: str = "ter") -> list:
 
 
 def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, temperature: float = 1.0,
-                          labeller: str = "ter", eos: str = "include", intervals: bool = True) -> dict:
+                          labeller: str = "ter", eos: str = "include", intervals: bool = True) -> InferenceMetrics:
     """Inference ECE (Wang et al. 2020) over emitted tokens and their probabilities under the tempered model,
     with `labels` (one list of booleans per hypothesis, from `inference_labels`). eos="exclude" leaves out
     EOS positions. With `intervals`, a 95% bootstrap interval over sentences."""
@@ -493,9 +556,9 @@ def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, te
             per[k].append(row[k])
     res = stats.result()
     sig = ECESignature(n_bins, "inference", temperature, labels=labeller, unit="piece", eos=eos)
-    out = {"ece": res["ece"], "mce": res["mce"], "accuracy": res["accuracy"], "confidence": res["confidence"],
-           "tokens": res["n"], "calibration": res, "signature": str(sig),
-           "signature_template": sig.without_temperature()}
+    out = InferenceMetrics(ece=res["ece"], mce=res["mce"], accuracy=res["accuracy"], confidence=res["confidence"],
+                           tokens=res["n"], calibration=res, signature=str(sig),
+                           signature_template=sig.without_temperature())
     if intervals and per["tokens"]:
-        out["ece_interval"] = bootstrap_interval({k: np.concatenate(v) for k, v in per.items()}, "ece", n_bins)
+        out.ece_interval = bootstrap_interval({k: np.concatenate(v) for k, v in per.items()}, "ece", n_bins)
     return out

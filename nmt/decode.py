@@ -37,7 +37,7 @@ from nmt.errors import DataError, UsageError
 from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metrics, token_records
 from nmt.experiment import evaluate_study, write_results
 from nmt.files import check_regular_target, write_text_atomic
-from nmt.report import study_summary
+from nmt.report import jsonable, study_summary
 from nmt.runtime import pick_device, setup_cpu
 from nmt.studyfile import parse_test_sets
 from nmt.translator import Translator
@@ -208,7 +208,7 @@ def decode_split(args, dcfg: DecodeConfig, device, t) -> int:
 def write_outputs(paths: dict, text: str, metrics: dict, records=None) -> int:
     """Hypotheses, metrics and (with --per-token) the per-token records, each written atomically."""
     write_text_atomic(paths["hyps"], text)
-    write_text_atomic(paths["metrics"], json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(paths["metrics"], json.dumps(jsonable(metrics), indent=2) + "\n")
     if records is not None:
         write_text_atomic(paths["tokens"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     print(format_metrics(metrics))

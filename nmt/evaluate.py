@@ -14,12 +14,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm import tqdm
 
 from nmt.calibration import (
     T_RANGE,
+    ForcedMetrics,
     bootstrap_interval,
     fit_temperature,
     inference_calibration,
@@ -163,7 +165,7 @@ def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: floa
 
 
 def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: DecodeConfig, device, name: str,
-                   intervals: bool = False) -> dict:
+                   intervals: bool = False) -> Optional[ForcedMetrics]:
     """Teacher-forced NLL / accuracy / ECE at T; with `intervals`, 95% bootstrap intervals over sentences."""
     return forced_metrics_at(model, sp, src_lines, ref_lines, [temperature], dcfg, device, name,
                              [temperature] if intervals else [])[temperature]
@@ -171,7 +173,7 @@ def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: De
 
 def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: DecodeConfig, device, name: str,
                       intervals=(), confidences=()) -> dict:
-    """{T: teacher-forced metrics} from one forward pass over the pairs (`calibration.teacher_forced_at`); the
+    """{T: ForcedMetrics} from one forward pass over the pairs (`calibration.teacher_forced_at`); the
     temperatures in `intervals` also get 95% bootstrap intervals over sentences and the mean entropy, those in
     `confidences` keep every token's confidence (for `calibration.ece_floor`) and "evidence": the per-token
     evidence in corpus order (`nmt.evidence.forced_in_corpus_order`). None for every T when no pair has both
@@ -183,14 +185,14 @@ def forced_metrics_at(model, sp, src_lines, ref_lines, temperatures, dcfg: Decod
     res = teacher_forced_at(model, batches, temperatures, n_bins=dcfg.n_bins,
                             per_sentence=set(intervals) | set(confidences))
     for t in set(intervals) | set(confidences):
-        per = res[t].pop("per_sentence")
+        f = res[t]
+        per, f.per_sentence = f.per_sentence, None
         if t in intervals:
-            res[t]["intervals"] = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
+            f.intervals = {k: bootstrap_interval(per, k, dcfg.n_bins) for k in ("nll", "ece")}
         if t in confidences:
-            res[t]["evidence"] = forced_in_corpus_order(res[t], per, order, len(src_lines))
+            f.evidence = forced_in_corpus_order(f, per, order, len(src_lines))
         else:
-            for k in ("confidences", "correct", "eos"):
-                res[t].pop(k)
+            f.confidences = f.correct = f.eos = None
     return res
 
 
@@ -245,13 +247,13 @@ def format_metrics(m: dict) -> str:
                   f"chrF        {m['chrf']:6.2f}   {m['chrf_signature']}",
                   f"len ratio   {m['length_ratio']:6.3f}   hypothesis / reference"]
         if f is not None:
-            lines += [f"NLL         {f['nll']:6.3f}   ppl {f['ppl']:.2f}, token accuracy {f['accuracy']:.4f} "
-                      f"(teacher-forced, {f['tokens']} tokens)",
-                      f"ECE         {f['ece']:6.4f}   {f['signature']}  (MCE {f['mce']:.4f})",
-                      f"ECE EOS     {f['ece_eos']:6.4f}   {f['signature_eos']}"]
+            lines += [f"NLL         {f.nll:6.3f}   ppl {f.ppl:.2f}, token accuracy {f.accuracy:.4f} "
+                      f"(teacher-forced, {f.tokens} tokens)",
+                      f"ECE         {f.ece:6.4f}   {f.signature}  (MCE {f.mce:.4f})",
+                      f"ECE EOS     {f.ece_eos:6.4f}   {f.signature_eos}"]
         if inf is not None:
-            lines.append(f"ECE infer.  {inf['ece']:6.4f}   {inf['signature']}  ({inf['tokens']} emitted tokens, "
-                         f"accuracy {inf['accuracy']:.4f})")
+            lines.append(f"ECE infer.  {inf.ece:6.4f}   {inf.signature}  ({inf.tokens} emitted tokens, "
+                         f"accuracy {inf.accuracy:.4f})")
     elif "bleu" in m:
         lines.append("metrics     not defined: no non-empty hypothesis or reference")
     return "\n".join(lines)

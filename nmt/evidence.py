@@ -59,8 +59,8 @@ def forced_in_corpus_order(res: dict, per: dict, order: list, n_sentences: int) 
     full_counts, nll = np.zeros(n_sentences, dtype=np.int64), np.zeros(n_sentences)
     full_counts[np.asarray(order)] = counts
     nll[np.asarray(order)] = per["nll"]
-    ev = TokenEvidence(np.asarray(res["confidences"], dtype=np.float32)[take], np.asarray(res["eos"])[take],
-                       full_counts, {"forced": np.asarray(res["correct"])[take]})
+    ev = TokenEvidence(np.asarray(res.confidences, dtype=np.float32)[take], np.asarray(res.eos)[take],
+                       full_counts, {"forced": np.asarray(res.correct)[take]})
     return ev, nll
 
 

@@ -32,6 +32,8 @@ from nmt import checkpoint as ckpt_io
 from nmt import evalcache, evidence, hierarchical, report
 from nmt.calibration import (
     ECESignature,
+    ForcedMetrics,
+    InferenceMetrics,
     debiased_ece,
     ece_floor,
     inference_calibration,
@@ -114,17 +116,17 @@ def decode_config(study: Study) -> DecodeConfig:
                         inference_eos=first.eos, labels=first.labels)
 
 
-def inference_stats(hyps, ref_ids, protocol, temperature: float) -> dict:
+def inference_stats(hyps, ref_ids, protocol, temperature: float) -> InferenceMetrics:
     """Inference ECE of one protocol, with its interval, debiased value, calibrated floor and its labels."""
     labels = [inference_labels(h.tokens, r, protocol.labels) for h, r in zip(hyps, ref_ids)]
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels, protocol.bins,
                                 temperature, protocol.labels, protocol.eos)
     conf = [p for h in hyps for t, p in zip(h.tokens, h.token_probs) if protocol.eos == "include" or t != EOS]
-    cal = inf["calibration"]["bins"]
-    inf["debiased"] = debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
-                                   [b["count"] * b["accuracy"] for b in cal])
-    inf["floor"] = ece_floor(conf, protocol.bins)
-    inf["labels"] = labels
+    cal = inf.calibration["bins"]
+    inf.debiased = debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
+                                [b["count"] * b["accuracy"] for b in cal])
+    inf.floor = ece_floor(conf, protocol.bins)
+    inf.labels = labels
     return inf
 
 
@@ -167,13 +169,13 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
             out["rows"].append(row)
             out["evidence"][name, kind] = evidence_of(forced[t], found[e.beam, t], e.inference, inf)
             out["hyps"][name, kind] = texts[e.beam, t]
-            out["panels"][name, kind] = (t, forced[t]["calibration"])
+            out["panels"][name, kind] = (t, forced[t].calibration)
             log.info("  %-24s seed %d %s T=%.3f BLEU %.2f ECE %.4f (inference %.4f) NLL %.3f", spec.name, seed, name, t,
                      row.bleu_beam, row.ece_forced, row.ece_inference, row.test_nll)
         for t in (e.sweep if sweep else ()):
             out["sweep"].append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
                                  "temperature": t, "bleu": corpus_bleu(texts[e.beam, t], ref),
-                                 "ece": forced[t]["ece"], "nll": forced[t]["nll"]})
+                                 "ece": forced[t].ece, "nll": forced[t].nll})
         if e.beams:
             out["beam_sweep"] += beam_sweep(model, sp, spec, seed, name, src_ids, ref, dcfg, t_fit, e.beams)
     return out
@@ -197,10 +199,10 @@ def beam_sweep(model, sp, spec, seed: int, name: str, src_ids, ref, dcfg, t_fit:
     return out
 
 
-def evidence_of(forced: dict, hyps, protocols, inf: list) -> Evidence:
+def evidence_of(forced: ForcedMetrics, hyps, protocols, inf: list) -> Evidence:
     """A row's per-token evidence: the teacher-forced tokens, and the emitted ones with each labeller's labels."""
-    tokens, nll = forced["evidence"]
-    return Evidence(tokens, nll, inference_of(hyps, {p.labels: i["labels"] for p, i in zip(protocols, inf)}))
+    tokens, nll = forced.evidence
+    return Evidence(tokens, nll, inference_of(hyps, {p.labels: i.labels for p, i in zip(protocols, inf)}))
 
 
 def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, greedy_bleu) -> Row:
@@ -209,10 +211,10 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, gree
     s = corpus_scores(texts, ref)
     protocols = study.evaluate.inference
     wang = next((i for p, i in zip(protocols, inf) if p.labels == "ter-wang"), None)
-    cal = f["calibration"]["bins"]
+    cal = f.calibration["bins"]
     n_bins = study.evaluate.n_bins
-    sigs = {"BLEU": s["bleu_signature"], "chrF": s["chrf_signature"], "ECE (forced)": f["signature_template"],
-            "ECE (inference)": inf[0]["signature_template"],
+    sigs = {"BLEU": s["bleu_signature"], "chrF": s["chrf_signature"], "ECE (forced)": f.signature_template,
+            "ECE (inference)": inf[0].signature_template,
             "ECE (forced, debiased)": ECESignature(n_bins, "forced", t, estimator="debiased:kumar2019-normal")
             .without_temperature(),
             "ECE floor (forced)": ECESignature(n_bins, "forced", t, estimator="floor:calibrated-poisson-binomial")
@@ -220,22 +222,22 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, gree
             "ECE (forced, no EOS)": ECESignature(n_bins, "forced", t, subset="noeos").without_temperature(),
             "smooth ECE (forced)": f"smECE|relplot:{relplot_version()}|bandwidth:auto|level:token|forced"}
     if wang is not None:
-        sigs["ECE (inference, Wang et al.)"] = wang["signature_template"]
+        sigs["ECE (inference, Wang et al.)"] = wang.signature_template
     return Row(model=spec.name, label=spec.label + (" + T" if kind == "fitted" else ""), seed=seed, t_kind=kind,
                temperature=t, test_set=name, variant=spec.variant, alpha=spec.alpha, pair=spec.pair,
-               checkpoint=relative(ckpt["path"]), val_nll=v["nll"], test_nll=f["nll"],
-               test_nll_ci=f["intervals"]["nll"], test_ppl=f["ppl"], accuracy=f["accuracy"], entropy=f["entropy"],
-               ece_forced=f["ece"], ece_forced_ci=f["intervals"]["ece"], ece_forced_eos=f["ece_eos"],
-               ece_forced_noeos=f["ece_noeos"], smece_forced=f["smooth_ece"],
+               checkpoint=relative(ckpt["path"]), val_nll=v.nll, test_nll=f.nll,
+               test_nll_ci=f.intervals["nll"], test_ppl=f.ppl, accuracy=f.accuracy, entropy=f.entropy,
+               ece_forced=f.ece, ece_forced_ci=f.intervals["ece"], ece_forced_eos=f.ece_eos,
+               ece_forced_noeos=f.ece_noeos, smece_forced=f.smooth_ece,
                ece_forced_debiased=debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
                                                 [b["count"] * b["accuracy"] for b in cal]),
-               ece_forced_floor=ece_floor(f["confidences"], n_bins), mce_forced=f["mce"],
-               ece_inference=inf[0]["ece"], ece_inference_ci=inf[0].get("ece_interval"),
-               ece_inference_debiased=inf[0]["debiased"], ece_inference_floor=inf[0]["floor"],
-               inference_accuracy=inf[0]["accuracy"],
-               ece_inference_wang=None if wang is None else wang["ece"],
-               ece_inference_wang_ci=None if wang is None else wang.get("ece_interval"),
-               ece_inference_wang_floor=None if wang is None else wang["floor"],
+               ece_forced_floor=ece_floor(f.confidences, n_bins), mce_forced=f.mce,
+               ece_inference=inf[0].ece, ece_inference_ci=inf[0].ece_interval,
+               ece_inference_debiased=inf[0].debiased, ece_inference_floor=inf[0].floor,
+               inference_accuracy=inf[0].accuracy,
+               ece_inference_wang=None if wang is None else wang.ece,
+               ece_inference_wang_ci=None if wang is None else wang.ece_interval,
+               ece_inference_wang_floor=None if wang is None else wang.floor,
                bleu_beam=s["bleu"], bleu_greedy=greedy_bleu, chrf=s["chrf"], length_ratio=s["length_ratio"],
                signatures=sigs)
 

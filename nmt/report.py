@@ -29,6 +29,9 @@ HEADLINE = [(m.name, m.title, m.fmt) for m in REGISTRY if m.headline]
 
 
 def jsonable(obj):
+    """Plain JSON data of typed results: a dataclass by its `to_json` where it has one, else all its fields."""
+    if hasattr(obj, "to_json") and not isinstance(obj, type):
+        return jsonable(obj.to_json())
     if dataclasses.is_dataclass(obj):
         return jsonable(dataclasses.asdict(obj))
     if isinstance(obj, dict):

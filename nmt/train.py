@@ -226,7 +226,7 @@ def batches_of(ds, index_batches, device, shard=(0, 1)):
 
 def validate(model, ds, batches, tcfg, device) -> dict:
     res = teacher_forced(model, batches_of(ds, batches, device), temperature=1.0, alpha=tcfg.alpha)
-    return {k: res[k] for k in ("loss", "nll", "ppl", "accuracy", "ece", "tokens")}
+    return {k: getattr(res, k) for k in ("loss", "nll", "ppl", "accuracy", "ece", "tokens")}
 
 
 @dataclass

@@ -59,9 +59,9 @@ class Translator:
         return [Translation(self.sp.decode(h.ids), [self.sp.id_to_piece(i) for i in h.tokens], h.token_probs,
                             h.logprob, h.score) for h in hyps]
 
-    def score(self, sources, references, temperature="1.0", n_bins: int = 15, intervals: bool = False) -> dict:
-        """Teacher-forced NLL, perplexity, token accuracy and ECE of the references (with `intervals`, 95%
-        bootstrap intervals over sentences); None when no pair has both sides non-empty."""
+    def score(self, sources, references, temperature="1.0", n_bins: int = 15, intervals: bool = False):
+        """Teacher-forced NLL, perplexity, token accuracy and ECE of the references, a `calibration.ForcedMetrics`
+        (with `intervals`, 95% bootstrap intervals over sentences); None when no pair has both sides non-empty."""
         sources, references = list(sources), list(references)
         if len(sources) != len(references):
             raise ValueError(f"{len(sources)} sources but {len(references)} references")

@@ -167,9 +167,9 @@ def test_inference_calibration_by_hand():
     hyp, ref = [5, 6, 7], [5, 6, 8]
     labels = [inference_labels(hyp, ref, "edit")]
     res = inference_calibration([hyp], [[0.9, 0.8, 0.6]], labels, n_bins=10, labeller="edit")
-    assert res["ece"] == pytest.approx(0.3, abs=1e-9)
-    assert res["tokens"] == 3 and res["accuracy"] == pytest.approx(2 / 3)
-    assert "labels:edit|unit:piece|eos:include" in res["signature"]
+    assert res.ece == pytest.approx(0.3, abs=1e-9)
+    assert res.tokens == 3 and res.accuracy == pytest.approx(2 / 3)
+    assert "labels:edit|unit:piece|eos:include" in res.signature
 
 
 def test_inference_calibration_can_leave_out_eos():
@@ -178,8 +178,8 @@ def test_inference_calibration_can_leave_out_eos():
     labels = [inference_labels(hyp, ref, "ter")]
     with_eos = inference_calibration([hyp], [[0.9, 0.5]], labels, n_bins=10)
     without = inference_calibration([hyp], [[0.9, 0.5]], labels, n_bins=10, eos="exclude")
-    assert with_eos["tokens"] == 2 and with_eos["ece"] == pytest.approx((0.1 + 0.5) / 2)
-    assert without["tokens"] == 1 and without["ece"] == pytest.approx(0.1)
+    assert with_eos.tokens == 2 and with_eos.ece == pytest.approx((0.1 + 0.5) / 2)
+    assert without.tokens == 1 and without.ece == pytest.approx(0.1)
 
 
 def test_bootstrap_interval_by_hand():
@@ -228,7 +228,7 @@ def test_fitted_temperature_is_a_true_minimiser():
     fit = fit_temperature(m, batches)
     t = fit["temperature"]
     assert not fit["at_bound"] and 1.1 < t < 2.5  # near the sampling temperature 1.5
-    nll = lambda T: teacher_forced(m, batches, temperature=T)["nll"]  # noqa: E731
+    nll = lambda T: teacher_forced(m, batches, temperature=T).nll  # noqa: E731
     assert nll(t) == pytest.approx(fit["nll"], abs=1e-5)
     assert nll(t) <= nll(t - 0.01) and nll(t) <= nll(t + 0.01)
     assert fit["nll"] <= fit["nll_t1"]
@@ -241,15 +241,15 @@ def test_teacher_forced_figures_by_hand_on_one_batch():
     keep = out != PAD
     lp = torch.log_softmax(m(src, tgt_in), -1)[keep]
     y = out[keep]
-    assert res["tokens"] == int(keep.sum())
-    assert res["nll"] == pytest.approx(-lp.gather(1, y[:, None]).mean().item(), rel=1e-5)
-    assert res["accuracy"] == pytest.approx((lp.argmax(-1) == y).float().mean().item())
-    assert res["ppl"] == pytest.approx(math.exp(res["nll"]))
-    assert res["calibration_eos"]["n"] == int((y == EOS).sum())
+    assert res.tokens == int(keep.sum())
+    assert res.nll == pytest.approx(-lp.gather(1, y[:, None]).mean().item(), rel=1e-5)
+    assert res.accuracy == pytest.approx((lp.argmax(-1) == y).float().mean().item())
+    assert res.ppl == pytest.approx(math.exp(res.nll))
+    assert res.calibration_eos["n"] == int((y == EOS).sum())
     # Batching invariance of the whole evaluation.
     split = [(src[:2], tgt_in[:2], out[:2]), (src[2:], tgt_in[2:], out[2:])]
     res2 = teacher_forced(m, split, temperature=1.0)
-    assert res2["ece"] == pytest.approx(res["ece"], abs=1e-9) and res2["nll"] == pytest.approx(res["nll"], rel=1e-6)
+    assert res2.ece == pytest.approx(res.ece, abs=1e-9) and res2.nll == pytest.approx(res.nll, rel=1e-6)
 
 
 def test_teacher_forced_against_a_plain_loop_over_positions():
@@ -278,11 +278,11 @@ def test_teacher_forced_against_a_plain_loop_over_positions():
                 bins[k][2] += pred == y
     ece = sum(abs(c_sum - conf_sum) for n, conf_sum, c_sum in bins if n) / count
     res = teacher_forced(m, batches, n_bins=n_bins)
-    assert res["tokens"] == count
-    assert res["nll"] == pytest.approx(nll / count, rel=1e-5)
-    assert res["accuracy"] == pytest.approx(correct / count)
-    assert res["ece"] == pytest.approx(ece, abs=1e-5)
-    per = teacher_forced(m, batches, n_bins=n_bins, per_sentence=True)["per_sentence"]
+    assert res.tokens == count
+    assert res.nll == pytest.approx(nll / count, rel=1e-5)
+    assert res.accuracy == pytest.approx(correct / count)
+    assert res.ece == pytest.approx(ece, abs=1e-5)
+    per = teacher_forced(m, batches, n_bins=n_bins, per_sentence=True).per_sentence
     assert per["tokens"].sum() == count and per["nll"].sum() / count == pytest.approx(nll / count, rel=1e-5)
 
 
@@ -351,7 +351,7 @@ def test_eos_exclude_drops_the_eos_of_an_empty_hypothesis_too():
     accuracy 1/2, confidence (0.8 + 0.7) / 2 = 0.75; with EOS, four tokens, accuracy 2/4, confidence 0.75."""
     hyps, confs, labels = [[EOS], [5, 6, EOS]], [[0.9], [0.8, 0.7, 0.6]], [[False], [True, False, True]]
     without = inference_calibration(hyps, confs, labels, n_bins=10, eos="exclude", intervals=False)
-    assert without["tokens"] == 2 and without["accuracy"] == pytest.approx(0.5)
-    assert without["confidence"] == pytest.approx(0.75)
+    assert without.tokens == 2 and without.accuracy == pytest.approx(0.5)
+    assert without.confidence == pytest.approx(0.75)
     with_eos = inference_calibration(hyps, confs, labels, n_bins=10, eos="include", intervals=False)
-    assert with_eos["tokens"] == 4 and with_eos["confidence"] == pytest.approx(0.75)
+    assert with_eos.tokens == 4 and with_eos.confidence == pytest.approx(0.75)

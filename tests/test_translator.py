@@ -37,7 +37,7 @@ def test_translator_matches_independent_computations(tiny_run, toy_corpus, tmp_p
             correct += (lp.argmax(-1) == y).sum().item()
             n += len(r_ids)
     s = t.score(src, ref)
-    assert s["nll"] == pytest.approx(nll / n, rel=1e-6) and s["accuracy"] == pytest.approx(correct / n)
+    assert s.nll == pytest.approx(nll / n, rel=1e-6) and s.accuracy == pytest.approx(correct / n)
 
 
 def test_translator_auto_temperature_and_empty_text(tiny_run):

@@ -393,19 +393,19 @@ def penultimate_features(model, batches):
 
 
 @torch.no_grad()
-def _nll_derivatives(logits_fn, feats, targets, beta: float, chunk: int = 1024):
-    """f(beta) = sum_i logsumexp(beta z_i) - beta z_iy (the NLL at T = 1/beta), f'(beta), f''(beta).
+def _nll_derivatives(logits_fn, feats, targets, inv_t: float, chunk: int = 1024):
+    """f(inv_t) = sum_i logsumexp(inv_t z_i) - inv_t z_iy (the NLL at T = 1/inv_t), f'(inv_t), f''(inv_t).
 
-    f is convex in beta: f' = sum_i E_p[z] - z_y, f'' = sum_i Var_p[z] >= 0, p = softmax(beta z)."""
+    f is convex in inv_t: f' = sum_i E_p[z] - z_y, f'' = sum_i Var_p[z] >= 0, p = softmax(inv_t z)."""
     f = d1 = d2 = 0.0
     for start in range(0, feats.size(0), chunk):
         z = logits_fn(feats[start:start + chunk]).double()  # (n, V)
         zy = z.gather(1, targets[start:start + chunk, None]).squeeze(1)
-        s = beta * z
+        s = inv_t * z
         lse = torch.logsumexp(s, dim=1)
         p = torch.exp(s - lse[:, None])
         ez = (p * z).sum(1)
-        f += (lse - beta * zy).sum().item()
+        f += (lse - inv_t * zy).sum().item()
         d1 += (ez - zy).sum().item()
         d2 += ((p * z * z).sum(1) - ez * ez).sum().item()
     return f, d1, d2
@@ -417,9 +417,9 @@ T_RANGE = (0.05, 20.0)  # the temperatures a fit searches (and a stored fit may 
 def fit_temperature(model, batches, t_min: float = T_RANGE[0], t_max: float = T_RANGE[1], tol: float = 1e-7) -> dict:
     """Temperature scaling: T* = argmin_T NLL(softmax(z / T)) on the references of `batches`.
 
-    Exact 1-D search. The NLL is convex in beta = 1/T (`_nll_derivatives`), so its derivative is
-    increasing and has one root in a bracket [1/t_max, 1/t_min]; Newton steps on beta, replaced by
-    bisection whenever they leave the bracket, find it. T = 1/beta is positive by construction (the
+    Exact 1-D search. The NLL is convex in inv_t = 1/T (`_nll_derivatives`), so its derivative is
+    increasing and has one root in a bracket [1/t_max, 1/t_min]; Newton steps on inv_t, replaced by
+    bisection whenever they leave the bracket, find it. T = 1/inv_t is positive by construction (the
     search is equivalent to one over log T). Holds N x D features, never N x V logits."""
     feats, targets = penultimate_features(model, batches)
     logits_fn = model.logits
@@ -432,19 +432,19 @@ def fit_temperature(model, batches, t_min: float = T_RANGE[0], t_max: float = T_
         return {"temperature": t_max, "nll": f_lo / n, "nll_t1": f1 / n, "tokens": n, "iterations": 0, "at_bound": True}
     if g_hi <= 0:
         return {"temperature": t_min, "nll": f_hi / n, "nll_t1": f1 / n, "tokens": n, "iterations": 0, "at_bound": True}
-    beta, it = 1.0, 0
+    inv_t, it = 1.0, 0
     for it in range(1, 100):
-        f, g, h = _nll_derivatives(logits_fn, feats, targets, beta)
+        f, g, h = _nll_derivatives(logits_fn, feats, targets, inv_t)
         if g > 0:
-            hi = beta
+            hi = inv_t
         else:
-            lo = beta
+            lo = inv_t
         if abs(g) / n < tol or hi - lo < 1e-12:
             break
-        step = beta - g / h if h > 0 else None
-        beta = step if step is not None and lo < step < hi else 0.5 * (lo + hi)
-    f, _, _ = _nll_derivatives(logits_fn, feats, targets, beta)
-    return {"temperature": 1.0 / beta, "nll": f / n, "nll_t1": f1 / n, "tokens": n, "iterations": it,
+        step = inv_t - g / h if h > 0 else None
+        inv_t = step if step is not None and lo < step < hi else 0.5 * (lo + hi)
+    f, _, _ = _nll_derivatives(logits_fn, feats, targets, inv_t)
+    return {"temperature": 1.0 / inv_t, "nll": f / n, "nll_t1": f1 / n, "tokens": n, "iterations": it,
             "at_bound": False}
 
 
@@ -535,7 +535,8 @@ LABELLERS = {"ter": ter_alignment_matches, "ter-wang": wang_alignment_matches, "
 
 
 def inference_labels(hyp, ref, labeller: str = "ter") -> list:
-    """Whether each emitted token is correct, by `labeller` ("ter" or "edit")."""
+    """Whether each emitted token of `hyp` is correct against `ref`, by `labeller`: "ter" (TER alignment), "ter-wang"
+    (TER with Wang et al.'s deletion rule) or "edit" (Levenshtein alignment); see `LABELLERS`."""
     return LABELLERS[labeller](hyp, ref)
 
 

@@ -22,7 +22,7 @@ CHECKED = ("differences", "seeds", "estimate", "ci", "p", "n", "verdict", "p_hol
 def per_unit(rows: list, metric: str, test_set: str, ref: ModelRef, block: str = None) -> dict:
     """{seed: value} of one model at one T kind on one test set, or {"BLOCK:seed": value} for a pooled claim."""
     return {(r.seed if block is None else f"{block}:{r.seed}"): getattr(r, metric) for r in rows
-            if r.model == ref.model and r.t_kind == ref.temperature and r.test_set == test_set
+            if r.model == ref.model and r.t_kind == ref.t_kind and r.test_set == test_set
             and getattr(r, metric) is not None}
 
 
@@ -61,9 +61,11 @@ def judge_claims(claims, rows: list) -> list:
 
 
 def _ref(d, where: str) -> ModelRef:
-    if not (isinstance(d, dict) and isinstance(d.get("model"), str) and d.get("temperature") in ("1", "fitted")):
-        raise DataError(f"{where}: expected {{\"model\": NAME, \"temperature\": \"1\" or \"fitted\"}}")
-    return ModelRef(d["model"], d["temperature"])
+    # "temperature": the key's name in results written before it was called t_kind, as rows call it
+    kind = d.get("t_kind", d.get("temperature")) if isinstance(d, dict) else None
+    if not (kind in ("1", "fitted") and isinstance(d.get("model"), str)):
+        raise DataError(f"{where}: expected {{\"model\": NAME, \"t_kind\": \"1\" or \"fitted\"}}")
+    return ModelRef(d["model"], kind)
 
 
 def spec_of(d: dict, where: str) -> ClaimSpec:

@@ -294,7 +294,7 @@ def two_level(claims: list, hyps: dict, refs: dict, evidence: dict, study: Study
     cache = {}
 
     def stats(ref: dict, seed: int, test_set: str, metric: str):
-        key = (ref["model"], seed, test_set, ref["temperature"])
+        key = (ref["model"], seed, test_set, ref.get("t_kind", ref.get("temperature")))
         if (key, metric) not in cache:
             texts, lines = hyps.get(key), refs.get((key[0], seed, test_set))
             cache[key, metric] = None if texts is None or lines is None else hierarchical.sentence_stats(

@@ -58,7 +58,7 @@ TESTS = {(None, False): "paired t", (None, True): "TOST", ("blocks", False): "bl
 
 TREND_TEST = "t over per-seed slopes"  # a trend claim's test: a paired t on each seed's least-squares slope
 
-ModelSide = Union[dict, list]  # {"model": name, "temperature": "1" | "fitted"}, or a pooled claim's list of them
+ModelSide = Union[dict, list]  # {"model": name, "t_kind": "1" | "fitted"}, or a pooled claim's list of them
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Claim:
     """One claim of a study and its verdict, as comparison.json stores it (`recompute` checks it)."""
     claim: str  # its sentence, e.g. "ECE(LS) < ECE(hard)"
     metric: str  # a metric of the registry (nmt.metrics), e.g. "ece_forced"
-    a: ModelSide  # the model on the left: {"model": study name, "temperature": "1" or "fitted"}; pooled: a list
+    a: ModelSide  # the model on the left: {"model": study name, "t_kind": "1" or "fitted"}; pooled: a list
     b: ModelSide
     direction: str  # what the claim says of a - b: less, greater, equivalent
     differences: list  # per-unit a - b, in unit order
@@ -234,12 +234,13 @@ def seeds_needed(sd: float, effect: float, level: float = LEVEL, power: float = 
     return None
 
 
-def verdict_of(direction: str, ci, margin=None, p=None, alpha=None) -> str:
-    """The three-way verdict of an interval (see the module docstring); with `alpha`, p must be below it too."""
+def verdict_of(direction: str, ci, margin=None, p=None, level=None) -> str:
+    """The three-way verdict of an interval (see the module docstring); with `level` (a significance level), p must
+    be below it too."""
     if ci is None:
         return "inconclusive (one seed)"
     lo, hi = ci
-    significant = alpha is None or (p is not None and p < alpha)
+    significant = level is None or (p is not None and p < level)
     if direction == "equivalent":
         if -margin < lo and hi < margin and significant:
             return "holds"

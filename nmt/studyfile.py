@@ -96,10 +96,10 @@ class ModelSpec:
 class ModelRef:
     """One row group of a study: a model at T = 1 or at its fitted temperature."""
     model: str
-    temperature: str = "1"  # "1" or "fitted"
+    t_kind: str = "1"  # "1" or "fitted": the row's `t_kind`
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "temperature": self.temperature}
+        return {"model": self.model, "t_kind": self.t_kind}
 
 
 @dataclass(frozen=True)
@@ -303,9 +303,8 @@ def _ref(ck: _Checker, value, key: str, names) -> ModelRef:
     if isinstance(value, str):
         ref = ModelRef(value)
     else:
-        ck.table(value, key, {"model": "a model's name", "temperature": '"1" or "fitted"'}, required=("model",))
-        ref = ModelRef(value["model"], ck.choice(str(value.get("temperature", "1")), f"{key}.temperature",
-                                                 ("1", "fitted")))
+        ck.table(value, key, {"model": "a model's name", "t_kind": '"1" or "fitted"'}, required=("model",))
+        ref = ModelRef(value["model"], ck.choice(str(value.get("t_kind", "1")), f"{key}.t_kind", ("1", "fitted")))
     if ref.model not in names:
         ck.fail(key, f"{ref.model!r}: not a model of this study (models: {', '.join(names)})")
     return ref

@@ -34,7 +34,7 @@ def toy_study(path: Path, data_dir: Path, seeds="[1, 2]", extra: str = "", model
                     '[[claims]]\nclaim = "ECE(LS) < ECE(hard)"\nfamily = "primary"\nmetric = "ece_forced"\na = "ls"\n'
                     'b = "hard"\ndirection = "less"\n\n'
                     '[[claims]]\nclaim = "ECE(hard + T) ≈ ECE(LS)"\nfamily = "primary"\nmetric = "ece_forced"\n'
-                    'a = { model = "hard", temperature = "fitted" }\nb = "ls"\ndirection = "equivalent"\n'
+                    'a = { model = "hard", t_kind = "fitted" }\nb = "ls"\ndirection = "equivalent"\n'
                     'margin = 0.01\n\n'
                     '[[claims]]\nclaim = "BLEU (LS) > BLEU (hard)"\nfamily = "secondary"\nmetric = "bleu_beam"\n'
                     'a = "ls"\nb = "hard"\ndirection = "greater"\n\n'
@@ -175,9 +175,9 @@ def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys
     assert [c["family"] for c in data["claims"]] == ["primary", "primary", "secondary", "secondary"]
     for c in data["claims"][:2]:
         per = {s: next(r["ece_forced"] for r in rows if (r["model"], r["seed"], r["t_kind"]) ==
-                       (c["a"]["model"], s, c["a"]["temperature"])) -
+                       (c["a"]["model"], s, c["a"]["t_kind"])) -
                next(r["ece_forced"] for r in rows if (r["model"], r["seed"], r["t_kind"]) ==
-                    (c["b"]["model"], s, c["b"]["temperature"])) for s in (1, 2)}
+                    (c["b"]["model"], s, c["b"]["t_kind"])) for s in (1, 2)}
         assert c["differences"] == [per[1], per[2]] and c["n"] == 2
         again = recompute(c)
         assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"])
@@ -521,8 +521,8 @@ def test_a_pooled_claim_pairs_every_model_pair_and_seed_by_hand():
     c, none = judge_claims((pooled, absent), rows)
     assert c.seeds == ["a1:1", "a1:2", "a2:1", "a2:2"] and c.n == 4  # a2's seed 3 has no b2 to pair with
     assert c.differences == pytest.approx([-0.05, -0.04, -0.02, -0.04])
-    assert c.estimate == pytest.approx(-0.0375) and c.a == [{"model": "a1", "temperature": "1"},
-                                                           {"model": "a2", "temperature": "1"}]
+    assert c.estimate == pytest.approx(-0.0375) and c.a == [{"model": "a1", "t_kind": "1"},
+                                                           {"model": "a2", "t_kind": "1"}]
     # blocks a1: -0.05, -0.04 (mean -0.045), a2: -0.02, -0.04 (mean -0.03); within SS 5e-5 + 2e-4, df 2,
     # s_p^2 1.25e-4, se = sqrt(1.25e-4 (1/2 + 1/2)) / 2 = 0.0055902; t(0.975, 2) 4.302653: -0.0375 ± 0.0240527
     assert c.test == "blocked t" and c.df == 2 and c.se == pytest.approx(0.00559017, abs=1e-8)

@@ -1,9 +1,10 @@
 """The metric registry: one entry per number a study's row carries, in the order comparison.md shows them.
 
 An entry says how the metric is titled and printed, which row field holds its interval, whether a claim may
-name it, and whether the README's headline table shows it. The study file's allowed claim metrics, the report's
-columns and the claims' digits all come from here, so a new metric is this one entry plus the code that
-computes it (`nmt.experiment.make_row`) and its field on `results.Row`.
+name it, and whether the README's headline table shows it. `results.Row`'s fields, the validation of a row read
+back, the aggregates over seeds, the study file's allowed claim metrics, the report's columns and the claims'
+digits all come from here, so a new metric is this one entry plus the code that computes it
+(`nmt.experiment.make_row`). docs/design.md shows an example.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class Metric:
     claimable: bool = True  # a claim may name it
     headline: bool = False  # the README's table shows it
     column: bool = True  # comparison.md's tables show it
+    half_width: bool = False  # its interval is one number (a 95% half-width), not [low, high]
 
     def claim_fmt(self) -> str:
         """A difference of this metric: signed, with the metric's own digits."""
@@ -40,12 +42,19 @@ REGISTRY = [
     Metric("smece_forced", "smooth ECE", "{:.4f}"),
     Metric("ece_inference", "ECE (inference)", "{:.4f}", "ece_inference_ci", headline=True),
     Metric("ece_inference_wang", "ECE (inf., Wang)", "{:.4f}", "ece_inference_wang_ci", headline=True),
-    Metric("bleu_beam", "BLEU beam", "{:.2f}", "bleu_ci", headline=True),
+    Metric("bleu_beam", "BLEU beam", "{:.2f}", "bleu_ci", headline=True, half_width=True),
     Metric("bleu_p", "p (BLEU)", "{:.3f}", claimable=False),
     Metric("bleu_greedy", "BLEU greedy", "{:.2f}", headline=True),
-    Metric("chrf", "chrF", "{:.2f}", "chrf_ci", headline=True),
+    Metric("chrf", "chrF", "{:.2f}", "chrf_ci", headline=True, half_width=True),
     Metric("chrf_p", "p (chrF)", "{:.3f}", claimable=False),
     Metric("length_ratio", "length ratio", "{:.3f}", column=False),
+    # kept in the rows (comparison.json), not shown in the tables and not claimed
+    Metric("test_ppl", "test ppl", "{:.2f}", claimable=False, column=False),
+    Metric("mce_forced", "MCE (forced)", "{:.4f}", claimable=False, column=False),
+    Metric("ece_inference_debiased", "debiased (inf.)", "{:.4f}", claimable=False, column=False),
+    Metric("ece_inference_floor", "ECE floor (inf.)", "{:.4f}", claimable=False, column=False),
+    Metric("inference_accuracy", "accuracy (inf.)", "{:.4f}", claimable=False, column=False),
+    Metric("ece_inference_wang_floor", "ECE floor (inf., Wang)", "{:.4f}", claimable=False, column=False),
 ]
 BY_NAME = {m.name: m for m in REGISTRY}
 CLAIMABLE = tuple(m.name for m in REGISTRY if m.claimable)

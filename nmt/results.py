@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from nmt.errors import DataError
 from nmt.files import read_json
+from nmt.metrics import REGISTRY
 from nmt.names import check_name
 
 FORMAT = 2
@@ -30,59 +31,25 @@ CALIBRATION_KEYS = ("ece", "n", "accuracy", "confidence")
 BIN_KEYS = ("lo", "hi", "count", "accuracy", "confidence")
 
 
-@dataclass
-class Row:
-    """The numbers of one model (study name `model`), seed, temperature ("1" or "fitted") and test set."""
-    model: str
-    label: str  # display only
-    seed: int
-    t_kind: str
-    temperature: float
-    test_set: str
-    variant: str = "hard"
-    alpha: float = 0.0
-    pair: str = "en-de"
-    checkpoint: str = ""
-    val_nll: Optional[float] = None
-    test_nll: Optional[float] = None
-    test_nll_ci: Optional[list] = None
-    test_ppl: Optional[float] = None
-    accuracy: Optional[float] = None
-    entropy: Optional[float] = None
-    ece_forced: Optional[float] = None
-    ece_forced_ci: Optional[list] = None
-    ece_forced_eos: Optional[float] = None
-    ece_forced_noeos: Optional[float] = None
-    smece_forced: Optional[float] = None
-    ece_forced_debiased: Optional[float] = None
-    ece_forced_floor: Optional[float] = None
-    mce_forced: Optional[float] = None
-    ece_inference: Optional[float] = None
-    ece_inference_ci: Optional[list] = None
-    ece_inference_debiased: Optional[float] = None
-    ece_inference_floor: Optional[float] = None
-    inference_accuracy: Optional[float] = None
-    ece_inference_wang: Optional[float] = None
-    ece_inference_wang_ci: Optional[list] = None
-    ece_inference_wang_floor: Optional[float] = None
-    bleu_beam: Optional[float] = None
-    bleu_greedy: Optional[float] = None
-    chrf: Optional[float] = None
-    length_ratio: Optional[float] = None
-    bleu_ci: Optional[float] = None
-    bleu_p: Optional[float] = None
-    chrf_ci: Optional[float] = None
-    chrf_p: Optional[float] = None
-    signatures: dict = field(default_factory=dict)
+# A row's identity and description, then one field per metric of the registry and one per interval (nmt.metrics).
+IDENTITY = [("model", str), ("label", str), ("seed", int), ("t_kind", str), ("temperature", float),
+            ("test_set", str)]
+DESCRIPTION = [("variant", str, "hard"), ("alpha", float, 0.0), ("pair", str, "en-de"), ("checkpoint", str, "")]
+METRIC_FIELDS = [m.name for m in REGISTRY if m.name != "temperature"]
+INTERVAL_FIELDS = [m.interval for m in REGISTRY if m.interval]
+NUMERIC = ["temperature"] + METRIC_FIELDS + [m.interval for m in REGISTRY if m.interval and m.half_width]
 
-    @property
-    def group(self) -> tuple:
-        return (self.test_set, self.model, self.t_kind)
-
-
+Row = make_dataclass(
+    "Row", IDENTITY + DESCRIPTION + [(k, Optional[float], None) for k in METRIC_FIELDS]
+    + [(k, Optional[Union[float, list]], None) for k in INTERVAL_FIELDS]
+    + [("signatures", dict, field(default_factory=dict))],
+    namespace={"group": property(lambda self: (self.test_set, self.model, self.t_kind),
+                                 doc="(test set, model, t_kind): the rows an Aggregate averages over seeds")})
+Row.__module__ = __name__
+Row.__doc__ = ("The numbers of one model (study name `model`; `label` is for display only), seed, temperature kind "
+               "`t_kind` (\"1\" or \"fitted\"; `temperature` is its value) and test set: one field per metric of "
+               "nmt.metrics.REGISTRY and per interval, None where not measured.")
 ROW_FIELDS = {f.name for f in dataclasses.fields(Row)}
-NUMERIC = ["temperature"] + [f.name for f in dataclasses.fields(Row) if f.type in ("Optional[float]",)]
-INTERVAL_FIELDS = [f.name for f in dataclasses.fields(Row) if f.name.endswith("_ci")]
 
 
 def row_from(d: dict, where: str) -> Row:

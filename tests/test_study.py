@@ -903,3 +903,22 @@ def test_the_committed_main_study_evidence_gives_its_calibration_numbers():
         assert expected_calibration_error(f.confidence[f.eos], ok[f.eos]) == pytest.approx(r["ece_forced_eos"],
                                                                                             abs=1e-12)
         assert smooth_ece(f.confidence, ok) == pytest.approx(r["smece_forced"], abs=1e-12)
+
+
+def test_every_row_field_comes_from_the_metric_registry_and_is_validated_when_read():
+    """A new metric is one registry entry (nmt.metrics) and its computation: Row's fields, the checks of a row read
+    back, the aggregates and the report's columns follow from the entry."""
+    from nmt.metrics import REGISTRY
+    from nmt.report import COLUMNS
+    from nmt.results import DESCRIPTION, IDENTITY, NUMERIC, ROW_FIELDS, aggregate, row_from
+    expected = {k for k, *_ in IDENTITY + DESCRIPTION} | {m.name for m in REGISTRY} | {m.interval for m in REGISTRY
+                                                                                        if m.interval}
+    assert ROW_FIELDS == expected | {"signatures"}
+    base = {"model": "hard", "label": "hard", "seed": 1, "t_kind": "1", "temperature": 1.0, "test_set": "t"}
+    for m in REGISTRY:
+        with pytest.raises(DataError, match=rf"rows\[0\]\.{m.name}: 'x': expected a finite number"):
+            row_from({**base, m.name: "x"}, "rows[0]")
+    rows = [row_from({**base, "seed": s, **{k: float(s) for k in NUMERIC if k != "temperature"}}, "r") for s in (1, 2)]
+    agg, = aggregate(rows, ["hard"])
+    assert {k for k in agg.mean} == {k for k in NUMERIC if not k.endswith("_p")} and agg.mean["ece_forced"] == 1.5
+    assert [c[0] for c in COLUMNS] == [m.name for m in REGISTRY if m.column]

@@ -15,7 +15,7 @@ from nmt.tokenizer import EOS
 
 
 def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: float, ignore_index: int,
-                            prior: torch.Tensor = None):
+                            prior: torch.Tensor = None, plain: bool = False):
     """Cross-entropy against label-smoothed targets, and the plain NLL.
 
     lprobs (N, V) or (..., V) log-probabilities; target (...) class ids. The smoothed target at a position
@@ -36,10 +36,28 @@ def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, alpha: f
 
     Convention: `F.cross_entropy(label_smoothing=alpha)` spreads alpha over all V classes, padding
     included (q_k = (1 - alpha) [k = y] + alpha / V); here padding gets no mass.
+
+    `plain`: the formula in autograd's own operations (`_smoothed_plain`), the reference the hand-written
+    backward of `_LabelSmoothedNLL` is tested against.
     """
     if prior is not None and is_uniform_prior(prior, ignore_index):
         prior = None  # the row-sum path: the same numbers as no prior, to the bit
+    if plain:
+        return _smoothed_plain(lprobs, target, alpha, ignore_index, prior)
     return _LabelSmoothedNLL.apply(lprobs, target, float(alpha), int(ignore_index), prior)
+
+
+def _smoothed_plain(lprobs, target, alpha: float, ignore_index: int, prior=None):
+    """`label_smoothed_nll_loss` written as the formula, differentiated by autograd: the kept positions' rows,
+    the target's log-probability, and the prior (uniform off the padding class when None) as a full vector."""
+    keep = target != ignore_index  # (...)
+    lp, y = lprobs[keep], target[keep]  # (..., V) -> (N', V); (...) -> (N',)
+    if prior is None:
+        prior = torch.full((lp.size(-1),), 1.0 / (lp.size(-1) - 1), dtype=lp.dtype, device=lp.device)
+        prior[ignore_index] = 0.0
+    nll = -lp.gather(-1, y[:, None]).squeeze(-1)  # (N',)
+    smooth = -(lp * prior.to(lp.dtype)).sum(-1)  # -sum_k pi_k log p_k, (N',)
+    return ((1.0 - alpha) * nll + alpha * smooth).sum(), nll.sum()
 
 
 def is_uniform_prior(prior: torch.Tensor, ignore_index: int) -> bool:
@@ -103,7 +121,7 @@ def _zero_padding_rows(grad: torch.Tensor, keep: torch.Tensor) -> None:
 
 
 def confidence_penalty_loss(logits: torch.Tensor, target: torch.Tensor, beta: float, ignore_index: int,
-                            alpha: float = 0.0, prior: torch.Tensor = None):
+                            alpha: float = 0.0, prior: torch.Tensor = None, plain: bool = False):
     """The confidence penalty (Pereyra et al. 2017, Eq. 2), with optional label smoothing, from the logits.
 
     logits z (..., V); target (...) class ids; p = softmax(z). Summing over positions i whose target is not
@@ -120,9 +138,17 @@ def confidence_penalty_loss(logits: torch.Tensor, target: torch.Tensor, beta: fl
 
         d loss / d z_ik = p_ik (1 + beta (z_ik - E_i)) - (1 - alpha) [k = y_i] - alpha pi_k
         d nll / d z_ik  = p_ik - [k = y_i],     both 0 at padding positions.
+
+    `plain`: the formula on log_softmax(z) in autograd's own operations, the reference for the hand-written one.
     """
     if prior is not None and is_uniform_prior(prior, ignore_index):
         prior = None
+    if plain:
+        lprobs = F.log_softmax(_at_least_fp32(logits), dim=-1)  # (..., V)
+        keep = target != ignore_index
+        entropy = -(lprobs[keep].exp() * lprobs[keep]).sum()  # sum_i H(p_i) over kept positions
+        loss, nll = _smoothed_plain(lprobs, target, alpha, ignore_index, prior)
+        return loss - beta * entropy, nll
     return _ConfidencePenalty.apply(logits, target, float(beta), int(ignore_index), float(alpha), prior)
 
 

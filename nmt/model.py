@@ -155,6 +155,45 @@ class StepCache:
         return new
 
 
+class PlainCache:
+    """The plain path beside `StepCache` (`Transformer.cache = "plain"`): each hypothesis keeps its own keys and
+    values, and a reorder copies all t cached positions of every hypothesis to follow its parent, as fairseq's
+    `reorder_incremental_state` does. Same interface, same attention; tests/test_search.py holds the two to the
+    same hypotheses. keys, values: per layer (b, K, H, t, D/H)."""
+
+    def __init__(self, n_layers: int):
+        self.keys, self.values = [None] * n_layers, [None] * n_layers
+        self.t = 0
+
+    def begin_step(self, b: int, K: int, like: torch.Tensor, n_heads: int):
+        """Nothing to prepare: `attend` appends position t."""
+
+    def attend(self, layer: int, q, k, v, dropout_p: float = 0.0):
+        """Append position t's k, v (b, H, K, D/H) to each hypothesis' own prefix and attend with q over it."""
+        k, v = k.transpose(1, 2)[:, :, :, None], v.transpose(1, 2)[:, :, :, None]  # (b, H, K, D/H) -> (b, K, H, 1, D/H)
+        if self.keys[layer] is not None:
+            k, v = torch.cat([self.keys[layer], k], dim=3), torch.cat([self.values[layer], v], dim=3)
+        self.keys[layer], self.values[layer] = k, v  # (b, K, H, t + 1, D/H)
+        if layer == len(self.keys) - 1:
+            self.t += 1
+        qh = q.transpose(1, 2)[:, :, :, None]  # (b, H, K, D/H) -> (b, K, H, 1, D/H)
+        out = step_attention(qh, k, v, k.new_zeros(()), dropout_p=dropout_p)  # (b, K, H, 1, D/H)
+        return out[:, :, :, 0].transpose(1, 2)  # (b, K, H, D/H) -> (b, H, K, D/H)
+
+    def reorder(self, sent, parent) -> "PlainCache":
+        """New hypothesis n of sentence j = hypothesis parent[j, n] (b', K') of old sentence sent[j] (b'), or of
+        sentence j for `sent` None: every cached position copied."""
+        new = PlainCache(len(self.keys))
+        new.t = self.t
+        for store, out in ((self.keys, new.keys), (self.values, new.values)):
+            for i, x in enumerate(store):
+                if x is None:
+                    continue
+                x = x if sent is None else x.index_select(0, sent)  # (b', K, H, t, D/H)
+                out[i] = x.gather(1, parent[:, :, None, None, None].expand(-1, -1, *x.shape[2:]))  # (b', K', ...)
+        return new
+
+
 class Dropout(nn.Module):
     """Inverted dropout (Srivastava et al. 2014). On CPU the keep mask compares 16-bit uniform integers
     with round(p * 2^16), cheaper than torch's CPU bernoulli_ (docs/design.md; p exact to 2^-16,
@@ -218,7 +257,7 @@ class DecoderLayer(nn.Module):
     def memory_kv(self, memory):  # memory (B, S, D) -> k, v (B, H, S, D/H)
         return tuple(split_heads(t, self.n_heads) for t in self.cross_kv(memory).chunk(2, dim=-1))
 
-    def forward(self, x, mem_k, mem_v, source_mask, cache: StepCache = None, index: int = 0):
+    def forward(self, x, mem_k, mem_v, source_mask, cache=None, index: int = 0):
         """x (B, T, D): causal self-attention over all T positions; source_mask is `key_mask` (B, 1, 1, S),
         bool, True at real source tokens. With `cache` (step mode, see `StepCache`; this is its layer
         `index`): x (N, 1, D) holds only the newest position of N = b * K rows, K hypotheses of each of b
@@ -252,7 +291,7 @@ class DecoderState:
     sentence adjacent; the encoder side is kept once per sentence (b rows)."""
     key_bias: torch.Tensor  # (b, 1, 1, S): 0 at real source tokens, -inf at padding (`attention_bias`)
     mem_kv: list  # per layer: (k, v), each (b, H, S, D/H), contiguous
-    cache: StepCache  # the decoder's self-attention keys and values so far
+    cache: object  # StepCache or PlainCache: the decoder's self-attention keys and values so far
     beam: int = 1
 
 
@@ -283,6 +322,7 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.cache = "step"  # the search's self-attention cache: "step" (StepCache) or "plain" (PlainCache)
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=PAD)
         # Embedding and output projection share one matrix; N(0, D^-1/2) keeps the logits O(1) at
         # initialisation, and the sqrt(D) input scale restores unit-variance embeddings (Vaswani Sec. 3.4).
@@ -352,12 +392,16 @@ class Transformer(nn.Module):
         memory, key_mask = self.encode(src)
         # contiguous (b, H, S, D/H): step_attention's matmuls then read them in place, not copy them every step
         mem_kv = [tuple(t.contiguous() for t in layer.memory_kv(memory)) for layer in self.decoder]
-        return DecoderState(key_bias=attention_bias(key_mask), mem_kv=mem_kv, cache=StepCache(len(self.decoder)))
+        return DecoderState(key_bias=attention_bias(key_mask), mem_kv=mem_kv, cache=self.new_cache())
 
     def fresh_state(self, encoded: DecoderState, beam: int = 1) -> DecoderState:
         """A new search over the encoded sources: shared encoder side, empty cache, `beam` rows a sentence."""
-        return DecoderState(key_bias=encoded.key_bias, mem_kv=encoded.mem_kv, cache=StepCache(len(self.decoder)),
-                            beam=beam)
+        return DecoderState(key_bias=encoded.key_bias, mem_kv=encoded.mem_kv, cache=self.new_cache(), beam=beam)
+
+    def new_cache(self):
+        """An empty self-attention cache: `StepCache` (ancestry masks, no copies), or with `self.cache = "plain"`
+        the reference `PlainCache` (copies to follow the beams)."""
+        return PlainCache(len(self.decoder)) if self.cache == "plain" else StepCache(len(self.decoder))
 
     def init_state(self, src, beam: int = 1) -> DecoderState:
         """Encode src (B, S); the state holds `beam` hypothesis rows per sentence (N = B * beam)."""

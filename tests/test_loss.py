@@ -259,3 +259,22 @@ def test_the_penaltys_blocked_softmax_statistics_equal_whole_tensor_ops_to_the_b
     assert torch.equal(probs, p) and probs.shape == z.shape
     assert torch.equal(log_z, z.amax(-1) - p.amax(-1).log()) and log_z.shape == (7, 33)
     assert torch.allclose(expected, (p * z).sum(-1), rtol=0, atol=1e-5) and expected.shape == (7, 33)
+
+
+@pytest.mark.parametrize("alpha, beta, kind", [(0.0, 0.0, "uniform"), (0.1, 0.0, "uniform"), (0.1, 0.0, "prior"),
+                                               (0.1, 0.3, "uniform"), (0.3, 0.5, "prior")])
+def test_the_plain_path_and_the_hand_written_backward_agree(alpha, beta, kind):
+    """`plain=True` (the formula through autograd) beside the hand-written backward: the same loss, NLL and
+    gradients, padding included (float64)."""
+    logits, target = random_batch(seed=3)
+    prior = some_prior(logits.size(-1)) if kind == "prior" else None
+    out = {}
+    for plain in (False, True):
+        if beta:
+            loss, nll = confidence_penalty_loss(logits, target, beta, PAD, alpha=alpha, prior=prior, plain=plain)
+        else:
+            loss, nll = label_smoothed_nll_loss(F.log_softmax(logits, -1), target, alpha, PAD, prior=prior, plain=plain)
+        out[plain] = (loss, nll, torch.autograd.grad(loss + 0.5 * nll, logits)[0])
+    (a, b, ga), (c, d, gc) = out[False], out[True]
+    assert a.item() == pytest.approx(c.item(), rel=1e-12) and b.item() == pytest.approx(d.item(), rel=1e-12)
+    assert torch.allclose(ga, gc, atol=1e-12)

@@ -219,6 +219,25 @@ def test_prepacked_search_finds_the_same_hypotheses():
         assert [h.tokens for h in a[job]] == [h.tokens for h in b[job]]
 
 
+def test_the_plain_cache_and_the_ancestry_cache_find_the_same_hypotheses(tiny_run, toy_corpus):
+    """The reference path (PlainCache: every hypothesis' keys and values copied to follow its parent) and the
+    fast one (StepCache: ancestry masks) on the tiny trained model: the same beams, scores to float rounding,
+    with sentences leaving the batch at different steps (batch 4 of 30 toy sentences) at beam widths 3 and 5,
+    where hypotheses do change parents."""
+    from nmt import checkpoint as ckpt_io
+    from nmt.data import read_text
+    from nmt.tokenizer import encode_lines
+    m, _, sp = ckpt_io.load_model(tiny_run, torch.device("cpu"))
+    src = encode_lines(sp, read_text(toy_corpus / "test.en"))
+    jobs = [(3, 1.0), (5, 1.5)]
+    fast = translate_many(m, src, jobs, batch_size=4, prepack=False)
+    m.cache = "plain"
+    plain = translate_many(m, src, jobs, batch_size=4, prepack=False)
+    for job in jobs:
+        assert [h.tokens for h in fast[job]] == [h.tokens for h in plain[job]]
+        assert [h.score for h in fast[job]] == pytest.approx([h.score for h in plain[job]], abs=1e-5)
+
+
 def test_epsilon_filter_by_hand():
     """p = (0.5, 0.3, 0.15, 0.05), epsilon 0.1: 0.05 goes, the rest over 0.95; epsilon 0.6 keeps the arg-max."""
     from nmt.search import epsilon_filter

@@ -2,7 +2,7 @@
 inference calibration, the validation temperature. The library behind `python -m nmt.decode`,
 `python -m nmt.study` and `nmt.Translator`.
 
-One rule turns text into ids everywhere (`data.encode_lines`: EOS appended, an empty line stays empty), and
+One rule turns text into ids everywhere (`tokenizer.encode_lines`: EOS appended, an empty line stays empty), and
 evaluation truncates a line longer than the model's `max_positions` with a warning naming file and line
 (`encode_for_model`). One set fits the temperature, in training and at decoding: the validation split's
 non-empty pairs, so encoded (`validation_batches`).
@@ -41,7 +41,7 @@ log = logging.getLogger("nmt.evaluate")
 
 
 def encode_for_model(sp, lines, max_positions: int, name: str = "input") -> list:
-    """Ids with EOS (`data.encode_lines`); a line longer than the model's positions is truncated to them,
+    """Ids with EOS (`tokenizer.encode_lines`); a line longer than the model's positions is truncated to them,
     with a warning naming it. An empty line stays empty."""
     ids = encode_lines(sp, lines)
     for i, x in enumerate(ids):

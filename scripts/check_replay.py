@@ -6,7 +6,7 @@ Trains RUN_DIR's saved config again (same corpus, its own tokenizer reused, same
 first N updates (default: one epoch) in a fresh directory under --work, and compares, as floats and exactly,
 every training line of the two log.jsonl files up to update N (loss, NLL, learning rate) and, when N is a whole
 epoch, the validation after it (loss, NLL, accuracy, ECE). A study may reuse a run trained by older code only
-when this says identical (issue 20: the variants study reuses the main study's hard and uniform runs).
+when this says identical (the variants study reuses the main study's hard and uniform runs).
 
 With the linear schedule N must lie within the warm-up: after it the learning rate depends on the run's full
 length, which a shorter replay does not have. Exit 0: identical; 1: a difference (printed); 2: bad input.

@@ -27,7 +27,7 @@ from nmt import evidence
 from nmt.data import read_text
 from nmt.errors import DataError, UsageError
 from nmt.files import file_sha256, read_json, write_json_atomic
-from nmt.results import calibration_table, load_comparison, load_reliability, row_from
+from nmt.results import ModelEvaluation, calibration_table, load_comparison, load_reliability, row_from
 from nmt.runs import run_id
 
 log = logging.getLogger("nmt.evalcache")
@@ -61,12 +61,12 @@ def entry_path(cache_dir, model: str, seed: int) -> Path:
 def save(cache_dir, model: str, seed: int, key: str, res: dict) -> None:
     """`res` (experiment.evaluate_model's dict) as JSON; tuple keys become lists."""
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    obj = {"format": FORMAT, "key": key, "rows": [dataclasses.asdict(r) for r in res["rows"]],
-           "sweep": res["sweep"], "beam_sweep": res["beam_sweep"],
-           "panels": [[name, kind, t, cal] for (name, kind), (t, cal) in res["panels"].items()],
-           "hyps": [[name, kind, texts] for (name, kind), texts in res["hyps"].items()],
-           "references": res["references"]}
-    for (name, kind), ev in (res.get("evidence") or {}).items():
+    obj = {"format": FORMAT, "key": key, "rows": [dataclasses.asdict(r) for r in res.rows],
+           "sweep": res.sweep, "beam_sweep": res.beam_sweep,
+           "panels": [[name, kind, t, cal] for (name, kind), (t, cal) in res.panels.items()],
+           "hyps": [[name, kind, texts] for (name, kind), texts in res.hyps.items()],
+           "references": res.references}
+    for (name, kind), ev in res.evidence.items():
         evidence.save(evidence_path(cache_dir, model, seed, name, kind), ev)
     obj["digest"] = content_digest(obj, cache_dir, model, seed)
     write_json_atomic(obj, entry_path(cache_dir, model, seed))  # last: an entry is complete once its JSON exists
@@ -98,13 +98,14 @@ def _points(x, where: str) -> list:
     return x
 
 
-def parse(obj: dict, where: str) -> dict:
-    """An entry's JSON back as evaluate_model's dict; a DataError naming the field for anything malformed."""
+def parse(obj: dict, where: str) -> ModelEvaluation:
+    """An entry's JSON back as a ModelEvaluation (no evidence yet); a DataError naming the field for anything
+    malformed."""
     if obj.get("format") != FORMAT:
         raise DataError(f"{where}: format {obj.get('format')!r}, expected {FORMAT}")
-    res = {"rows": [row_from(r, f"{where}: rows[{i}]") for i, r in enumerate(_points(obj.get("rows"), where))],
-           "sweep": _points(obj.get("sweep"), f"{where}: sweep"),
-           "beam_sweep": _points(obj.get("beam_sweep"), f"{where}: beam_sweep"), "panels": {}, "hyps": {}}
+    res = ModelEvaluation([row_from(r, f"{where}: rows[{i}]") for i, r in enumerate(_points(obj.get("rows"), where))],
+                          _points(obj.get("sweep"), f"{where}: sweep"),
+                          _points(obj.get("beam_sweep"), f"{where}: beam_sweep"))
     for name in ("panels", "hyps"):
         if not isinstance(obj.get(name), list):
             raise DataError(f"{where}: {name}: expected a list")
@@ -112,15 +113,15 @@ def parse(obj: dict, where: str) -> dict:
         if not (isinstance(p, list) and len(p) == 4 and isinstance(p[0], str) and isinstance(p[1], str)
                 and isinstance(p[2], (int, float))):
             raise DataError(f"{where}: panels[{i}]: expected [test set, t_kind, T, calibration]")
-        res["panels"][p[0], p[1]] = (float(p[2]), calibration_table(p[3], f"{where}: panels[{i}]"))
+        res.panels[p[0], p[1]] = (float(p[2]), calibration_table(p[3], f"{where}: panels[{i}]"))
     for i, h in enumerate(obj["hyps"]):
         if not (isinstance(h, list) and len(h) == 3 and isinstance(h[0], str) and isinstance(h[1], str)):
             raise DataError(f"{where}: hyps[{i}]: expected [test set, t_kind, hypotheses]")
-        res["hyps"][h[0], h[1]] = _strings(h[2], f"{where}: hyps[{i}]")
+        res.hyps[h[0], h[1]] = _strings(h[2], f"{where}: hyps[{i}]")
     refs = obj.get("references")
     if not isinstance(refs, dict):
         raise DataError(f"{where}: references: expected a table")
-    res["references"] = {k: _strings(v, f"{where}: references.{k}") for k, v in refs.items()}
+    res.references = {k: _strings(v, f"{where}: references.{k}") for k, v in refs.items()}
     return res
 
 
@@ -137,8 +138,8 @@ def load(cache_dir, model: str, seed: int, key: str):
         if obj.get("digest") != content_digest(obj, cache_dir, model, seed):
             raise DataError(f"{path}: its content or evidence differs from what was written (edited?)")
         res = parse(obj, str(path))
-        res["evidence"] = {(r.test_set, r.t_kind): evidence.load(evidence_path(cache_dir, model, seed, r.test_set,
-                                                                               r.t_kind)) for r in res["rows"]}
+        res.evidence = {(r.test_set, r.t_kind): evidence.load(evidence_path(cache_dir, model, seed, r.test_set,
+                                                                            r.t_kind)) for r in res.rows}
         return res
     except (ValueError, UnicodeDecodeError, DataError, UsageError, TypeError, OSError) as e:
         log.warning("  %s: unusable (%s); evaluating again", path, e)
@@ -185,13 +186,13 @@ def origin_of(provenance: dict, run: str, results_dir) -> dict:
 
 
 def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
-    """{(model, seed): evaluate_model's dict, less "references"} for each run of `runs` whose evaluation the
+    """{(model, seed): a ModelEvaluation, less its references} for each run of `runs` whose evaluation the
     results directory (a comparison.json that `python -m nmt.study run` wrote, its hyps/ and reliability.json)
     holds, so that a run whose checkpoint is gone (a new machine) keeps its committed numbers. Used only when that
     comparison.json was written with the study's evaluate and decode settings and the run's model spec, all
     equal (else a DataError naming what differs), with both temperatures of every test set and each hypotheses
-    file present. Each dict's "config_dir" is the run's committed config directory (results/NAME/runs/...), its
-    "origin" the results directory and the commit that evaluated it."""
+    file present. Each one's `config_dir` is the run's committed config directory (results/NAME/runs/...), its
+    `origin` the results directory and the commit that evaluated it."""
     results_dir = Path(results_dir)
     data = load_comparison(results_dir)
     meta, path = data.meta, results_dir / "comparison.json"
@@ -210,25 +211,24 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
         if sorted((row.test_set, row.t_kind) for row in rows) != sorted((t, k) for t in tests for k in ("1", "fitted")):
             raise DataError(f"{path}: {r.model} seed {r.seed}: expected one row at T = 1 and one at the fitted T "
                             f"for each test set")
-        res = {"rows": rows, "hyps": {}, "panels": {},
-               "sweep": [s for s in data.sweep if s.get("model") == r.model and s.get("seed") == r.seed],
-               "beam_sweep": [s for s in data.beam_sweep if s.get("model") == r.model
-                              and s.get("seed") == r.seed],
-               "config_dir": results_dir / "runs" / run_id(r.dir),
-               "origin": origin_of(meta["provenance"], run_id(r.dir).as_posix(), results_dir)}
+        res = ModelEvaluation(
+            rows, sweep=[s for s in data.sweep if s.get("model") == r.model and s.get("seed") == r.seed],
+            beam_sweep=[s for s in data.beam_sweep if s.get("model") == r.model and s.get("seed") == r.seed],
+            config_dir=results_dir / "runs" / run_id(r.dir),
+            origin=origin_of(meta["provenance"], run_id(r.dir).as_posix(), results_dir))
         for row in rows:
             hyp = results_dir / "hyps" / f"{r.model}.seed{r.seed}.{row.test_set}.T{round(row.temperature, 4)}" \
                                          f".beam{meta.get('beam')}.txt"
             if not hyp.is_file():
                 raise DataError(f"{hyp}: not found (the hypotheses of {r.model} seed {r.seed}, {row.test_set}, "
                                 f"T = {row.temperature:g})")
-            res["hyps"][row.test_set, row.t_kind] = read_text(hyp)
+            res.hyps[row.test_set, row.t_kind] = read_text(hyp)
             ev = results_dir / "evidence" / evidence.file_name(r.model, r.seed, row.test_set, row.t_kind)
             if ev.is_file():
-                res.setdefault("evidence", {})[row.test_set, row.t_kind] = evidence.load(ev)
+                res.evidence[row.test_set, row.t_kind] = evidence.load(ev)
             if (r.model, row.test_set, row.t_kind) in panels:
-                res["panels"][row.test_set, row.t_kind] = panels[r.model, row.test_set, row.t_kind]
-        if not (res["config_dir"] / "config.json").is_file():
-            raise DataError(f"{res['config_dir'] / 'config.json'}: not found (the run's config, for its test set)")
+                res.panels[row.test_set, row.t_kind] = panels[r.model, row.test_set, row.t_kind]
+        if not (res.config_dir / "config.json").is_file():
+            raise DataError(f"{res.config_dir / 'config.json'}: not found (the run's config, for its test set)")
         out[r.model, r.seed] = res
     return out

@@ -56,7 +56,7 @@ from nmt.evaluate import (
 )
 from nmt.evidence import Evidence, inference_of
 from nmt.files import DirLock, write_json_atomic, write_text_atomic
-from nmt.results import Comparison, Row, aggregate, reliability_json
+from nmt.results import Comparison, ModelEvaluation, Row, aggregate, reliability_json
 from nmt.runs import run_id
 from nmt.search import hypothesis_limits
 from nmt.stats import block_of
@@ -140,9 +140,8 @@ def length_shares(hyps, src_ids, dcfg, max_positions: int) -> dict:
     return {"empty_share": empty / max(n, 1), "truncated_share": cut / max(n, 1)}
 
 
-def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> dict:
-    """Every number of one model and seed: {"rows": [Row], "sweep": [...], "beam_sweep": [...], "panels": {...},
-    "hyps": {(test set, t_kind): texts}, "references": {test set: lines}}."""
+def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> ModelEvaluation:
+    """Every number of one model and seed, at T = 1 and at the fitted T, on each of the study's test sets."""
     e = study.evaluate
     dcfg = decode_config(study)
     model, ckpt, sp = ckpt_io.load_model(path, device)
@@ -151,7 +150,7 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
     t_fit = float(fitted_temperature(model, ckpt, sp, device, batches=val)["temperature"])
     temps = list(dict.fromkeys([1.0, t_fit] + (list(e.sweep) if sweep else [])))
     val_forced = teacher_forced_at(model, val, [1.0, t_fit], n_bins=e.n_bins)
-    out = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}, "evidence": {}}
+    out = ModelEvaluation(rows=[])
     for name, src, ref in test_data(study, tcfg):
         src_ids = encode_for_model(sp, src, model.cfg.max_positions, name)
         jobs = ([(1, 1.0)] if e.greedy else []) + [(e.beam, t) for t in temps]
@@ -161,23 +160,23 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
         greedy_bleu = corpus_bleu(texts[1, 1.0], ref) if e.greedy else None
         forced = forced_metrics_at(model, sp, src, ref, temps, dcfg, device, name, intervals=[1.0, t_fit],
                                    confidences=[1.0, t_fit])
-        out["references"][name] = ref
+        out.references[name] = ref
         for kind, t in (("1", 1.0), ("fitted", t_fit)):
             inf = [inference_stats(found[e.beam, t], ref_ids, p, t) for p in e.inference]
             row = make_row(study, spec, seed, kind, t, name, ckpt, val_forced[t], forced[t], inf, texts[e.beam, t],
                            ref, greedy_bleu)
-            out["rows"].append(row)
-            out["evidence"][name, kind] = evidence_of(forced[t], found[e.beam, t], e.inference, inf)
-            out["hyps"][name, kind] = texts[e.beam, t]
-            out["panels"][name, kind] = (t, forced[t].calibration)
+            out.rows.append(row)
+            out.evidence[name, kind] = evidence_of(forced[t], found[e.beam, t], e.inference, inf)
+            out.hyps[name, kind] = texts[e.beam, t]
+            out.panels[name, kind] = (t, forced[t].calibration)
             log.info("  %-24s seed %d %s T=%.3f BLEU %.2f ECE %.4f (inference %.4f) NLL %.3f", spec.name, seed, name, t,
                      row.bleu_beam, row.ece_forced, row.ece_inference, row.test_nll)
         for t in (e.sweep if sweep else ()):
-            out["sweep"].append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
+            out.sweep.append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
                                  "temperature": t, "bleu": corpus_bleu(texts[e.beam, t], ref),
                                  "ece": forced[t].ece, "nll": forced[t].nll})
         if e.beams:
-            out["beam_sweep"] += beam_sweep(model, sp, spec, seed, name, src_ids, ref, dcfg, t_fit, e.beams)
+            out.beam_sweep += beam_sweep(model, sp, spec, seed, name, src_ids, ref, dcfg, t_fit, e.beams)
     return out
 
 
@@ -383,19 +382,19 @@ def committed_references(study: Study, config_dir) -> dict:
     return {name: ref for name, _, ref in test_data(study, tcfg)}
 
 
-def reused_evaluation(study: Study, r, res: dict) -> dict:
+def reused_evaluation(study: Study, r, res: ModelEvaluation) -> ModelEvaluation:
     """A committed evaluation (`evalcache.from_results`) with its references, each hypotheses file checked to
     have a line for every reference."""
-    refs = committed_references(study, res["config_dir"])
-    for (name, kind), texts in res["hyps"].items():
+    refs = committed_references(study, res.config_dir)
+    for (name, kind), texts in res.hyps.items():
         if name not in refs or len(texts) != len(refs[name]):
-            raise DataError(f"{res['config_dir']}: {r.model} seed {r.seed}, {name} at T kind {kind}: "
+            raise DataError(f"{res.config_dir}: {r.model} seed {r.seed}, {name} at T kind {kind}: "
                             f"{len(texts)} hypotheses for {len(refs.get(name, []))} references")
-    return {**res, "references": {name: refs[name] for name, _ in res["hyps"]}}
+    return dataclasses.replace(res, references={name: refs[name] for name, _ in res.hyps})
 
 
 def evaluation_of(study: Study, r, device, cache_dir, reused: dict, first_seed: bool):
-    """(evaluate_model's dict, how): "reused" (a committed results directory), "resumed" (nmt.evalcache) or
+    """(ModelEvaluation, how): "reused" (a committed results directory), "resumed" (nmt.evalcache) or
     "evaluated"."""
     if (r.model, r.seed) in reused:
         return reused_evaluation(study, r, reused[r.model, r.seed]), "reused"
@@ -431,25 +430,25 @@ def evaluate_study(study: Study, planned: list, device, argv=(), missing=(), cac
         if how == "resumed":
             resumed.append(relative(r.dir))
         if how == "reused":
-            origin = res["origin"]
+            origin = res.origin
             from_dirs[run_id(r.dir).as_posix()] = {**origin, "results": relative(origin["results"])}
-        rows += res["rows"]
-        sweep += res["sweep"]
-        beams += res["beam_sweep"]
-        for (name, kind), texts in res["hyps"].items():
+        rows += res.rows
+        sweep += res.sweep
+        beams += res.beam_sweep
+        for (name, kind), texts in res.hyps.items():
             hyps[r.model, r.seed, name, kind] = texts
-        for name, lines in res["references"].items():
+        for name, lines in res.references.items():
             refs[r.model, r.seed, name] = lines
-        for (name, kind), ev in (res.get("evidence") or {}).items():
+        for (name, kind), ev in res.evidence.items():
             evidence[r.model, r.seed, name, kind] = ev
         if r.seed == first_seed[r.model]:
-            for (name, kind), panel in res["panels"].items():
+            for (name, kind), panel in res.panels.items():
                 panels[r.model, name, kind] = panel
-        cfg_dir = res.get("config_dir") or (r.dir if Path(r.dir).is_dir() else Path(r.dir).parent)
+        cfg_dir = res.config_dir or (r.dir if Path(r.dir).is_dir() else Path(r.dir).parent)
         cfg = ckpt_io.read_run_config(cfg_dir)[2]
         runs.append({"run": relative(r.dir), "dir": r.dir, "precision": (cfg.get("precision") or {}).get("precision",
                                                                                                          "fp32"),
-                     "test_sets": sorted({row.test_set for row in res["rows"]}), "files": cfg_dir})
+                     "test_sets": sorted({row.test_set for row in res.rows}), "files": cfg_dir})
     bootstrap = paired_tests(rows, hyps, refs, baselines(study))
     claims = two_level(judge_claims(study.claims, rows), hyps, refs, evidence, study)
     meta = {"study": study.name, "description": study.description, "beam": study.evaluate.beam,

@@ -119,6 +119,21 @@ def aggregate(rows: list, order: list) -> list:
 
 
 @dataclass
+class ModelEvaluation:
+    """Every number of one model and seed, with what the results files need besides: evaluated
+    (`experiment.evaluate_model`), resumed from `nmt.evalcache`, or reused from committed results."""
+    rows: list  # [Row]: one per test set and temperature kind
+    sweep: list = field(default_factory=list)  # temperature-sweep points
+    beam_sweep: list = field(default_factory=list)  # beam-sweep points
+    panels: dict = field(default_factory=dict)  # {(test set, t_kind): (T, calibration table)}: reliability diagrams
+    hyps: dict = field(default_factory=dict)  # {(test set, t_kind): [hypothesis]}
+    references: dict = field(default_factory=dict)  # {test set: [reference]}
+    evidence: dict = field(default_factory=dict)  # {(test set, t_kind): nmt.evidence.Evidence}
+    config_dir: Optional[Path] = None  # reused: the run's committed config directory
+    origin: Optional[dict] = None  # reused: the results directory and the commit that evaluated it
+
+
+@dataclass
 class Comparison:
     """comparison.json, typed: what a study's evaluation gives and what `load_comparison` reads back. `meta` holds
     how it was made (study, decoding, provenance); the sweeps are their points as stored."""

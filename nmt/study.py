@@ -125,7 +125,7 @@ def reusable(study, planned, args) -> dict:
     reused = evalcache.from_results(args.reuse, study, decode_config(study), todo)
     for r in todo:
         if (r.model, r.seed) in reused:
-            check_matches(study, study.model(r.model), r.seed, reused[r.model, r.seed]["config_dir"])
+            check_matches(study, study.model(r.model), r.seed, reused[r.model, r.seed].config_dir)
     return reused
 
 

@@ -720,7 +720,8 @@ def test_an_interrupted_evaluation_resumes_after_the_last_run_it_finished(toy_re
     from nmt.studyfile import load_study
     st = load_study(f)
     key = evalcache.entry_key(st, experiment.decode_config(st), st.model("hard"), 1, run1, True, "cpu")
-    res = {"rows": [], "sweep": [], "beam_sweep": [], "panels": {}, "hyps": {}, "references": {}, "evidence": {}}
+    from nmt.results import ModelEvaluation
+    res = ModelEvaluation(rows=[])
     evalcache.save(cache, "hard", 1, key, res)
     assert evalcache.load(cache, "hard", 1, key) == res
     assert evalcache.load(cache, "hard", 1, "another key") is None
@@ -728,8 +729,8 @@ def test_an_interrupted_evaluation_resumes_after_the_last_run_it_finished(toy_re
     entry["rows"] = [{"model": "hard", "label": "x", "seed": 1, "t_kind": "1", "temperature": "1.0", "test_set": "t"}]
     (cache / "hard.seed1.json").write_text(json.dumps(entry))
     assert evalcache.load(cache, "hard", 1, key) is None  # a temperature that is not a number
-    evalcache.save(cache, "hard", 1, key, {**res, "references": {"t": ["ein hund"]}})
-    assert evalcache.load(cache, "hard", 1, key)["references"] == {"t": ["ein hund"]}
+    evalcache.save(cache, "hard", 1, key, ModelEvaluation(rows=[], references={"t": ["ein hund"]}))
+    assert evalcache.load(cache, "hard", 1, key).references == {"t": ["ein hund"]}
     entry = json.loads((cache / "hard.seed1.json").read_text())
     entry["references"]["t"] = ["eine katze"]  # well formed, but not what was written: its digest says so
     (cache / "hard.seed1.json").write_text(json.dumps(entry))

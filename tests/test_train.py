@@ -212,6 +212,7 @@ def test_a_run_without_a_checkpoint_starts_again_from_scratch(toy_corpus, tmp_pa
     assert main(toy_train_args(toy_corpus, other, "--max-epochs", "1", "--no-fit-temperature", "--resume")) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_in_epoch_1_saves_and_the_run_resumes(sig, code, toy_corpus, tmp_path):
     run_dir = tmp_path / "run"
@@ -231,6 +232,7 @@ def test_a_signal_in_epoch_1_saves_and_the_run_resumes(sig, code, toy_corpus, tm
     assert main(toy_train_args(toy_corpus, run_dir, "--max-epochs", "2", "--no-fit-temperature", "--resume")) == 0
 
 
+@pytest.mark.slow
 def test_kill_during_the_first_checkpoint_write_leaves_a_run_that_starts_again(toy_corpus, tmp_path):
     """SIGKILL while checkpoint_last.pt is first being written (torch.save made slow on purpose): what is
     left restarts with the same command, and the half-written temporary file is cleared."""
@@ -253,6 +255,7 @@ def test_kill_during_the_first_checkpoint_write_leaves_a_run_that_starts_again(t
     assert not list(run_dir.glob(".*.tmp*")) and (run_dir / "checkpoint_last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_two_trainings_in_one_run_dir_one_is_refused(toy_corpus, tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = toy_train_args(toy_corpus, run_dir, "--max-epochs", "300", "--no-fit-temperature")

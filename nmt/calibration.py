@@ -102,7 +102,7 @@ class ECESignature:
     mode: str  # "forced" or "inference"
     temperature: float
     subset: str = ""  # e.g. "eos": only end-of-sentence positions
-    labels: str = ""  # inference: "ter", "ter-wang" or "edit"
+    labeller: str = ""  # inference: "ter", "ter-wang" or "edit"
     unit: str = ""  # inference: "piece"
     eos: str = ""  # inference: "include" or "exclude"
     # "" the plug-in estimate; e.g. "debiased:kumar2019-normal", "floor:calibrated-poisson-binomial"
@@ -110,7 +110,8 @@ class ECESignature:
 
     def fields(self, temperature: str) -> list:
         from nmt import __version__
-        extra = [f"labels:{self.labels}", f"unit:{self.unit}", f"eos:{self.eos}"] if self.mode == "inference" else []
+        extra = [f"labeller:{self.labeller}", f"unit:{self.unit}", f"eos:{self.eos}"] if self.mode == "inference" \
+            else []
         return (["ECE", f"bins:{self.n_bins}", "binning:uniform", "level:token", self.mode] + extra
                 + [f"T:{temperature}"] + ([f"tokens:{self.subset}"] if self.subset else [])
                 + ([f"estimator:{self.estimator}"] if self.estimator else []) + [f"version:nmt-{__version__}"])
@@ -556,7 +557,7 @@ def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, te
         for k in per:
             per[k].append(row[k])
     res = stats.result()
-    sig = ECESignature(n_bins, "inference", temperature, labels=labeller, unit="piece", eos=eos)
+    sig = ECESignature(n_bins, "inference", temperature, labeller=labeller, unit="piece", eos=eos)
     out = InferenceMetrics(ece=res["ece"], mce=res["mce"], accuracy=res["accuracy"], confidence=res["confidence"],
                            tokens=res["n"], calibration=res, signature=str(sig),
                            signature_template=sig.without_temperature())

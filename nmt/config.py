@@ -192,9 +192,9 @@ class DecodeConfig:
     n_bins: int = _f(15, "equal-width confidence bins for ECE")
     inference_bins: int = _f(15, "equal-width bins for inference ECE (Wang et al. 2020's scripts use 20)")
     inference_eos: str = _f("include", "inference ECE: include or exclude EOS positions (Wang et al. exclude them)")
-    labels: str = _f("ter", "how emitted tokens are labelled correct for inference ECE: ter (TER alignment with "
-                            "shifts), ter-wang (the same, and the token after a missing reference word is wrong, as "
-                            "in Wang et al. 2020's scripts) or edit (minimum edit distance, ties towards matches)")
+    labeller: str = _f("ter", "how emitted tokens are labelled correct for inference ECE: ter (TER alignment with "
+                              "shifts), ter-wang (the same, and the token after a missing reference word is wrong, "
+                              "as in Wang et al. 2020's scripts) or edit (minimum edit distance, ties towards matches)")
     split: str = _f("test_2016_flickr", "corpus split to translate when no --input is given")
     decoder: str = _f("beam", "beam (beam search; --beam 1 is greedy), sample (ancestral sampling at T), epsilon (one "
                               "epsilon sample) or mbr (minimum Bayes risk by chrF over --samples epsilon samples)")
@@ -221,7 +221,7 @@ class DecodeConfig:
                  "a number in [-5, 5]", self.length_penalty)
         _require(self.inference_eos in ("include", "exclude"), "inference_eos", "include or exclude",
                  self.inference_eos)
-        _require(self.labels in ("ter", "ter-wang", "edit"), "labels", "ter, ter-wang or edit", self.labels)
+        _require(self.labeller in ("ter", "ter-wang", "edit"), "labeller", "ter, ter-wang or edit", self.labeller)
         parse_temperature(self.temperature)
 
 

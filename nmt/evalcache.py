@@ -166,9 +166,23 @@ def _plain(x):
     return json.loads(json.dumps(x, default=str))
 
 
-def _differences(mine: dict, theirs, where: str) -> None:
+def renamed(settings):
+    """Settings as results written before "labels" (the inference-ECE labeller) was called "labeller" store
+    them, in today's names (the decode settings, and each inference protocol of the evaluate settings)."""
+    if not isinstance(settings, dict):
+        return settings
+    out = {("labeller" if k == "labels" else k): v for k, v in settings.items()}
+    if isinstance(out.get("inference"), list):
+        out["inference"] = [renamed(p) for p in out["inference"]]
+    return out
+
+
+def _differences(mine: dict, theirs, where: str, defaults: dict = None) -> None:
+    """A DataError naming the settings of `theirs` (a comparison.json's) that differ from `mine`; a setting
+    `theirs` lacks (results written before it existed) counts as its value in `defaults`."""
     if not isinstance(theirs, dict):
         raise DataError(f"{where}: expected a table")
+    theirs = {**{k: v for k, v in (defaults or {}).items() if k in mine}, **renamed(theirs)}
     diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
     if diff:
         shown = ", ".join(f"{k}={mine.get(k)!r}" for k in diff[:3])
@@ -197,7 +211,8 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
     data = load_comparison(results_dir)
     meta, path = data.meta, results_dir / "comparison.json"
     _differences(_plain(dataclasses.asdict(study.evaluate)), meta.get("evaluate"), f"{path}: meta.evaluate")
-    _differences(_plain(dataclasses.asdict(decode_cfg)), meta.get("decode"), f"{path}: meta.decode")
+    _differences(_plain(dataclasses.asdict(decode_cfg)), meta.get("decode"), f"{path}: meta.decode",
+                 _plain(dataclasses.asdict(type(decode_cfg)())))
     models = {m.get("name"): m for m in meta.get("models") or [] if isinstance(m, dict)}
     panels = load_reliability(results_dir) or {}
     out = {}

@@ -157,9 +157,9 @@ def corpus_scores(texts, ref_lines) -> dict:
 
 def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: float) -> dict:
     """`corpus_scores` and the inference calibration of `hyps` against references."""
-    labels = [inference_labels(h.tokens, r, dcfg.labels) for h, r in zip(hyps, ref_ids)]
+    labels = [inference_labels(h.tokens, r, dcfg.labeller) for h, r in zip(hyps, ref_ids)]
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels,
-                                n_bins=dcfg.inference_bins, temperature=temperature, labeller=dcfg.labels,
+                                n_bins=dcfg.inference_bins, temperature=temperature, labeller=dcfg.labeller,
                                 eos=dcfg.inference_eos)
     return {**corpus_scores(texts, ref_lines), "inference": inf, "labels": labels}
 

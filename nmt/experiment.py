@@ -113,14 +113,14 @@ def decode_config(study: Study) -> DecodeConfig:
     e = study.evaluate
     first = e.inference[0]
     return DecodeConfig(beam=e.beam, n_bins=e.n_bins, batch_size=e.batch_size, inference_bins=first.bins,
-                        inference_eos=first.eos, labels=first.labels)
+                        inference_eos=first.eos, labeller=first.labeller)
 
 
 def inference_stats(hyps, ref_ids, protocol, temperature: float) -> InferenceMetrics:
     """Inference ECE of one protocol, with its interval, debiased value, calibrated floor and its labels."""
-    labels = [inference_labels(h.tokens, r, protocol.labels) for h, r in zip(hyps, ref_ids)]
+    labels = [inference_labels(h.tokens, r, protocol.labeller) for h, r in zip(hyps, ref_ids)]
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels, protocol.bins,
-                                temperature, protocol.labels, protocol.eos)
+                                temperature, protocol.labeller, protocol.eos)
     conf = [p for h in hyps for t, p in zip(h.tokens, h.token_probs) if protocol.eos == "include" or t != EOS]
     cal = inf.calibration["bins"]
     inf.debiased = debiased_ece([b["count"] for b in cal], [b["count"] * b["confidence"] for b in cal],
@@ -201,7 +201,7 @@ def beam_sweep(model, sp, spec, seed: int, name: str, src_ids, ref, dcfg, t_fit:
 def evidence_of(forced: ForcedMetrics, hyps, protocols, inf: list) -> Evidence:
     """A row's per-token evidence: the teacher-forced tokens, and the emitted ones with each labeller's labels."""
     tokens, nll = forced.evidence
-    return Evidence(tokens, nll, inference_of(hyps, {p.labels: i.labels for p, i in zip(protocols, inf)}))
+    return Evidence(tokens, nll, inference_of(hyps, {p.labeller: i.labels for p, i in zip(protocols, inf)}))
 
 
 def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, greedy_bleu) -> Row:
@@ -209,7 +209,7 @@ def make_row(study, spec, seed, kind, t, name, ckpt, v, f, inf, texts, ref, gree
     inference statistics of each protocol of the study)."""
     s = corpus_scores(texts, ref)
     protocols = study.evaluate.inference
-    wang = next((i for p, i in zip(protocols, inf) if p.labels == "ter-wang"), None)
+    wang = next((i for p, i in zip(protocols, inf) if p.labeller == "ter-wang"), None)
     cal = f.calibration["bins"]
     n_bins = study.evaluate.n_bins
     sigs = {"BLEU": s["bleu_signature"], "chrF": s["chrf_signature"], "ECE (forced)": f.signature_template,

@@ -78,10 +78,10 @@ def sentence_stats(metric: str, hyps: list, refs: list, ev, n_bins: int, protoco
         keep = np.ones_like(f.eos) if metric == "ece_forced" else ~f.eos
         return _ece(ece_bins(f, keep, f.correct["forced"], n_bins), n_bins)
     inf = ev.inference
-    if protocol is None or protocol.labels not in inf.correct:
+    if protocol is None or protocol.labeller not in inf.correct:
         return None
     keep = np.ones_like(inf.eos) if protocol.eos == "include" else ~inf.eos
-    return _ece(ece_bins(inf, keep, inf.correct[protocol.labels], protocol.bins), protocol.bins)
+    return _ece(ece_bins(inf, keep, inf.correct[protocol.labeller], protocol.bins), protocol.bins)
 
 
 def interval(stats_a: dict, stats_b: dict, units: list, level: float, resamples: int = RESAMPLES,

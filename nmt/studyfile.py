@@ -45,7 +45,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 METRICS = CLAIMABLE  # the metrics a claim may name (nmt.metrics)
 SMOOTHING = ("uniform", "unigram", "masked", "unigram-noeos")
 DISTILL_KINDS = ("token", "sequence")
-INFERENCE_LABELS = ("ter", "ter-wang", "edit")
+LABELLERS = ("ter", "ter-wang", "edit")
 # Flags a study may not set per model: the runner sets them from the model's own keys.
 RUNNER_FLAGS = {"run_dir", "seed", "alpha", "smoothing", "confidence_penalty", "teacher", "distill_beta",
                 "distill_temperature", "distill_kind", "src_lang", "tgt_lang", "data_dir", "train_src", "train_tgt",
@@ -123,7 +123,7 @@ class ClaimSpec:
 @dataclass(frozen=True)
 class InferenceProtocol:
     """How inference ECE is computed: the labeller, the bins, EOS in or out."""
-    labels: str = "ter"
+    labeller: str = "ter"
     bins: int = 15
     eos: str = "include"
 
@@ -512,12 +512,12 @@ def _evaluate(ck: _Checker, e, names) -> EvaluateSpec:
     protocols = []
     for i, p in enumerate(e.get("inference", [dataclasses.asdict(x) for x in d.inference])):
         k = f"evaluate.inference[{i}]"
-        ck.table(p, k, {"labels": ", ".join(INFERENCE_LABELS), "bins": "a whole number >= 1",
+        ck.table(p, k, {"labeller": ", ".join(LABELLERS), "bins": "a whole number >= 1",
                         "eos": "include or exclude"})
         bins = p.get("bins", 15)
         if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
             ck.fail(f"{k}.bins", f"{bins!r}: expected a whole number >= 1")
-        protocols.append(InferenceProtocol(ck.choice(p.get("labels", "ter"), f"{k}.labels", INFERENCE_LABELS), bins,
+        protocols.append(InferenceProtocol(ck.choice(p.get("labeller", "ter"), f"{k}.labeller", LABELLERS), bins,
                                            ck.choice(p.get("eos", "include"), f"{k}.eos", ("include", "exclude"))))
     if not protocols:
         ck.fail("evaluate.inference", "expected at least one protocol")

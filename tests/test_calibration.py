@@ -100,8 +100,8 @@ def test_signature():
     from nmt import __version__
     sig = ECESignature(15, "forced", 1.0)
     assert str(sig) == f"ECE|bins:15|binning:uniform|level:token|forced|T:1.0|version:nmt-{__version__}"
-    inf = ECESignature(20, "inference", 1.13, labels="ter", unit="piece", eos="exclude")
-    assert "|inference|labels:ter|unit:piece|eos:exclude|T:1.13|" in str(inf)
+    inf = ECESignature(20, "inference", 1.13, labeller="ter", unit="piece", eos="exclude")
+    assert "|inference|labeller:ter|unit:piece|eos:exclude|T:1.13|" in str(inf)
     assert "|T:<row's T>|" in inf.without_temperature()
     assert str(ECESignature(10, "forced", 1.0, subset="eos")).endswith(f"T:1.0|tokens:eos|version:nmt-{__version__}")
 
@@ -169,7 +169,7 @@ def test_inference_calibration_by_hand():
     res = inference_calibration([hyp], [[0.9, 0.8, 0.6]], labels, n_bins=10, labeller="edit")
     assert res.ece == pytest.approx(0.3, abs=1e-9)
     assert res.tokens == 3 and res.accuracy == pytest.approx(2 / 3)
-    assert "labels:edit|unit:piece|eos:include" in res.signature
+    assert "labeller:edit|unit:piece|eos:include" in res.signature
 
 
 def test_inference_calibration_can_leave_out_eos():

@@ -32,7 +32,7 @@ def test_end_to_end_smoke_train_then_decode_beam4(toy_multi30k, tmp_path):
     assert metrics["bleu_signature"].startswith("nrefs:1")
     assert 0 <= metrics["forced"]["ece"] <= 1 and metrics["forced"]["tokens"] > 0
     assert "BLEU" in dec.stdout and "ECE|bins:15|binning:uniform|level:token|forced|T:1.0|version:nmt-" in dec.stdout
-    assert "|inference|labels:ter|unit:piece|eos:include|" in dec.stdout
+    assert "|inference|labeller:ter|unit:piece|eos:include|" in dec.stdout
 
 
 def test_a_trained_model_translates_and_reports(tiny_run, toy_corpus, tmp_path, capsys):

@@ -182,7 +182,7 @@ def test_the_study_trains_evaluates_and_writes_typed_results(toy_results, capsys
         again = recompute(c)
         assert (again.ci, again.p, again.verdict) == (c["ci"], c["p"], c["verdict"])
     md = (out / "comparison.md").read_text()
-    assert "| hard targets + T |" in md and "**" in md and "Holm p" in md and "labels:ter-wang" in md
+    assert "| hard targets + T |" in md and "**" in md and "Holm p" in md and "labeller:ter-wang" in md
     assert "uncommitted changes" in md or "(clean tree)" in md
     # the beam sweep's section: one line per model and T, a column per beam, mean ± std over the two seeds
     bleu_table = md.split("### test_2016_flickr: BLEU\n\n")[1].split("\n\n")[0].splitlines()
@@ -923,3 +923,23 @@ def test_every_row_field_comes_from_the_metric_registry_and_is_validated_when_re
     agg, = aggregate(rows, ["hard"])
     assert {k for k in agg.mean} == {k for k in NUMERIC if not k.endswith("_p")} and agg.mean["ece_forced"] == 1.5
     assert [c[0] for c in COLUMNS] == [m.name for m in REGISTRY if m.column]
+
+
+def test_committed_results_written_with_the_older_key_names_are_still_reusable():
+    """results/main was written when the labeller was called "labels" and a claim's side named "temperature": its
+    settings still equal the main study's (so --reuse takes its evaluations), its claims are still judged."""
+    from nmt import evalcache
+    from nmt.config import DecodeConfig
+    from nmt.experiment import decode_config
+    from nmt.results import load_comparison
+    main = load_study(ROOT / "studies" / "main.toml")
+    data = load_comparison(ROOT / "results" / "main")
+    stored = json.loads((ROOT / "results" / "main" / "comparison.json").read_text())
+    assert "labels" in stored["meta"]["decode"] and "temperature" in stored["claims"][0]["a"]  # the older names
+    evalcache._differences(evalcache._plain(dataclasses.asdict(main.evaluate)), data.meta["evaluate"], "evaluate")
+    mine = evalcache._plain(dataclasses.asdict(decode_config(main)))
+    evalcache._differences(mine, data.meta["decode"], "decode", evalcache._plain(dataclasses.asdict(DecodeConfig())))
+    with pytest.raises(DataError, match="decode: decoder differ"):  # the sampling decoders came later: beam then
+        evalcache._differences({**mine, "decoder": "mbr"}, data.meta["decode"], "decode",
+                               evalcache._plain(dataclasses.asdict(DecodeConfig())))
+    assert data.claims[1].a == {"model": "hard", "t_kind": "fitted"}

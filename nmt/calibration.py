@@ -449,6 +449,39 @@ def fit_temperature(model, batches, t_min: float = T_RANGE[0], t_max: float = T_
             "at_bound": False}
 
 
+# -- sentence level --------------------------------------------------------------------------------
+
+def sentence_confidence(hyp) -> float:
+    """A search hypothesis' confidence in [0, 1]: its geometric-mean token probability exp(logprob / |y|), |y|
+    counting EOS (0 for an empty hypothesis). MBR's is the pick's expected utility / 100 (`nmt.mbr`)."""
+    return math.exp(hyp.logprob / len(hyp.tokens)) if hyp.tokens else 0.0
+
+
+def sentence_quality(texts, ref_lines) -> list:
+    """Each hypothesis' sentence chrF against its reference, / 100 (sacrebleu's CHRF): the quality a sentence
+    confidence is held to."""
+    import sacrebleu
+    chrf = sacrebleu.metrics.CHRF()
+    return [chrf.sentence_score(h, [r]).score / 100 for h, r in zip(texts, ref_lines)]
+
+
+def sentence_calibration(confidence, quality, n_bins: int = 10) -> dict:
+    """How well sentence confidences c_i predict qualities q_i (both in [0, 1]): Spearman's rank correlation
+    (scipy), and a sentence-level ECE over M equal-width confidence bins B_m,
+
+        sECE = sum_m |B_m| / N * | mean_{i in B_m} c_i - mean_{i in B_m} q_i |,
+
+    the confidence read as the predicted chrF / 100 (a perfectly calibrated decoder's sentences of confidence c
+    average chrF 100 c). NaN for fewer than two sentences or constant inputs."""
+    from scipy.stats import spearmanr
+    c, q = np.asarray(confidence, dtype=np.float64), np.asarray(quality, dtype=np.float64)
+    if c.size < 2 or np.ptp(c) == 0 or np.ptp(q) == 0:
+        return {"spearman": float("nan"), "ece": float("nan"), "n": int(c.size)}
+    b = np.minimum((c * n_bins).astype(np.int64), n_bins - 1)  # (N,): the bin of each sentence
+    gap = sum(abs(c[b == m].sum() - q[b == m].sum()) for m in range(n_bins)) / c.size
+    return {"spearman": float(spearmanr(c, q).statistic), "ece": float(gap), "n": int(c.size)}
+
+
 # -- inference calibration -------------------------------------------------------------------------
 
 def edit_alignment_matches(hyp, ref) -> list:

@@ -190,6 +190,15 @@ def _differences(mine: dict, theirs, where: str, defaults: dict = None) -> None:
                         f"reused")
 
 
+def check_settings(study, decode_cfg, meta: dict, path) -> None:
+    """A DataError unless a comparison.json's evaluate and decode settings (`meta`) are the study's: older names
+    read as today's (`renamed`), a setting added since counted at its default."""
+    _differences(_plain(dataclasses.asdict(study.evaluate)), meta.get("evaluate"), f"{path}: meta.evaluate",
+                 _plain(dataclasses.asdict(type(study.evaluate)())))
+    _differences(_plain(dataclasses.asdict(decode_cfg)), meta.get("decode"), f"{path}: meta.decode",
+                 _plain(dataclasses.asdict(type(decode_cfg)())))
+
+
 def origin_of(provenance: dict, run: str, results_dir) -> dict:
     """Where a reused evaluation was made: the commit of the call that evaluated it (carried over when that
     results directory had itself reused it)."""
@@ -210,9 +219,7 @@ def from_results(results_dir, study, decode_cfg, runs: list) -> dict:
     results_dir = Path(results_dir)
     data = load_comparison(results_dir)
     meta, path = data.meta, results_dir / "comparison.json"
-    _differences(_plain(dataclasses.asdict(study.evaluate)), meta.get("evaluate"), f"{path}: meta.evaluate")
-    _differences(_plain(dataclasses.asdict(decode_cfg)), meta.get("decode"), f"{path}: meta.decode",
-                 _plain(dataclasses.asdict(type(decode_cfg)())))
+    check_settings(study, decode_cfg, meta, path)
     models = {m.get("name"): m for m in meta.get("models") or [] if isinstance(m, dict)}
     panels = load_reliability(results_dir) or {}
     out = {}

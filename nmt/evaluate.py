@@ -133,7 +133,11 @@ def sampled(model, sp, src_ids, dcfg: DecodeConfig, temperature: float, progress
                        temperature=temperature, seed=dcfg.seed + k, max_len_a=dcfg.max_len_a,
                        max_len_b=dcfg.max_len_b, max_positions=model.cfg.max_positions, min_len=dcfg.min_len)
         for i, cands in zip(idx, draws):
-            out[i] = cands[0] if n == 1 else cands[mbr([sp.decode(h.ids) for h in cands]).index]
+            if n == 1:
+                out[i] = cands[0]
+            else:  # the pick, scored by its expected utility (chrF against the other candidates, 0-100)
+                choice = mbr([sp.decode(h.ids) for h in cands])
+                out[i] = dataclasses.replace(cands[choice.index], score=choice.expected[choice.index])
         if progress is not None:
             progress.update(len(idx))
     return out

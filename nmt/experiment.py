@@ -39,6 +39,9 @@ from nmt.calibration import (
     inference_calibration,
     inference_labels,
     relplot_version,
+    sentence_calibration,
+    sentence_confidence,
+    sentence_quality,
     teacher_forced_at,
 )
 from nmt.claims import judge_claims
@@ -51,6 +54,7 @@ from nmt.evaluate import (
     encode_for_model,
     fitted_temperature,
     forced_metrics_at,
+    sampled,
     search,
     validation_batches,
 )
@@ -113,7 +117,8 @@ def decode_config(study: Study) -> DecodeConfig:
     e = study.evaluate
     first = e.inference[0]
     return DecodeConfig(beam=e.beam, n_bins=e.n_bins, batch_size=e.batch_size, inference_bins=first.bins,
-                        inference_eos=first.eos, labeller=first.labeller)
+                        inference_eos=first.eos, labeller=first.labeller, samples=e.samples, epsilon=e.epsilon,
+                        seed=e.seed)
 
 
 def inference_stats(hyps, ref_ids, protocol, temperature: float) -> InferenceMetrics:
@@ -165,6 +170,9 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
             inf = [inference_stats(found[e.beam, t], ref_ids, p, t) for p in e.inference]
             row = make_row(study, spec, seed, kind, t, name, ckpt, val_forced[t], forced[t], inf, texts[e.beam, t],
                            ref, greedy_bleu)
+            if e.decoders:
+                row = dataclasses.replace(row, **decoder_metrics(model, sp, src_ids, ref, dcfg, e.decoders, t,
+                                                                 found[e.beam, t], texts[e.beam, t]))
             out.rows.append(row)
             out.evidence[name, kind] = evidence_of(forced[t], found[e.beam, t], e.inference, inf)
             out.hyps[name, kind] = texts[e.beam, t]
@@ -177,6 +185,27 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
                                  "ece": forced[t].ece, "nll": forced[t].nll})
         if e.beams:
             out.beam_sweep += beam_sweep(model, sp, spec, seed, name, src_ids, ref, dcfg, t_fit, e.beams)
+    return out
+
+
+def decoder_metrics(model, sp, src_ids, ref, dcfg: DecodeConfig, decoders, t: float, beam_hyps, beam_texts) -> dict:
+    """The sampling decoders' metrics at temperature t (`[evaluate] decoders`): BLEU and chrF of one epsilon
+    sample and of MBR over `dcfg.samples` epsilon samples; for the beam and for MBR, how well the sentence
+    confidence predicts sentence chrF (`calibration.sentence_calibration`: the beam's geometric-mean token
+    probability, MBR's expected utility / 100)."""
+    quality = sentence_quality(beam_texts, ref)
+    beam = sentence_calibration([sentence_confidence(h) for h in beam_hyps], quality)
+    out = {"confidence_spearman_beam": beam["spearman"], "sentence_ece_beam": beam["ece"]}
+    for decoder in decoders:
+        t0 = time.time()
+        hyps = sampled(model, sp, src_ids, dataclasses.replace(dcfg, decoder=decoder), t)
+        texts = [sp.decode(h.ids) for h in hyps]
+        s = corpus_scores(texts, ref)
+        out[f"bleu_{decoder}"], out[f"chrf_{decoder}"] = s["bleu"], s["chrf"]
+        if decoder == "mbr":
+            cal = sentence_calibration([h.score / 100 for h in hyps], sentence_quality(texts, ref))
+            out["confidence_spearman_mbr"], out["sentence_ece_mbr"] = cal["spearman"], cal["ece"]
+        log.info("    %s at T=%.3f: BLEU %.2f chrF %.2f (%.0f s)", decoder, t, s["bleu"], s["chrf"], time.time() - t0)
     return out
 
 

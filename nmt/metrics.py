@@ -48,6 +48,16 @@ REGISTRY = [
     Metric("chrf", "chrF", "{:.2f}", "chrf_ci", headline=True, half_width=True),
     Metric("chrf_p", "p (chrF)", "{:.3f}", claimable=False),
     Metric("length_ratio", "length ratio", "{:.3f}", column=False),
+    # the sampling decoders, where the study names them ([evaluate] decoders): BLEU and chrF of one epsilon sample
+    # and of MBR over epsilon samples; how well each decoder's sentence confidence predicts sentence chrF
+    Metric("bleu_epsilon", "BLEU epsilon", "{:.2f}"),
+    Metric("chrf_epsilon", "chrF epsilon", "{:.2f}"),
+    Metric("bleu_mbr", "BLEU MBR", "{:.2f}"),
+    Metric("chrf_mbr", "chrF MBR", "{:.2f}"),
+    Metric("confidence_spearman_beam", "ρ(conf, chrF) beam", "{:.3f}"),
+    Metric("confidence_spearman_mbr", "ρ(conf, chrF) MBR", "{:.3f}"),
+    Metric("sentence_ece_beam", "sentence ECE beam", "{:.4f}"),
+    Metric("sentence_ece_mbr", "sentence ECE MBR", "{:.4f}"),
     # kept in the rows (comparison.json), not shown in the tables and not claimed
     Metric("test_ppl", "test ppl", "{:.2f}", claimable=False, column=False),
     Metric("mce_forced", "MCE (forced)", "{:.4f}", claimable=False, column=False),

@@ -43,7 +43,8 @@ class Hypothesis:
     tokens: list  # emitted ids, ending with EOS
     token_probs: list = field(default_factory=list)  # p(token | prefix, x) at temperature T, one per token
     logprob: float = 0.0  # sum of the token log-probabilities
-    score: float = 0.0  # logprob / len(tokens) ** length_penalty (beam search); logprob (greedy)
+    score: float = 0.0  # logprob / len(tokens) ** length_penalty (beam search); logprob (greedy, sampling);
+    # MBR: the pick's expected utility against the other candidates (chrF, 0-100)
 
     @property
     def ids(self) -> list:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from nmt.config import MAX_SEED, PRESETS, ModelConfig, TrainConfig, parse_grid
+from nmt.config import MAX_SEED, PRESETS, DecodeConfig, ModelConfig, TrainConfig, parse_grid
 from nmt.errors import StudyError, UsageError
 from nmt.metrics import CLAIMABLE
 from nmt.names import is_name
@@ -140,6 +140,10 @@ class EvaluateSpec:
     beams: tuple = ()  # a beam-size sweep, at T = 1 and the fitted T
     n_bins: int = 15
     batch_size: int = 64
+    decoders: tuple = ()  # sampling decoders evaluated besides beam and greedy: "epsilon", "mbr"
+    samples: int = 32  # mbr: candidates per sentence
+    epsilon: float = 0.02  # epsilon and mbr: the sampler's epsilon
+    seed: int = 0  # epsilon and mbr: the sampler's seed
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,8 @@ CLAIM_KEYS = {"claim": "its sentence", "metric": f"one of {', '.join(METRICS)}",
               "pool": "blocks or general (pooled claims only)",
               "trend": "three or more models, in order (instead of a and b): the slope of the metric over their "
                        "alpha, per seed"}
-COMPANION_METRICS = ("bleu_beam", "bleu_greedy", "chrf")  # an ordering on these needs an equivalence companion
+# an ordering on these needs an equivalence companion
+COMPANION_METRICS = ("bleu_beam", "bleu_greedy", "chrf", "bleu_epsilon", "chrf_epsilon", "bleu_mbr", "chrf_mbr")
 
 
 def _margin(ck: _Checker, c, key: str, direction: str, margins: dict):
@@ -461,7 +466,10 @@ def _margins(ck: _Checker, value) -> dict:
 EVALUATE_KEYS = {"beam": "a beam size", "test_sets": 'a list of splits, or "all"', "sweep": "start:stop:step or a list",
                  "sweep_seeds": "all or first", "greedy": "true or false", "baseline": "a model's name",
                  "inference": "a list of {labels, bins, eos}", "beams": "a list of beam sizes",
-                 "n_bins": "bins of the teacher-forced ECE", "batch_size": "sentences searched together"}
+                 "n_bins": "bins of the teacher-forced ECE", "batch_size": "sentences searched together",
+                 "decoders": 'a list of "epsilon", "mbr"', "samples": "mbr's candidates per sentence",
+                 "epsilon": "the sampler's epsilon", "seed": "the sampler's seed"}
+SAMPLING_DECODERS = ("epsilon", "mbr")
 
 
 def parse_test_sets(value: str, flag: str = "--test-sets") -> tuple:
@@ -535,7 +543,23 @@ def _evaluate(ck: _Checker, e, names) -> EvaluateSpec:
     ck.typed(greedy, "evaluate.greedy", bool, "true or false")
     return EvaluateSpec(beam, tuple(sets), tuple(grid), ck.choice(e.get("sweep_seeds", "all"), "evaluate.sweep_seeds",
                                                                   ("all", "first")), greedy, baseline,
-                        tuple(protocols), tuple(beams), e.get("n_bins", d.n_bins), e.get("batch_size", d.batch_size))
+                        tuple(protocols), tuple(beams), e.get("n_bins", d.n_bins), e.get("batch_size", d.batch_size),
+                        *_sampling(ck, e, d))
+
+
+def _sampling(ck: _Checker, e: dict, d: EvaluateSpec) -> tuple:
+    """(decoders, samples, epsilon, seed) of [evaluate], each checked as `python -m nmt.decode` checks its flag."""
+    decoders = e.get("decoders", [])
+    if not (isinstance(decoders, list) and all(x in SAMPLING_DECODERS for x in decoders)
+            and len(set(decoders)) == len(decoders)):
+        ck.fail("evaluate.decoders", f"{decoders!r}: expected a list of distinct names among "
+                                     f"{', '.join(SAMPLING_DECODERS)} (beam and greedy are always evaluated)")
+    values = {k: e.get(k, getattr(d, k)) for k in ("samples", "epsilon", "seed")}
+    try:
+        DecodeConfig(**values)
+    except UsageError as err:
+        ck.fail(f"evaluate.{err.field}", err.detail)
+    return tuple(decoders), values["samples"], values["epsilon"], values["seed"]
 
 
 def _data(ck: _Checker, d, base: Path) -> tuple:

@@ -355,3 +355,16 @@ def test_eos_exclude_drops_the_eos_of_an_empty_hypothesis_too():
     assert without.confidence == pytest.approx(0.75)
     with_eos = inference_calibration(hyps, confs, labels, n_bins=10, eos="include", intervals=False)
     assert with_eos.tokens == 4 and with_eos.confidence == pytest.approx(0.75)
+
+
+def test_sentence_calibration_by_hand():
+    """Confidences 0.15, 0.25, 0.85, 0.95 against qualities 0.1, 0.3, 0.6, 1.0, five bins: bins 0, 1 and 4 hold
+    (0.15, 0.1), (0.25, 0.3) and (0.85, 0.6), (0.95, 1.0): sECE = (0.05 + 0.05 + |1.8 - 1.6|) / 4 = 0.075; the
+    ranks agree exactly: Spearman 1. Reversed qualities: Spearman -1."""
+    from nmt.calibration import sentence_calibration, sentence_confidence
+    from nmt.search import Hypothesis
+    got = sentence_calibration([0.15, 0.25, 0.85, 0.95], [0.1, 0.3, 0.6, 1.0], n_bins=5)
+    assert got["ece"] == pytest.approx(0.075) and got["spearman"] == pytest.approx(1.0) and got["n"] == 4
+    assert sentence_calibration([0.15, 0.25, 0.85, 0.95], [1.0, 0.6, 0.3, 0.1])["spearman"] == pytest.approx(-1.0)
+    assert math.isnan(sentence_calibration([0.5, 0.5], [0.1, 0.9])["spearman"])
+    assert sentence_confidence(Hypothesis([5, EOS], logprob=math.log(0.25))) == pytest.approx(0.5)

@@ -272,6 +272,20 @@ def test_sampling_draws_the_toys_distribution_and_is_reproducible():
         sample(ToyDecoder(), SRC, samples=0)
 
 
+def test_the_fast_chrf_matrix_is_sacrebleus_sentence_chrf_pair_by_pair():
+    """`chrf_matrix` (n-grams counted once per candidate) against the plain path (sacrebleu's sentence_score for
+    every pair): equal, empty and one-character candidates, repeats, casing and punctuation included."""
+    import random
+
+    from nmt.mbr import utility_matrix
+    rng = random.Random(7)
+    words = ["Ein", "ein", "Hund", "läuft", "über", "die", "Wiese", ".", "Mann", "x", "a-b", "Straße"]
+    cands = ["", "x", "Ein Hund läuft .", "Ein Hund läuft ."] + [" ".join(rng.choice(words) for _ in
+                                                                         range(rng.randint(1, 12))) for _ in range(12)]
+    fast, plain = utility_matrix(cands), utility_matrix(cands, plain=True)
+    assert fast == plain
+
+
 def test_mbr_picks_the_hand_computed_argmax():
     """Expected utilities off the diagonal: c0 (50 + 40) / 2 = 45, c1 (60 + 70) / 2 = 65, c2 (30 + 20) / 2 = 25:
     c1. Ties go to the first; one candidate is its own choice; chrF puts the consensus translation first."""

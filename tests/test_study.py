@@ -929,17 +929,51 @@ def test_committed_results_written_with_the_older_key_names_are_still_reusable()
     """results/main was written when the labeller was called "labels" and a claim's side named "temperature": its
     settings still equal the main study's (so --reuse takes its evaluations), its claims are still judged."""
     from nmt import evalcache
-    from nmt.config import DecodeConfig
     from nmt.experiment import decode_config
     from nmt.results import load_comparison
     main = load_study(ROOT / "studies" / "main.toml")
     data = load_comparison(ROOT / "results" / "main")
     stored = json.loads((ROOT / "results" / "main" / "comparison.json").read_text())
     assert "labels" in stored["meta"]["decode"] and "temperature" in stored["claims"][0]["a"]  # the older names
-    evalcache._differences(evalcache._plain(dataclasses.asdict(main.evaluate)), data.meta["evaluate"], "evaluate")
-    mine = evalcache._plain(dataclasses.asdict(decode_config(main)))
-    evalcache._differences(mine, data.meta["decode"], "decode", evalcache._plain(dataclasses.asdict(DecodeConfig())))
-    with pytest.raises(DataError, match="decode: decoder differ"):  # the sampling decoders came later: beam then
-        evalcache._differences({**mine, "decoder": "mbr"}, data.meta["decode"], "decode",
-                               evalcache._plain(dataclasses.asdict(DecodeConfig())))
+    evalcache.check_settings(main, decode_config(main), data.meta, "results/main")
+    with pytest.raises(DataError, match=r"meta\.decode: decoder differ"):  # the sampling decoders came later
+        evalcache.check_settings(main, dataclasses.replace(decode_config(main), decoder="mbr"), data.meta, "")
+    with pytest.raises(DataError, match=r"meta\.evaluate: decoders differ"):
+        evalcache.check_settings(dataclasses.replace(main, evaluate=dataclasses.replace(main.evaluate,
+                                                                                        decoders=("mbr",))),
+                                 decode_config(main), data.meta, "")
     assert data.claims[1].a == {"model": "hard", "t_kind": "fitted"}
+
+
+@pytest.mark.slow
+def test_a_study_with_the_sampling_decoders_reports_and_judges_them(toy_results, tmp_path):
+    """[evaluate] decoders = ["epsilon", "mbr"] on the toy study's runs (nothing trained again): every row has the
+    epsilon sample's and MBR's BLEU and chrF, and the sentence-confidence metrics of beam and MBR in their ranges;
+    a claim on chrf_mbr is judged; the same command again gives the same numbers (seeded sampling); a bad
+    decoder name, or samples = 0, is refused before anything runs."""
+    d, f = toy_results
+    text = f.read_text().replace('beams = [1, 3]\ntest_sets = "all"', 'decoders = ["epsilon", "mbr"]\nsamples = 4\n'
+                                 'seed = 3')
+    text = text.replace('[margins]\nbleu_beam = 0.5', '[margins]\nbleu_beam = 0.5\nchrf_mbr = 0.5') + (
+        '\n[[claims]]\nclaim = "chrF MBR (LS) ≈ chrF MBR (hard)"\nfamily = "secondary"\nmetric = "chrf_mbr"\n'
+        'a = "ls"\nb = "hard"\ndirection = "equivalent"\n')
+    dec = tmp_path / "dec.toml"
+    dec.write_text(text)
+    runs = {p.name: p.stat().st_mtime for p in (d / "runs/en-de/smoke").iterdir()}
+    for out in ("r", "again"):
+        assert study(["run", str(dec), "--runs", str(d / "runs"), "--results", str(tmp_path / out)]) == 0
+    assert {p.name: p.stat().st_mtime for p in (d / "runs/en-de/smoke").iterdir()} == runs
+    data, again = (json.loads((tmp_path / o / "comparison.json").read_text()) for o in ("r", "again"))
+    for r in data["rows"]:
+        assert all(0 <= r[k] <= 100 for k in ("bleu_epsilon", "chrf_epsilon", "bleu_mbr", "chrf_mbr")), r
+        assert all(r[k] is None or -1 <= r[k] <= 1 for k in ("confidence_spearman_beam", "confidence_spearman_mbr"))
+        assert all(r[k] is None or 0 <= r[k] <= 1 for k in ("sentence_ece_beam", "sentence_ece_mbr"))
+    assert [r["chrf_mbr"] for r in data["rows"]] == [r["chrf_mbr"] for r in again["rows"]]
+    assert data["claims"][-1]["metric"] == "chrf_mbr" and data["claims"][-1]["n"] == 2
+    assert "chrF MBR" in (tmp_path / "r" / "comparison.md").read_text()
+    for old, new, message in (('decoders = ["epsilon", "mbr"]', 'decoders = ["beam"]',
+                               r"evaluate\.decoders: \['beam'\]: expected a list of distinct"),
+                              ("samples = 4", "samples = 0", r"evaluate\.samples: 0: expected a whole number in \[1,")):
+        dec.write_text(text.replace(old, new))
+        with pytest.raises(StudyError, match=message):
+            load_study(dec)

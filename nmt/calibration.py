@@ -212,12 +212,9 @@ class ForcedMetrics:
     eos: Optional[np.ndarray] = None
     evidence: Optional[tuple] = None
 
-    ARRAYS = ("per_sentence", "confidences", "correct", "eos", "evidence")
-
     def to_json(self) -> dict:
         """The numbers and tables a metrics file holds (no per-token arrays; absent values left out)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in self.ARRAYS and getattr(self, f.name) is not None}
+        return _json_fields(self, skip=("per_sentence", "confidences", "correct", "eos", "evidence"))
 
 
 @dataclass
@@ -239,8 +236,14 @@ class InferenceMetrics:
     labels: Optional[list] = None
 
     def to_json(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "labels" and getattr(self, f.name) is not None}
+        """The numbers and tables a metrics file holds (not the labels; absent values left out)."""
+        return _json_fields(self, skip=("labels",))
+
+
+def _json_fields(obj, skip) -> dict:
+    """A metrics dataclass's fields but `skip`, those that are not None."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if f.name not in skip and getattr(obj, f.name) is not None}
 
 
 def forced_result(t: float, a: dict, n_tok: int, n_bins: int, per_sentence: bool) -> ForcedMetrics:

@@ -119,16 +119,16 @@ def decode_hypotheses(model, sp, src_ids, dcfg: DecodeConfig, temperature: float
 
 def sampled(model, sp, src_ids, dcfg: DecodeConfig, temperature: float, progress=None) -> list:
     """sample: one ancestral sample; epsilon: one epsilon sample; mbr: the MBR choice (chrF, `nmt.mbr`) among
-    dcfg.samples epsilon samples. Sentences go in batches of dcfg.batch_size draws; batch k draws with seed
-    dcfg.seed + k, so the same seed, input and batch size give the same translations."""
+    dcfg.samples epsilon samples. Sentences go in batches of dcfg.batch_size sentences (each with all its
+    draws: batch_size x samples rows); batch k draws with seed dcfg.seed + k, so the same seed, input and batch
+    size give the same translations."""
     n = dcfg.samples if dcfg.decoder == "mbr" else 1
     eps = dcfg.epsilon if dcfg.decoder in ("epsilon", "mbr") else 0.0
     device = next(model.parameters()).device
     out = [Hypothesis(tokens=[]) for _ in src_ids]
     todo = [i for i, s in enumerate(src_ids) if s and s != [EOS]]
-    per_batch = max(1, dcfg.batch_size // n)
-    for k, start in enumerate(range(0, len(todo), per_batch)):
-        idx = todo[start:start + per_batch]
+    for k, start in enumerate(range(0, len(todo), dcfg.batch_size)):
+        idx = todo[start:start + dcfg.batch_size]
         draws = sample(model, pad_ids([src_ids[i] for i in idx], device), samples=n, epsilon=eps,
                        temperature=temperature, seed=dcfg.seed + k, max_len_a=dcfg.max_len_a,
                        max_len_b=dcfg.max_len_b, max_positions=model.cfg.max_positions, min_len=dcfg.min_len)

@@ -166,6 +166,15 @@ def epsilon_filter(lp: torch.Tensor, epsilon: float) -> torch.Tensor:
     return q - q.logsumexp(dim=-1, keepdim=True)
 
 
+def inverse_cdf(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One draw per row of probs (N, V), the rows' masses need not sum to 1: the first piece whose cumulative mass
+    reaches u times the row's total, u uniform in (0, 1], so a piece of zero mass is never drawn. The same law as
+    `torch.multinomial(probs, 1)`, whose CPU kernel took 10 of 26 s of an MBR run at V = 8,000."""
+    cdf = probs.cumsum(-1)  # (N, V), non-decreasing
+    u = 1.0 - torch.rand(probs.size(0), 1, generator=g, device=probs.device, dtype=cdf.dtype)  # (N, 1) in (0, 1]
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.size(-1) - 1).squeeze(1)  # (N, 1) -> (N,)
+
+
 @torch.no_grad()
 def sample(model, src, samples: int = 1, epsilon: float = 0.0, temperature: float = 1.0, seed: int = 0,
            max_len_a: float = 1.5, max_len_b: int = 10, max_positions: int = None, min_len: int = 0,
@@ -187,7 +196,7 @@ def sample(model, src, samples: int = 1, epsilon: float = 0.0, temperature: floa
 
     def draw(lp):
         q = epsilon_filter(lp, epsilon) if epsilon > 0 else lp
-        tok = torch.multinomial(q.exp(), 1, generator=g).squeeze(1)  # (N, 1) -> (N,)
+        tok = inverse_cdf(q.exp(), g)  # (N,)
         return lp.gather(1, tok[:, None]).squeeze(1), tok  # the model's log p of the draw, at T
     hyps = one_path(model, src_n, draw, max_len_a, max_len_b, temperature, max_positions, min_len, state)
     return [hyps[i * samples:(i + 1) * samples] for i in range(B)]

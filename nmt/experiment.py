@@ -36,6 +36,7 @@ from nmt.calibration import (
     InferenceMetrics,
     debiased_ece,
     ece_floor,
+    fit_temperature,
     inference_calibration,
     inference_labels,
     relplot_version,
@@ -52,6 +53,7 @@ from nmt.evaluate import (
     corpus_bleu,
     corpus_scores,
     encode_for_model,
+    eval_batches,
     fitted_temperature,
     forced_metrics_at,
     sampled,
@@ -153,10 +155,11 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
     tcfg = train_config_from(ckpt["train_config"], where=f"{ckpt['path']}: train_config")
     val = validation_batches(tcfg, sp, model.cfg.max_positions, device)
     t_fit = float(fitted_temperature(model, ckpt, sp, device, batches=val)["temperature"])
-    temps = list(dict.fromkeys([1.0, t_fit] + (list(e.sweep) if sweep else [])))
     val_forced = teacher_forced_at(model, val, [1.0, t_fit], n_bins=e.n_bins)
     out = ModelEvaluation(rows=[])
-    for name, src, ref in test_data(study, tcfg):
+    for i, (name, src, ref) in enumerate(test_data(study, tcfg)):
+        swept = e.sweep_test_sets == "all" or i == 0  # the sweeps: on every test set, or on the first
+        temps = list(dict.fromkeys([1.0, t_fit] + (list(e.sweep) if sweep and swept else [])))
         src_ids = encode_for_model(sp, src, model.cfg.max_positions, name)
         jobs = ([(1, 1.0)] if e.greedy else []) + [(e.beam, t) for t in temps]
         found = search(model, src_ids, dcfg, jobs)
@@ -165,6 +168,7 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
         greedy_bleu = corpus_bleu(texts[1, 1.0], ref) if e.greedy else None
         forced = forced_metrics_at(model, sp, src, ref, temps, dcfg, device, name, intervals=[1.0, t_fit],
                                    confidences=[1.0, t_fit])
+        oracle = oracle_t(model, sp, src, ref, device, name) if e.oracle_temperature else None
         out.references[name] = ref
         for kind, t in (("1", 1.0), ("fitted", t_fit)):
             inf = [inference_stats(found[e.beam, t], ref_ids, p, t) for p in e.inference]
@@ -173,19 +177,27 @@ def evaluate_model(study: Study, spec, seed: int, path, device, sweep: bool) -> 
             if e.decoders:
                 row = dataclasses.replace(row, **decoder_metrics(model, sp, src_ids, ref, dcfg, e.decoders, t,
                                                                  found[e.beam, t], texts[e.beam, t]))
+            row.oracle_temperature = oracle
             out.rows.append(row)
             out.evidence[name, kind] = evidence_of(forced[t], found[e.beam, t], e.inference, inf)
             out.hyps[name, kind] = texts[e.beam, t]
             out.panels[name, kind] = (t, forced[t].calibration)
             log.info("  %-24s seed %d %s T=%.3f BLEU %.2f ECE %.4f (inference %.4f) NLL %.3f", spec.name, seed, name, t,
                      row.bleu_beam, row.ece_forced, row.ece_inference, row.test_nll)
-        for t in (e.sweep if sweep else ()):
+        for t in (e.sweep if sweep and swept else ()):
             out.sweep.append({"model": spec.name, "label": spec.label, "seed": seed, "test_set": name,
                                  "temperature": t, "bleu": corpus_bleu(texts[e.beam, t], ref),
                                  "ece": forced[t].ece, "nll": forced[t].nll})
-        if e.beams:
+        if e.beams and swept:
             out.beam_sweep += beam_sweep(model, sp, spec, seed, name, src_ids, ref, dcfg, t_fit, e.beams)
     return out
+
+
+def oracle_t(model, sp, src, ref, device, name: str) -> float:
+    """The temperature fitted on this test set's own references (`calibration.fit_temperature`): what the
+    validation-fitted T would have to be here, a diagnostic of how far the fitted T drifts under shift."""
+    return float(fit_temperature(model, eval_batches(sp, src, ref, model.cfg.max_positions, device,
+                                                     names=(name, name + " ref")))["temperature"])
 
 
 def decoder_metrics(model, sp, src_ids, ref, dcfg: DecodeConfig, decoders, t: float, beam_hyps, beam_texts) -> dict:

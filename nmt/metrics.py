@@ -30,6 +30,7 @@ class Metric:
 
 REGISTRY = [
     Metric("temperature", "T", "{:.3f}", claimable=False),
+    Metric("oracle_temperature", "oracle T", "{:.3f}", claimable=False),  # fitted on the test set: a diagnostic
     Metric("val_nll", "val NLL", "{:.3f}", headline=True),
     Metric("test_nll", "test NLL", "{:.3f}", "test_nll_ci", headline=True),
     Metric("accuracy", "token acc", "{:.4f}"),

@@ -144,6 +144,8 @@ class EvaluateSpec:
     samples: int = 32  # mbr: candidates per sentence
     epsilon: float = 0.02  # epsilon and mbr: the sampler's epsilon
     seed: int = 0  # epsilon and mbr: the sampler's seed
+    sweep_test_sets: str = "all"  # the temperature and beam sweeps on "all" test sets or the "first" only
+    oracle_temperature: bool = False  # per row, the T fitted on that test set's references (a diagnostic)
 
 
 @dataclass(frozen=True)
@@ -468,7 +470,8 @@ EVALUATE_KEYS = {"beam": "a beam size", "test_sets": 'a list of splits, or "all"
                  "inference": "a list of {labels, bins, eos}", "beams": "a list of beam sizes",
                  "n_bins": "bins of the teacher-forced ECE", "batch_size": "sentences searched together",
                  "decoders": 'a list of "epsilon", "mbr"', "samples": "mbr's candidates per sentence",
-                 "epsilon": "the sampler's epsilon", "seed": "the sampler's seed"}
+                 "epsilon": "the sampler's epsilon", "seed": "the sampler's seed",
+                 "sweep_test_sets": "all or first", "oracle_temperature": "true or false"}
 SAMPLING_DECODERS = ("epsilon", "mbr")
 
 
@@ -559,7 +562,10 @@ def _sampling(ck: _Checker, e: dict, d: EvaluateSpec) -> tuple:
         DecodeConfig(**values)
     except UsageError as err:
         ck.fail(f"evaluate.{err.field}", err.detail)
-    return tuple(decoders), values["samples"], values["epsilon"], values["seed"]
+    oracle = e.get("oracle_temperature", False)
+    ck.typed(oracle, "evaluate.oracle_temperature", bool, "true or false")
+    return (tuple(decoders), values["samples"], values["epsilon"], values["seed"],
+            ck.choice(e.get("sweep_test_sets", "all"), "evaluate.sweep_test_sets", ("all", "first")), oracle)
 
 
 def _data(ck: _Checker, d, base: Path) -> tuple:

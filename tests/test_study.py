@@ -953,7 +953,7 @@ def test_a_study_with_the_sampling_decoders_reports_and_judges_them(toy_results,
     decoder name, or samples = 0, is refused before anything runs."""
     d, f = toy_results
     text = f.read_text().replace('beams = [1, 3]\ntest_sets = "all"', 'decoders = ["epsilon", "mbr"]\nsamples = 4\n'
-                                 'seed = 3')
+                                 'seed = 3\noracle_temperature = true\nsweep_test_sets = "first"')
     text = text.replace('[margins]\nbleu_beam = 0.5', '[margins]\nbleu_beam = 0.5\nchrf_mbr = 0.5') + (
         '\n[[claims]]\nclaim = "chrF MBR (LS) ≈ chrF MBR (hard)"\nfamily = "secondary"\nmetric = "chrf_mbr"\n'
         'a = "ls"\nb = "hard"\ndirection = "equivalent"\n')
@@ -969,10 +969,24 @@ def test_a_study_with_the_sampling_decoders_reports_and_judges_them(toy_results,
         assert all(r[k] is None or -1 <= r[k] <= 1 for k in ("confidence_spearman_beam", "confidence_spearman_mbr"))
         assert all(r[k] is None or 0 <= r[k] <= 1 for k in ("sentence_ece_beam", "sentence_ece_mbr"))
     assert [r["chrf_mbr"] for r in data["rows"]] == [r["chrf_mbr"] for r in again["rows"]]
+    # the oracle T: fitted on the test set's own references, one value per model and seed (both T kinds)
+    from nmt import checkpoint as ckpt_io
+    from nmt.calibration import fit_temperature
+    from nmt.evaluate import eval_batches
+    oracle = {(r["model"], r["seed"]): r["oracle_temperature"] for r in data["rows"] if r["t_kind"] == "1"}
+    assert all(r["oracle_temperature"] == oracle[r["model"], r["seed"]] for r in data["rows"])
+    model, _, sp = ckpt_io.load_model(next((d / "runs/en-de/smoke").glob("hard+*_seed1")), torch.device("cpu"))
+    data_dir = Path(load_study(dec).data.dir)
+    src, ref = (read_text(data_dir / f"test_2016_flickr.{lang}.gz") for lang in ("en", "de"))
+    fit = fit_temperature(model, eval_batches(sp, src, ref, model.cfg.max_positions, torch.device("cpu")))
+    assert oracle["hard", 1] == pytest.approx(fit["temperature"], rel=1e-9)
+    assert "oracle T" in (tmp_path / "r" / "comparison.md").read_text()
     assert data["claims"][-1]["metric"] == "chrf_mbr" and data["claims"][-1]["n"] == 2
     assert "chrF MBR" in (tmp_path / "r" / "comparison.md").read_text()
     for old, new, message in (('decoders = ["epsilon", "mbr"]', 'decoders = ["beam"]',
                                r"evaluate\.decoders: \['beam'\]: expected a list of distinct"),
+                              ('sweep_test_sets = "first"', 'sweep_test_sets = "some"',
+                               r"evaluate\.sweep_test_sets: 'some': expected"),
                               ("samples = 4", "samples = 0", r"evaluate\.samples: 0: expected a whole number in \[1,")):
         dec.write_text(text.replace(old, new))
         with pytest.raises(StudyError, match=message):

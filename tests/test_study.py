@@ -365,7 +365,8 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
     assert rebuild(main_results) == (main_results / "comparison.md").read_text()
     assert rebuild(main_results, headline=True) in (ROOT / "README.md").read_text()
     distill = ROOT / "results" / "distill"
-    for d in (main_results, ROOT / "results" / "pairs", ROOT / "results" / "variants", distill):
+    for d in (main_results, ROOT / "results" / "pairs", ROOT / "results" / "variants", distill,
+              ROOT / "results" / "decoders"):
         assert rebuild(d) == (d / "comparison.md").read_text(), d
         data = json.loads((d / "comparison.json").read_text())
         assert data["meta"]["provenance"]["git_dirty"] is False and not data["meta"].get("missing_runs"), d

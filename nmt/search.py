@@ -175,31 +175,93 @@ def inverse_cdf(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.size(-1) - 1).squeeze(1)  # (N, 1) -> (N,)
 
 
+def epsilon_candidates(lp: torch.Tensor, epsilon: float, width: int = 32):
+    """Epsilon sampling's distribution from lp (N, V) on the few pieces it can keep. At most c = floor(1 / epsilon)
+    pieces have p >= epsilon, so with the arg-max they lie in the c + 1 blocks of `width` pieces whose maxima are
+    highest (or, when V is not a multiple of `width`, among the c + 1 best pieces). Returns probabilities (N, M),
+    unnormalised (p where kept, else 0: `inverse_cdf` takes them as they are), and their pieces' ids (N, M):
+    `epsilon_filter`'s law without a pass of exp over the vocabulary. (Only if more than c + 1 blocks tie for a
+    maximum below epsilon, which `epsilon_filter` keeps whole, does it keep fewer of them.)"""
+    N, V = lp.shape
+    c = int(1.0 / epsilon) + 1
+    if V % width == 0 and c < V // width:
+        blocks = lp.view(N, V // width, width)  # (N, V) -> (N, nb, width)
+        best = blocks.amax(-1).topk(c, dim=-1).indices  # (N, c): the blocks with the highest maxima
+        vals = blocks[torch.arange(N, device=lp.device)[:, None], best].view(N, c * width)  # (N, c, w) -> (N, M)
+        ids = (best[..., None] * width + torch.arange(width, device=lp.device)).view(N, c * width)  # (N, M)
+    else:
+        vals, ids = lp.topk(min(V, c), dim=-1)  # (N, M), best first
+    keep = (vals >= math.log(epsilon)) | (vals == vals.amax(-1, keepdim=True))  # (N, M): the arg-max stays
+    return vals.masked_fill(~keep, 0.0).exp().masked_fill_(~keep, 0.0), ids  # exp(0), then 0: no underflow
+
+
+def sample_draw(lp: torch.Tensor, epsilon: float, g: torch.Generator, plain: bool = False) -> torch.Tensor:
+    """One draw per row of lp (N, V) -> ids (N,): from p (epsilon 0) or epsilon sampling's q. The fast path
+    draws among `epsilon_candidates`; `plain` over the whole vocabulary (`epsilon_filter`), as before it: the
+    same law, not the same draws for a seed."""
+    if epsilon > 0 and not plain:
+        probs, ids = epsilon_candidates(lp, epsilon)  # (N, c), (N, c)
+        return ids.gather(1, inverse_cdf(probs, g)[:, None]).squeeze(1)  # (N, 1) -> (N,)
+    return inverse_cdf((epsilon_filter(lp, epsilon) if epsilon > 0 else lp).exp(), g)
+
+
 @torch.no_grad()
 def sample(model, src, samples: int = 1, epsilon: float = 0.0, temperature: float = 1.0, seed: int = 0,
            max_len_a: float = 1.5, max_len_b: int = 10, max_positions: int = None, min_len: int = 0,
-           state=None) -> list:
+           plain: bool = False) -> list:
     """`samples` translations per sentence drawn from the model at `temperature`: ancestral sampling, or with
-    `epsilon` > 0 epsilon sampling (`epsilon_filter` at every step). Returns, per sentence, its list of
+    `epsilon` > 0 epsilon sampling (`epsilon_filter`'s law at every step). Returns, per sentence, its list of
     Hypothesis; token_probs and logprob are the model's at T (before the truncation), as for every decoder.
-    All samples of a batch are drawn in one pass (each source row repeated `samples` times). Reproducible: one
-    torch.Generator seeded with `seed` draws every token, so the same seed, sources and batch give the same
-    samples."""
+    Reproducible: one torch.Generator seeded with `seed` draws every token, so the same seed, sources and batch
+    give the same samples.
+
+    All samples of a batch are drawn in one pass: each sentence is encoded once and its samples are its rows
+    (a state of `samples` rows a sentence, as a beam's), a sentence leaves the batch when all of them have
+    ended, and a row that ended early is carried along, its steps unused. `plain`: the reference path, every
+    sample its own sentence (the source repeated and encoded per row, each row leaving when it ends, the draw
+    over the whole vocabulary); the same law (tests/test_search.py), not the same draws."""
     if not (isinstance(samples, int) and samples >= 1) or not 0.0 <= epsilon < 1.0:
         raise UsageError(f"samples {samples!r}, epsilon {epsilon!r}: expected a whole number >= 1 and a number "
                          f"in [0, 1)")
-    B = src.size(0)
-    rows = torch.arange(B, device=src.device).repeat_interleave(samples)  # (B * samples,)
-    src_n = src[rows]  # (B, S) -> (B * samples, S)
-    state = model.init_state(src_n) if state is None else model.reorder_state(state, rows)
     g = torch.Generator(device=src.device).manual_seed(seed)
+    B, n = src.size(0), samples
 
     def draw(lp):
-        q = epsilon_filter(lp, epsilon) if epsilon > 0 else lp
-        tok = inverse_cdf(q.exp(), g)  # (N,)
+        tok = sample_draw(lp, epsilon, g, plain)  # (N,)
         return lp.gather(1, tok[:, None]).squeeze(1), tok  # the model's log p of the draw, at T
-    hyps = one_path(model, src_n, draw, max_len_a, max_len_b, temperature, max_positions, min_len, state)
-    return [hyps[i * samples:(i + 1) * samples] for i in range(B)]
+    if plain:
+        src_n = src.repeat_interleave(n, dim=0)  # (B, S) -> (B * n, S)
+        hyps = one_path(model, src_n, draw, max_len_a, max_len_b, temperature, max_positions, min_len, None)
+        return [hyps[i * n:(i + 1) * n] for i in range(B)]
+    max_len = hypothesis_limits(src, max_len_a, max_len_b, max_positions, min_len)  # (B,)
+    state = model.init_state(src, beam=n)
+    live = torch.arange(B)  # original index of each sentence still in the batch
+    ended = torch.zeros(B * n, dtype=torch.bool)  # (b * n,): rows whose sample has ended
+    prev = torch.full((B * n,), BOS, dtype=torch.long, device=src.device)
+    out = [Hypothesis(tokens=[]) for _ in range(B * n)]
+    for t in range(int(max_len.max())):
+        forced = (max_len[live] - 1 == t).repeat_interleave(n)  # (b,) -> (b * n,)
+        tok_lp, tok = draw(_step_logprobs(model, prev, state, temperature, forced.to(src.device), t < min_len))
+        rows = (live.repeat_interleave(n) * n + torch.arange(n).repeat(live.numel()))  # (b * n,) into out
+        for r, y, lp_y, done in zip(rows.tolist(), tok.tolist(), tok_lp.tolist(), ended.tolist()):
+            if not done:
+                h = out[r]
+                h.tokens.append(y)
+                h.token_probs.append(math.exp(lp_y))
+                h.logprob += lp_y
+        ended |= (tok == EOS).cpu()
+        going = ~ended.view(-1, n).all(dim=1)  # (b * n,) -> (b, n) -> (b,): sentences with a sample going
+        if not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(1)  # (b',)
+            keep_rows = (keep[:, None] * n + torch.arange(n)).view(-1)  # (b', n) -> (b' * n,)
+            state = model.reorder_state(state, keep_rows.to(src.device))
+            live, tok, ended = live[keep], tok[keep_rows.to(src.device)], ended[keep_rows]
+        prev = tok.masked_fill(ended.to(src.device), EOS)
+    for h in out:
+        h.score = h.logprob
+    return [out[i * n:(i + 1) * n] for i in range(B)]
 
 
 @torch.no_grad()

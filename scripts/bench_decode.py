@@ -29,6 +29,12 @@ slower than CTranslate2 fp32.
 the prepacked weights are float32) and CTranslate2 with compute_type bfloat16 where it offers one; a system
 that refuses the type is reported as such.
 
+The decoders that use the whole distribution, against a beam of the same width (`--beam 32 --samples 32`):
+- `nmt-sample`: `--samples` epsilon samples (`--epsilon`) per sentence in one batched pass (`search.sample`),
+  each of exactly --length tokens, so a batch holds as many rows as a beam of --samples does;
+- `nmt-mbr`: the same samples, then the MBR choice by chrF among them (`nmt.mbr.mbr`, as decoding does).
+Compare their sentences/s with `nmt`'s; their target tokens count one translation per sentence, as a beam's.
+
 Two more lines bound what nmt's search could reach:
 - `matmuls` runs only its matrix products: the encoder, then per step the decoder layers' linear maps and
   the output projection, at the rows the search has (one per sentence at the first step, then `--beam`),
@@ -56,16 +62,17 @@ import bench_common  # noqa: E402
 from nmt.checkpoint import load_model  # noqa: E402
 from nmt.config import ModelConfig, TrainConfig  # noqa: E402
 from nmt.data import pad_ids, read_text_pairs
+from nmt.mbr import mbr  # noqa: E402
 from nmt.model import Transformer, attention_bias, step_attention  # noqa: E402
 from nmt.runtime import setup_cpu  # noqa: E402
-from nmt.search import beam_search  # noqa: E402
+from nmt.search import beam_search, sample  # noqa: E402
 from nmt.tokenizer import (
     PAD,  # noqa: E402
     encode_lines,  # noqa: E402
 )
 
-SYSTEMS = ("nmt", "nmt-unpacked", "nmt-parallel", "nmt-processes", "generate", "ctranslate2", "matmuls", "kernels",
-           "ct2-export",
+SYSTEMS = ("nmt", "nmt-unpacked", "nmt-sample", "nmt-mbr", "nmt-parallel", "nmt-processes", "generate", "ctranslate2",
+           "matmuls", "kernels", "ct2-export",
            "ct2-export-parallel", "ct2-export-int8")
 DEFAULT_SYSTEMS = "nmt,generate,ctranslate2,matmuls,kernels"
 
@@ -77,6 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir")
     p.add_argument("--length", type=int, default=24, help="decoder steps (output tokens) per sentence")
     p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--samples", type=int, default=32, help="samples per sentence (nmt-sample, nmt-mbr)")
+    p.add_argument("--epsilon", type=float, default=0.02, help="epsilon sampling's threshold (nmt-sample, nmt-mbr)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="alternate the systems this many times; best round kept")
@@ -132,7 +141,9 @@ def main():
         rel = f"{b['tokens_per_s'] / base:.2f}x" if base else "-"
         print(f"{name:20s} {b['sentences_per_s']:12.1f} {b['tokens_per_s']:13.0f} {rel:>22s}")
     info = next(b for b in best.values() if "model" in b)
-    print(f"({info['sentences']} sentences of test_2016_flickr, beam {args.beam}, batch {args.batch_size}, "
+    sampled = f"{args.samples} samples at epsilon {args.epsilon}, " if any("sample" in s or "mbr" in s
+                                                                           for s in systems) else ""
+    print(f"({info['sentences']} sentences of test_2016_flickr, beam {args.beam}, {sampled}batch {args.batch_size}, "
           f"{args.length} tokens each, {args.threads} threads, {args.dtype}, best of {args.rounds} rounds, each "
           f"system in a process of its own; {info['model']})")
     if args.json:
@@ -168,6 +179,20 @@ def measure(args, name: str) -> dict:
                 hyps = beam_search(searcher, src, beam=K, max_len_a=0, max_len_b=L, min_len=L - 1)
                 assert all(len(h.tokens) == L for h in hyps)
                 n += sum(len(h.tokens) for h in hyps)
+        return n
+
+    def run_sample(batches, choose: bool = False):
+        """--samples epsilon samples of each sentence, in one pass per batch; with `choose`, MBR by chrF."""
+        n = 0
+        with torch.no_grad():
+            for src in batches:
+                groups = sample(searcher, src, samples=args.samples, epsilon=args.epsilon, seed=1, max_len_a=0,
+                                max_len_b=L, min_len=L - 1)
+                assert all(len(h.tokens) == L for g in groups for h in g)
+                if choose:
+                    picks = [mbr([sp.decode(h.ids) for h in g]).index for g in groups]
+                    assert len(picks) == len(groups)
+                n += len(groups) * L
         return n
 
     def run_parallel(run, batches):
@@ -267,7 +292,8 @@ def measure(args, name: str) -> dict:
             n += sum(len(r.hypotheses[0]) for r in res)
         return n
 
-    runners = {"nmt": run_nmt, "nmt-unpacked": run_nmt, "nmt-parallel": lambda b: run_parallel(run_nmt, b),
+    runners = {"nmt": run_nmt, "nmt-unpacked": run_nmt, "nmt-sample": run_sample,
+               "nmt-mbr": lambda b: run_sample(b, choose=True), "nmt-parallel": lambda b: run_parallel(run_nmt, b),
                "nmt-processes": lambda b: run_processes(run_nmt, b),
                "generate": run_generate, "ctranslate2": run_ctranslate2, "ct2-export": run_ctranslate2,
                "ct2-export-parallel": run_ctranslate2, "ct2-export-int8": run_ctranslate2, "matmuls": run_floor,

@@ -246,26 +246,48 @@ def test_epsilon_filter_by_hand():
     assert epsilon_filter(lp, 0.6).exp()[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
 
 
-def test_sampling_draws_the_toys_distribution_and_is_reproducible():
+@pytest.mark.parametrize("width, V", [(8, 64), (8, 60), (32, 64)])  # blocks; V not a multiple; too few blocks
+def test_epsilon_candidates_carry_epsilon_filters_distribution(width, V):
+    """The fast draw's candidates, scattered back over the vocabulary and normalised, are `epsilon_filter`'s
+    distribution: random rows, peaked rows, a row below epsilon everywhere (only its arg-max stays) and a forced
+    row (one finite piece)."""
+    from nmt.search import epsilon_candidates, epsilon_filter
+    g = torch.Generator().manual_seed(5)
+    lp = torch.cat([torch.randn(6, V, generator=g) * scale for scale in (1.0, 4.0)]).log_softmax(-1)  # (12, V)
+    flat = torch.zeros(1, V).log_softmax(-1)  # every p = 1 / V < epsilon
+    forced = torch.full((1, V), -math.inf)
+    forced[0, 3] = -7.0
+    lp = torch.cat([lp, flat + torch.linspace(0, 1e-3, V), forced])  # (14, V)
+    for epsilon in (0.02, 0.1, 0.3):
+        probs, ids = epsilon_candidates(lp, epsilon, width)
+        full = torch.zeros_like(lp).scatter_add_(1, ids, probs)  # (14, M) -> (14, V)
+        expected = epsilon_filter(lp, epsilon).exp()
+        assert torch.allclose(full / full.sum(-1, keepdim=True), expected, atol=1e-6)
+        assert int((probs > 0).sum(-1).max()) <= int(1 / epsilon) + 1
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_sampling_draws_the_toys_distribution_and_is_reproducible(plain):
     """4,000 draws from the toy chain: the first token is a / b / EOS with p 0.5 / 0.4 / 0.1 (a chi-square test
     at the 0.1% level on the counts), the same seed gives the same samples, each sample's logprob is the chain's
     log-probability of its tokens. With epsilon 0.15, EOS (p 0.1) never comes first; a and b keep their ratio."""
     from scipy.stats import chisquare
 
     from nmt.search import sample
-    draws, = sample(ToyDecoder(), SRC, samples=4000, seed=3, **LIM)
+    draws, = sample(ToyDecoder(), SRC, samples=4000, seed=3, plain=plain, **LIM)
     first = [h.tokens[0] for h in draws]
     counts = [first.count(A), first.count(B), first.count(EOS)]
     assert sum(counts) == 4000 and chisquare(counts, [2000, 1600, 400]).pvalue > 1e-3
-    again, = sample(ToyDecoder(), SRC, samples=4000, seed=3, **LIM)
+    again, = sample(ToyDecoder(), SRC, samples=4000, seed=3, plain=plain, **LIM)
     assert [h.tokens for h in again] == [h.tokens for h in draws]
-    for h in draws[:50]:
+    for h in draws[:200]:  # samples of every length: each ends at its first EOS, however long the others go on
+        assert h.tokens.count(EOS) == 1 and len(h.token_probs) == len(h.tokens)
         prev, lp = BOS, 0.0
         for tok in h.tokens:
             lp += math.log(CHAIN[prev][tok])
             prev = tok
         assert h.logprob == pytest.approx(lp) and h.tokens[-1] == EOS
-    eps, = sample(ToyDecoder(), SRC, samples=2000, epsilon=0.15, seed=4, **LIM)
+    eps, = sample(ToyDecoder(), SRC, samples=2000, epsilon=0.15, seed=4, plain=plain, **LIM)
     first = [h.tokens[0] for h in eps]
     assert EOS not in first and chisquare([first.count(A), first.count(B)], [2000 * 5 / 9, 2000 * 4 / 9]).pvalue > 1e-3
     with pytest.raises(UsageError, match="samples 0"):

@@ -466,7 +466,82 @@ def write_figures(panels: dict, data: Comparison, out_dir) -> list:
     if data.beam_sweep:
         write_beam_sweep(data.beam_sweep, out_dir)
         written += [out_dir / "beam_sweep.csv", out_dir / "beam_sweep.png"]
+    if any(len(sets) > 1 for sets in shift_order(data.rows).values()):
+        write_shift(data.rows, out_dir)
+        written += [out_dir / "shift.csv", out_dir / "shift.png"]
     return written
+
+
+SHIFT_PANELS = (("ece_forced", "ECE (teacher-forced)"), ("ece_inference", "ECE (inference)"),
+                ("drift", "oracle T / validation T"))
+
+
+def shift_order(rows: list) -> dict:
+    """{pair: its test sets, most in-domain first}: ordered by the hard-target model's mean BLEU at T = 1 (the
+    pair's first model with alpha 0, else its first model), highest first."""
+    order = {}
+    for pair in dict.fromkeys(r.pair for r in rows):
+        ones = [r for r in rows if r.pair == pair and r.t_kind == "1"]
+        ref = next((r.model for r in ones if r.alpha == 0), ones[0].model)
+        bleu = {}
+        for r in ones:
+            if r.model == ref:
+                bleu.setdefault(r.test_set, []).append(r.bleu_beam)
+        order[pair] = sorted(bleu, key=lambda name: -statistics.fmean(bleu[name]))
+    return order
+
+
+def shift_points(rows: list) -> list:
+    """One point per row: its pair, test set, rank in `shift_order`, model and temperature kind, seed, BLEU, the two
+    ECEs and the drift (the oracle T fitted on the test set over the T fitted on validation; None without an
+    oracle T)."""
+    order = shift_order(rows)
+    val_t = {(r.model, r.seed, r.test_set): r.temperature for r in rows if r.t_kind == "fitted"}
+    return [{"pair": r.pair, "test_set": r.test_set, "rank": order[r.pair].index(r.test_set) + 1, "model": r.model,
+             "label": r.label + (" + T" if r.t_kind == "fitted" else ""), "t_kind": r.t_kind, "seed": r.seed,
+             "temperature": r.temperature, "bleu_beam": r.bleu_beam, "ece_forced": r.ece_forced,
+             "ece_inference": r.ece_inference, "oracle_temperature": r.oracle_temperature,
+             "drift": (r.oracle_temperature / val_t[r.model, r.seed, r.test_set]
+                       if r.oracle_temperature is not None and (r.model, r.seed, r.test_set) in val_t else None)}
+            for r in rows if r.test_set in order[r.pair]]
+
+
+def write_shift(rows: list, out_dir) -> None:
+    """shift.csv (one line per row) and shift.png: per pair (a row of panels), forced ECE, inference ECE and the
+    oracle-T drift against the test sets ordered by the hard-target model's BLEU (`shift_order`), one line per
+    model and temperature (the drift: per model, at T = 1), mean ± std over seeds as bands."""
+    points = shift_points(rows)
+    write_text_atomic(Path(out_dir) / "shift.csv", _csv(points, list(points[0])))
+    order = shift_order(rows)
+    plt = _plt()
+    fig, axes = plt.subplots(len(order), 3, figsize=(14, 3.6 * len(order)), squeeze=False)
+    for ax_row, (pair, sets) in zip(axes, order.items()):
+        lines = list(dict.fromkeys((p["model"], p["t_kind"], p["label"]) for p in points if p["pair"] == pair))
+        for ax, (key, title) in zip(ax_row, SHIFT_PANELS):
+            models = list(dict.fromkeys(m for m, _, _ in lines))
+            for model, kind, label in lines:
+                ps = [p for p in points if p["pair"] == pair and p["model"] == model and p["t_kind"] == kind
+                      and p[key] is not None]
+                if not ps or (key == "drift" and kind != "1"):
+                    continue
+                b = _bands(ps, "rank", key)
+                xs, m, sd = list(b), [b[x][0] for x in b], [b[x][1] for x in b]
+                color = f"C{models.index(model)}"
+                ax.plot(xs, m, "--" if kind == "fitted" else "-", marker="o", ms=3, color=color,
+                        label=label if key != "drift" else label.removesuffix(" + T"))
+                ax.fill_between(xs, [a - d for a, d in zip(m, sd)], [a + d for a, d in zip(m, sd)], color=color,
+                                alpha=0.15)
+            if key == "drift":
+                ax.axhline(1.0, color="grey", lw=0.8)
+            ax.set_xticks(range(1, len(sets) + 1), [name.removeprefix("test_") for name in sets], rotation=20,
+                          fontsize=7)
+            ax.set_title(f"{pair}: {title}", fontsize=9)
+        ax_row[0].legend(fontsize=7)
+    fig.suptitle("Under shift: test sets ordered by the hard-target model's BLEU (most in-domain first); "
+                 "mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, Path(out_dir) / "shift.png")
+    plt.close(fig)
 
 
 def write_reliability_figures(panels: dict, data: Comparison, out_dir) -> None:

@@ -992,3 +992,27 @@ def test_a_study_with_the_sampling_decoders_reports_and_judges_them(toy_results,
         dec.write_text(text.replace(old, new))
         with pytest.raises(StudyError, match=message):
             load_study(dec)
+
+
+def test_the_shift_figure_orders_test_sets_by_hard_bleu_and_divides_the_oracle_t_by_the_validation_t(tmp_path):
+    """Hard targets' BLEU at T = 1 (mean over two seeds): a 30, b 20, c 25, so the order is a, c, b, whatever label
+    smoothing scores (its BLEU ranks b first). Hard seed 1 has validation T 1.1 and oracle T 1.32 on b: drift
+    1.2; a study of one test set per pair draws no shift figure."""
+    from nmt.report import shift_order, shift_points, write_figures
+    from nmt.results import Comparison, Row
+    bleu = {("hard", "a"): 30, ("hard", "b"): 20, ("hard", "c"): 25, ("ls", "a"): 10, ("ls", "b"): 40, ("ls", "c"): 5}
+    rows = [Row(model=m, label=m, alpha=0.1 if m == "ls" else 0.0, seed=s, t_kind=k,
+                temperature=1.0 if k == "1" else 1.1, test_set=t, bleu_beam=b + s - 1.5, ece_forced=0.01 * s,
+                ece_inference=0.02, oracle_temperature=1.32)
+            for (m, t), b in bleu.items() for s in (1, 2) for k in ("1", "fitted")]
+    assert shift_order(rows) == {"en-de": ["a", "c", "b"]}
+    p = next(p for p in shift_points(rows)
+             if (p["model"], p["seed"], p["test_set"], p["t_kind"]) == ("hard", 1, "b", "1"))
+    assert p["rank"] == 3 and p["drift"] == pytest.approx(1.2) and p["label"] == "hard"
+    data = Comparison({"beam": 4}, {}, rows, [], [], [], [])
+    written = write_figures({}, data, tmp_path)
+    assert written == [tmp_path / "shift.csv", tmp_path / "shift.png"] and (tmp_path / "shift.png").stat().st_size
+    lines = list(csv.DictReader((tmp_path / "shift.csv").open()))
+    assert len(lines) == 24 and {ln["rank"] for ln in lines if ln["test_set"] == "c"} == {"2"}
+    one = [dataclasses.replace(r, test_set="a") for r in rows if r.test_set == "a"]
+    assert write_figures({}, Comparison({"beam": 4}, {}, one, [], [], [], []), tmp_path / "one") == []

@@ -32,3 +32,11 @@ def run(body, interrupted: str = "interrupted") -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
+
+
+def add_search_kernels(p) -> None:
+    """--search-kernels: the beam search's linear maps (`nmt.levers`)."""
+    p.add_argument("--search-kernels", default="auto", choices=("auto", "packed", "plain"),
+                   help="the beam search's linear maps on the CPU: prepacked for oneDNN (packed), torch's own (plain), "
+                        "or auto: whichever measured faster on this machine and model shape (measured once, cached "
+                        "in ~/.cache/nmt/levers.json; the same hypotheses either way)")

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from nmt import checkpoint as ckpt_io
-from nmt import cli, ct2
+from nmt import cli, ct2, levers
 from nmt.adhoc import study_to_compare
 from nmt.config import DecodeConfig, add_arguments, from_arguments, train_config_from
 from nmt.data import read_text, read_text_pairs, split_files, test_sets_of
@@ -68,6 +68,7 @@ def parse_args(argv=None):
                                                                     "(BLEU / chrF only)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    cli.add_search_kernels(p)
     p.add_argument("--results", help="study: where tables and figures go (default: results/NAME)")
     p.add_argument("--runs", help="study: where its runs are (default: the study's `runs`)")
     p.add_argument("--study", help="study: the study file to evaluate (default: studies/main.toml)")
@@ -269,6 +270,7 @@ def main(argv=None) -> int:
         one = check_mode(args)
         dcfg = from_arguments(DecodeConfig, args)
         setup_cpu(args.threads)
+        levers.set_given("search_kernels", args.search_kernels)
         device = pick_device(args.device)
         if one and args.engine == "ctranslate2":
             return decode_ctranslate2(args, dcfg)

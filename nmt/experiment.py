@@ -380,8 +380,8 @@ def provenance(argv, started: float, device, study: Study, runs: list) -> dict:
     import scipy
     import sentencepiece
 
-    from nmt import __version__
-    from nmt.runtime import cpu_bf16_capability
+    from nmt import __version__, levers
+    from nmt.runtime import cpu_bf16_flags
     corpus = {}
     for r in runs:
         try:
@@ -399,8 +399,8 @@ def provenance(argv, started: float, device, study: Study, runs: list) -> dict:
             "sacrebleu": sacrebleu.__version__, "scipy": scipy.__version__, "python": platform.python_version(),
             "corpus_sha256": corpus, "precision": {r["run"]: r["precision"] for r in runs},
             "machine": {"device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-                        "platform": platform.platform(), "cpu_bf16": cpu_bf16_capability()["flags"]},
-            "wall_seconds": round(time.time() - started, 1)}
+                        "platform": platform.platform(), "cpu_bf16": cpu_bf16_flags()},
+            "levers": levers.chosen(), "wall_seconds": round(time.time() - started, 1)}
 
 
 def copy_run_files(run_dirs, out_dir: Path) -> None:

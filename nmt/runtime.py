@@ -51,26 +51,6 @@ def cpu_bf16_flags() -> list:
     return sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
 
 
-def cpu_bf16_capability() -> dict:
-    """What this CPU offers for bf16 matrix products: its flags (avx512_bf16, amx_bf16) and, measured now, the
-    speed of a 1024 x 1024 product in bf16 against float32 (best of 3 each; about 0.1 s)."""
-    import time
-    has = cpu_bf16_flags()
-    a = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0))  # the global generators untouched
-    times = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        x = a.to(dtype)
-        torch.matmul(x, x)
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            torch.matmul(x, x)
-            best = min(best, time.perf_counter() - t0)
-        times[str(dtype).replace("torch.", "")] = best
-    return {"flags": has, "fp32_s": times["float32"], "bf16_s": times["bfloat16"],
-            "bf16_speedup": times["float32"] / times["bfloat16"]}
-
-
 def check_cpu_amp(amp: str) -> None:
     """Refuse (UsageError) an --amp the CPU cannot run: fp16 anywhere, bf16 without bf16 units. Cheap (the flags
     only), so that training refuses before it writes anything."""
@@ -82,17 +62,15 @@ def check_cpu_amp(amp: str) -> None:
                          "or auto")
 
 
-BF16_MIN_SPEEDUP = 1.5  # --amp auto uses bf16 on the CPU only where its products are at least this much faster
-
-
-def autocast_for(amp: str, device):
+def autocast_for(amp: str, device, mcfg=None):
     """(autocast context, gradient scaler or None, precision record) for --amp on this device.
 
     CUDA: bf16 where the GPU supports it, else fp16 with a gradient scaler ("auto"), or what was asked.
     CPU: bf16 autocast where the CPU has bf16 units: "bf16" is refused without them (UsageError), and "auto"
-    takes it only where `cpu_bf16_capability` measures products at least BF16_MIN_SPEEDUP times faster.
-    The loss and the optimizer state stay in float32 either way. The record (precision, and the CPU's
-    capability) goes into the run's config, because it changes the numbers."""
+    takes it only where a few training updates of this model shape (`mcfg`) measured faster in bf16 than in
+    float32 (`nmt.levers.training_amp`; the products alone are no guide: 2.5x faster in bf16 on an AMX CPU
+    whose updates ran 0.88x). The loss and the optimizer state stay in float32 either way. The record
+    (precision, and the lever's choice with its timings) goes into the run's config: bf16 changes the numbers."""
     import contextlib
 
     if amp == "none":
@@ -103,8 +81,11 @@ def autocast_for(amp: str, device):
         scaler = None if bf16 else torch.amp.GradScaler("cuda")
         return torch.autocast("cuda", dtype=dtype), scaler, {"precision": "bf16" if bf16 else "fp16", "amp": amp}
     check_cpu_amp(amp)
-    cap = cpu_bf16_capability()
-    record = {"amp": amp, "cpu_bf16": cap}
-    if amp == "bf16" or (cap["flags"] and cap["bf16_speedup"] >= BF16_MIN_SPEEDUP):
-        return torch.autocast("cpu", dtype=torch.bfloat16), None, {**record, "precision": "bf16"}
-    return contextlib.nullcontext(), None, {**record, "precision": "fp32"}
+    if not cpu_bf16_flags():  # "auto" without bf16 units: nothing to measure
+        return contextlib.nullcontext(), None, {"amp": amp, "precision": "fp32", "lever": None}
+    from nmt.levers import training_amp
+    lever = training_amp(mcfg, amp)
+    record = {"amp": amp, "lever": lever.to_json(), "precision": "bf16" if lever.choice == "bf16" else "fp32"}
+    if lever.choice == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16), None, record
+    return contextlib.nullcontext(), None, record

@@ -176,21 +176,24 @@ def inverse_cdf(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def epsilon_candidates(lp: torch.Tensor, epsilon: float, width: int = 32):
-    """Epsilon sampling's distribution from lp (N, V) on the few pieces it can keep. At most c = floor(1 / epsilon)
-    pieces have p >= epsilon, so with the arg-max they lie in the c + 1 blocks of `width` pieces whose maxima are
-    highest (or, when V is not a multiple of `width`, among the c + 1 best pieces). Returns probabilities (N, M),
-    unnormalised (p where kept, else 0: `inverse_cdf` takes them as they are), and their pieces' ids (N, M):
-    `epsilon_filter`'s law without a pass of exp over the vocabulary. (Only if more than c + 1 blocks tie for a
-    maximum below epsilon, which `epsilon_filter` keeps whole, does it keep fewer of them.)"""
+    """Epsilon sampling's distribution from lp (N, V) on the few pieces it can keep. The vocabulary is cut into
+    blocks of `width` pieces; a piece with p >= epsilon lies in a block whose maximum is >= log epsilon, and the
+    arg-max in the block of the highest maximum, so the c best blocks of every row hold them all, c the most
+    such blocks any row has (at least 1; at most floor(1 / epsilon)). Where V is not a multiple of `width`, the
+    floor(1 / epsilon) + 1 best pieces. Returns probabilities (N, M), unnormalised (p where kept, else 0:
+    `inverse_cdf` takes them as they are), and their pieces' ids (N, M): `epsilon_filter`'s law without a pass
+    of exp and cumsum over the vocabulary. (Only a maximum below epsilon that ties across blocks, which
+    `epsilon_filter` keeps whole, is kept here in its first block alone.)"""
     N, V = lp.shape
-    c = int(1.0 / epsilon) + 1
-    if V % width == 0 and c < V // width:
+    if V % width == 0:
         blocks = lp.view(N, V // width, width)  # (N, V) -> (N, nb, width)
-        best = blocks.amax(-1).topk(c, dim=-1).indices  # (N, c): the blocks with the highest maxima
-        vals = blocks[torch.arange(N, device=lp.device)[:, None], best].view(N, c * width)  # (N, c, w) -> (N, M)
-        ids = (best[..., None] * width + torch.arange(width, device=lp.device)).view(N, c * width)  # (N, M)
+        best = blocks.amax(-1)  # (N, nb): each block's maximum
+        c = max(1, int((best >= math.log(epsilon)).sum(-1).max()))
+        top = best.topk(c, dim=-1).indices  # (N, c): the blocks with the highest maxima
+        vals = blocks[torch.arange(N, device=lp.device)[:, None], top].view(N, c * width)  # (N, c, w) -> (N, M)
+        ids = (top[..., None] * width + torch.arange(width, device=lp.device)).view(N, c * width)  # (N, M)
     else:
-        vals, ids = lp.topk(min(V, c), dim=-1)  # (N, M), best first
+        vals, ids = lp.topk(min(V, int(1.0 / epsilon) + 1), dim=-1)  # (N, M), best first
     keep = (vals >= math.log(epsilon)) | (vals == vals.amax(-1, keepdim=True))  # (N, M): the arg-max stays
     return vals.masked_fill(~keep, 0.0).exp().masked_fill_(~keep, 0.0), ids  # exp(0), then 0: no underflow
 
@@ -350,16 +353,20 @@ def check_search_size(model, beam: int, batch_size: int, max_positions: int, mem
 
 def translate_many(model, src_ids: list, jobs: list, batch_size: int = 64, length_penalty: float = 1.0,
                    max_len_a: float = 1.5, max_len_b: int = 10, max_positions: int = None, min_len: int = 0,
-                   progress=None, prepack: bool = True) -> dict:
+                   progress=None, prepack: bool | None = None) -> dict:
     """Search every source (lists of ids, EOS included) with every (beam, temperature) of `jobs`, in batches of
     similar length; {job: hypotheses in input order}. Each batch is encoded once and every job starts a
     fresh search from that encoding (the same numbers as encoding it per job: the same batch, the same
     computation). Beam 1 is greedy search. An empty source gives an empty hypothesis without running the
-    model. A model with `for_cpu_search` (`nmt.model.Transformer`) searches with that copy unless `prepack`
-    is False."""
+    model. A model with `for_cpu_search` (`nmt.model.Transformer`) searches with that prepacked copy where
+    `prepack` is True, with its own linear maps where it is False, and by default as `levers.search_kernels`
+    measured on this machine (the same hypotheses either way: only the speed differs)."""
     device = next(model.parameters()).device
-    if prepack and hasattr(model, "for_cpu_search") and not model.training:
-        model = model.for_cpu_search()
+    if hasattr(model, "for_cpu_search") and not model.training:
+        if prepack is None:
+            from nmt.levers import search_kernels
+            prepack = search_kernels(model).choice == "packed"
+        model = model.for_cpu_search() if prepack else model
     jobs = list(dict.fromkeys(jobs))
     out = {job: [Hypothesis(tokens=[]) for _ in src_ids] for job in jobs}
     batch_size = min(check_search_size(model, beam, batch_size, max_positions) for beam, _ in jobs)

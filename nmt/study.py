@@ -28,7 +28,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from nmt import cli, evalcache
+from nmt import cli, evalcache, levers
 from nmt.adhoc import adhoc_study
 from nmt.claims import seeds_plan
 from nmt.errors import UsageError
@@ -75,6 +75,7 @@ def parse_args(argv):
                         "with 80%% power, from its observed spread (repeat for several metrics)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    cli.add_search_kernels(p)
     return p.parse_args(argv)
 
 
@@ -131,6 +132,7 @@ def reusable(study, planned, args) -> dict:
 
 def evaluate_and_write(study, planned, args, argv, missing=(), reused=None) -> int:
     setup_cpu(args.threads)
+    levers.set_given("search_kernels", args.search_kernels)
     device = pick_device(args.device)
     out = Path(args.results or Path("results") / study.name)
     cache = out / evalcache.CACHE_DIR  # an interrupted evaluation resumes from here (nmt.evalcache)

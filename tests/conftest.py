@@ -13,6 +13,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one threa
     import torch
     torch.set_num_threads(1)
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _levers_cache(tmp_path_factory):
+    """The speed levers' cache (`nmt.levers`) in the session's temporary folder, never the user's."""
+    os.environ["NMT_CACHE_DIR"] = str(tmp_path_factory.mktemp("nmt-cache"))
+
+
 # A toy "translation": word-for-word, same order; learnable by a tiny model in a few hundred updates.
 LEXICON = {"a": "ein", "big": "gross", "small": "klein", "dog": "hund", "cat": "katze", "man": "mann",
            "woman": "frau", "runs": "rennt", "sits": "sitzt", "red": "rot", "blue": "blau", "ball": "ball",

@@ -16,8 +16,9 @@ Same sources, batches (sorted by length), beam, threads and output lengths: ever
 the weights (random unless --checkpoint) do not matter. Goal: at least 2x generate and no
 slower than CTranslate2 fp32.
 
-`nmt` searches as the library does (`translate_many`: linear maps prepacked for oneDNN on the CPU,
-`Transformer.for_cpu_search`); the levers measured beside it:
+`nmt` searches as the library does (`translate_many`: the linear maps `nmt.levers.search_kernels` measured
+faster on this machine, prepacked for oneDNN or torch's own); the levers measured beside it:
+- `nmt-packed`: the linear maps prepacked for oneDNN (`Transformer.for_cpu_search`), always;
 - `nmt-unpacked`: the model as trained, torch's own linear maps (the search before prepacking);
 - `nmt-parallel`: --threads batches searched at once, one thread each (Python threads: torch's kernels
   release the GIL), against the default of one batch at a time on --threads threads;
@@ -30,10 +31,12 @@ the prepacked weights are float32) and CTranslate2 with compute_type bfloat16 wh
 that refuses the type is reported as such.
 
 The decoders that use the whole distribution, against a beam of the same width (`--beam 32 --samples 32`):
-- `nmt-sample`: `--samples` epsilon samples (`--epsilon`) per sentence in one batched pass (`search.sample`),
-  each of exactly --length tokens, so a batch holds as many rows as a beam of --samples does;
+- `nmt-sample` (prepacked, as `nmt-packed`): `--samples` epsilon samples (`--epsilon`) per sentence in one
+  batched pass (`search.sample`), each of exactly --length tokens, so a batch holds as many rows as a beam of
+  --samples does;
 - `nmt-mbr`: the same samples, then the MBR choice by chrF among them (`nmt.mbr.mbr`, as decoding does).
-Compare their sentences/s with `nmt`'s; their target tokens count one translation per sentence, as a beam's.
+Compare their sentences/s with `nmt-packed`'s (the same linear maps); their target tokens count one
+translation per sentence, as a beam's.
 
 Two more lines bound what nmt's search could reach:
 - `matmuls` runs only its matrix products: the encoder, then per step the decoder layers' linear maps and
@@ -71,9 +74,8 @@ from nmt.tokenizer import (
     encode_lines,  # noqa: E402
 )
 
-SYSTEMS = ("nmt", "nmt-unpacked", "nmt-sample", "nmt-mbr", "nmt-parallel", "nmt-processes", "generate", "ctranslate2",
-           "matmuls", "kernels", "ct2-export",
-           "ct2-export-parallel", "ct2-export-int8")
+SYSTEMS = ("nmt", "nmt-packed", "nmt-unpacked", "nmt-sample", "nmt-mbr", "nmt-parallel", "nmt-processes", "generate",
+           "ctranslate2", "matmuls", "kernels", "ct2-export", "ct2-export-parallel", "ct2-export-int8")
 DEFAULT_SYSTEMS = "nmt,generate,ctranslate2,matmuls,kernels"
 
 
@@ -170,7 +172,12 @@ def measure(args, name: str) -> dict:
     marian = bench_common.marian_model(cfg).eval() if name in ("generate", "ctranslate2") else None
 
     bf16 = args.dtype == "bfloat16"
-    searcher = model if name == "nmt-unpacked" or bf16 else model.for_cpu_search()
+    if name == "nmt" and not bf16:
+        from nmt.levers import search_kernels
+        packed = search_kernels(model).choice == "packed"
+    else:
+        packed = name != "nmt-unpacked" and not bf16
+    searcher = model.for_cpu_search() if packed else model
 
     def run_nmt(batches):
         n = 0
@@ -292,7 +299,7 @@ def measure(args, name: str) -> dict:
             n += sum(len(r.hypotheses[0]) for r in res)
         return n
 
-    runners = {"nmt": run_nmt, "nmt-unpacked": run_nmt, "nmt-sample": run_sample,
+    runners = {"nmt": run_nmt, "nmt-packed": run_nmt, "nmt-unpacked": run_nmt, "nmt-sample": run_sample,
                "nmt-mbr": lambda b: run_sample(b, choose=True), "nmt-parallel": lambda b: run_parallel(run_nmt, b),
                "nmt-processes": lambda b: run_processes(run_nmt, b),
                "generate": run_generate, "ctranslate2": run_ctranslate2, "ct2-export": run_ctranslate2,

@@ -107,11 +107,13 @@ class ECESignature:
     eos: str = ""  # inference: "include" or "exclude"
     # "" the plug-in estimate; e.g. "debiased:kumar2019-normal", "floor:calibrated-poisson-binomial"
     estimator: str = ""
+    search: str = ""  # inference: "" (float32) or "bf16", the search's precision
 
     def fields(self, temperature: str) -> list:
         from nmt import __version__
         extra = [f"labeller:{self.labeller}", f"unit:{self.unit}", f"eos:{self.eos}"] if self.mode == "inference" \
             else []
+        extra += [f"search:{self.search}"] if self.search else []
         return (["ECE", f"bins:{self.n_bins}", "binning:uniform", "level:token", self.mode] + extra
                 + [f"T:{temperature}"] + ([f"tokens:{self.subset}"] if self.subset else [])
                 + ([f"estimator:{self.estimator}"] if self.estimator else []) + [f"version:nmt-{__version__}"])
@@ -578,10 +580,12 @@ def inference_labels(hyp, ref, labeller: str = "ter") -> list:
 
 
 def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, temperature: float = 1.0,
-                          labeller: str = "ter", eos: str = "include", intervals: bool = True) -> InferenceMetrics:
+                          labeller: str = "ter", eos: str = "include", intervals: bool = True,
+                          search: str = "") -> InferenceMetrics:
     """Inference ECE (Wang et al. 2020) over emitted tokens and their probabilities under the tempered model,
     with `labels` (one list of booleans per hypothesis, from `inference_labels`). eos="exclude" leaves out
-    EOS positions. With `intervals`, a 95% bootstrap interval over sentences."""
+    EOS positions. With `intervals`, a 95% bootstrap interval over sentences. `search`: "bf16" for hypotheses
+    searched in bfloat16 (their signature says so)."""
     stats = CalibrationStats(n_bins)
     per = {"nll": [], "tokens": [], "bins": []}
     for hyp, conf, lab in zip(hyp_ids, hyp_confidences, labels):
@@ -593,7 +597,7 @@ def inference_calibration(hyp_ids, hyp_confidences, labels, n_bins: int = 15, te
         for k in per:
             per[k].append(row[k])
     res = stats.result()
-    sig = ECESignature(n_bins, "inference", temperature, labeller=labeller, unit="piece", eos=eos)
+    sig = ECESignature(n_bins, "inference", temperature, labeller=labeller, unit="piece", eos=eos, search=search)
     out = InferenceMetrics(ece=res["ece"], mce=res["mce"], accuracy=res["accuracy"], confidence=res["confidence"],
                            tokens=res["n"], calibration=res, signature=str(sig),
                            signature_template=sig.without_temperature())

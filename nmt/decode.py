@@ -38,7 +38,7 @@ from nmt.evaluate import corpus_scores, encode_for_model, evaluate, format_metri
 from nmt.experiment import evaluate_study, write_results
 from nmt.files import check_regular_target, write_text_atomic
 from nmt.report import jsonable, study_summary
-from nmt.runtime import pick_device, setup_cpu
+from nmt.runtime import cpu_bf16_flags, pick_device, setup_cpu
 from nmt.studyfile import parse_test_sets
 from nmt.translator import Translator
 
@@ -262,6 +262,17 @@ def study(args, dcfg: DecodeConfig, device, argv) -> int:
     return 0
 
 
+def check_dtype(dcfg: DecodeConfig, device, args) -> None:
+    """--dtype bfloat16 needs bf16 units on a CPU (without them it runs many times slower) and nmt's search."""
+    if dcfg.dtype != "bfloat16":
+        return
+    if args.engine == "ctranslate2":
+        raise UsageError("--dtype bfloat16: not with --engine ctranslate2 (its precision is the exported model's)")
+    if device.type == "cpu" and not cpu_bf16_flags():
+        raise UsageError("--dtype bfloat16: this CPU has no bf16 units (no avx512_bf16 / amx_bf16 flag); expected "
+                         "float32")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
 
@@ -272,6 +283,7 @@ def main(argv=None) -> int:
         setup_cpu(args.threads)
         levers.set_given("search_kernels", args.search_kernels)
         device = pick_device(args.device)
+        check_dtype(dcfg, device, args)
         if one and args.engine == "ctranslate2":
             return decode_ctranslate2(args, dcfg)
         return decode_one(args, dcfg, device) if one else study(args, dcfg, device, argv)

@@ -103,18 +103,30 @@ def resolve_temperature(value, model, ckpt, sp, device) -> float:
 
 def search(model, src_ids, dcfg: DecodeConfig, jobs, progress=None):
     """{(beam, T): hypotheses} for every (beam, T) of `jobs`, each source encoded once for all of them
-    (`search.translate_many`); dcfg gives the length penalty, limits and batch size."""
-    return translate_many(model, src_ids, jobs, batch_size=dcfg.batch_size, length_penalty=dcfg.length_penalty,
-                          max_len_a=dcfg.max_len_a, max_len_b=dcfg.max_len_b, max_positions=model.cfg.max_positions,
-                          min_len=dcfg.min_len, progress=progress)
+    (`search.translate_many`); dcfg gives the length penalty, limits, batch size and precision."""
+    with search_precision(model, dcfg):
+        return translate_many(model, src_ids, jobs, batch_size=dcfg.batch_size, length_penalty=dcfg.length_penalty,
+                              max_len_a=dcfg.max_len_a, max_len_b=dcfg.max_len_b,
+                              max_positions=model.cfg.max_positions, min_len=dcfg.min_len, progress=progress,
+                              prepack=False if dcfg.dtype == "bfloat16" else None)
+
+
+def search_precision(model, dcfg: DecodeConfig):
+    """The search's precision: nothing for float32; bf16 autocast on the model's device for bfloat16 (the
+    prepacked linear maps are float32, so a bf16 search uses torch's own)."""
+    import contextlib
+    if dcfg.dtype != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 def decode_hypotheses(model, sp, src_ids, dcfg: DecodeConfig, temperature: float, progress=None) -> list:
     """One Hypothesis per source with dcfg's decoder: beam search (`search`), or a sampling decoder
-    (`sampled`)."""
+    (`sampled`), in dcfg's precision."""
     if dcfg.decoder == "beam":
         return search(model, src_ids, dcfg, [(dcfg.beam, temperature)], progress)[dcfg.beam, temperature]
-    return sampled(model, sp, src_ids, dcfg, temperature, progress)
+    with search_precision(model, dcfg):
+        return sampled(model, sp, src_ids, dcfg, temperature, progress)
 
 
 def sampled(model, sp, src_ids, dcfg: DecodeConfig, temperature: float, progress=None) -> list:
@@ -162,10 +174,14 @@ def corpus_scores(texts, ref_lines) -> dict:
 def score(hyps, texts, ref_lines, ref_ids, dcfg: DecodeConfig, temperature: float) -> dict:
     """`corpus_scores` and the inference calibration of `hyps` against references."""
     labels = [inference_labels(h.tokens, r, dcfg.labeller) for h, r in zip(hyps, ref_ids)]
+    bf16 = "bf16" if dcfg.dtype == "bfloat16" else ""
     inf = inference_calibration([h.tokens for h in hyps], [h.token_probs for h in hyps], labels,
                                 n_bins=dcfg.inference_bins, temperature=temperature, labeller=dcfg.labeller,
-                                eos=dcfg.inference_eos)
-    return {**corpus_scores(texts, ref_lines), "inference": inf, "labels": labels}
+                                eos=dcfg.inference_eos, search=bf16)
+    scores = corpus_scores(texts, ref_lines)
+    if bf16:  # sacrebleu's signatures, marked: these hypotheses are not float32's
+        scores = {**scores, **{k: scores[k] + "|search:bf16" for k in ("bleu_signature", "chrf_signature")}}
+    return {**scores, "inference": inf, "labels": labels}
 
 
 def forced_metrics(model, sp, src_lines, ref_lines, temperature: float, dcfg: DecodeConfig, device, name: str,

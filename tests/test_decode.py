@@ -359,3 +359,32 @@ def test_the_translator_takes_a_decoder(tiny_run):
     a = t.translate(["a big dog", "the cat"], decoder="mbr", samples=3, seed=7)
     b = t.translate(["a big dog", "the cat"], decoder="mbr", samples=3, seed=7)
     assert [x.text for x in a] == [x.text for x in b] and len(a) == 2 and all(x.logprob <= 0 for x in a)
+
+
+def test_a_bf16_search_says_so_in_its_signatures_and_is_refused_without_bf16_units(tiny_run, toy_corpus, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """--dtype bfloat16: the metrics' BLEU, chrF and inference-ECE signatures end in search:bf16 (float32's do
+    not), the forced ECE's does not (teacher-forced scoring stays float32); on a CPU without bf16 units, or with
+    the CTranslate2 engine, one line and exit 2 before anything is written."""
+    import nmt.decode
+    src, ref = toy_corpus / "test.en", toy_corpus / "test.de"
+    monkeypatch.setattr(nmt.decode, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    metrics = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.txt"
+        assert main(["--checkpoint", str(tiny_run), "--input", str(src), "--references", str(ref), "--dtype", dtype,
+                     "--output", str(out)]) == 0
+        metrics[dtype] = json.loads(out.with_name(out.name + ".metrics.json").read_text())
+    bf16, fp32 = metrics["bfloat16"], metrics["float32"]
+    assert bf16["bleu_signature"] == fp32["bleu_signature"] + "|search:bf16"
+    assert bf16["chrf_signature"] == fp32["chrf_signature"] + "|search:bf16"
+    assert "|search:bf16|" in bf16["inference"]["signature"] and "search:" not in fp32["inference"]["signature"]
+    assert bf16["forced"]["signature"] == fp32["forced"]["signature"] and bf16["decode"]["dtype"] == "bfloat16"
+    capsys.readouterr()
+    monkeypatch.setattr(nmt.decode, "cpu_bf16_flags", lambda: [])
+    for extra, message in (([], "--dtype bfloat16: this CPU has no bf16 units"),
+                           (["--engine", "ctranslate2"], "--dtype bfloat16: not with --engine ctranslate2")):
+        assert main(["--checkpoint", str(tiny_run), "--input", str(src), "--dtype", "bfloat16", "--device", "cpu",
+                     "--output", str(tmp_path / "x.txt"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists()

@@ -88,7 +88,8 @@ def main() -> int:
     top = sorted(set(f) | set(b), key=lambda k: -max(f.get(k, 0), b.get(k, 0)))[:12]
     print(f"{'operator (self time per update)':48s} {'fp32 ms':>8s} {'bf16 ms':>8s}")
     for k in top:
-        print(f"{k[:48]:48s} {f.get(k, 0):8.1f} {b.get(k, 0):8.1f}")
+        name = k.removeprefix("aten::")
+        print(f"{name[:48]:48s} {f.get(k, 0):8.1f} {b.get(k, 0):8.1f}")
     print(f"{'all':48s} {sum(f.values()):8.1f} {sum(b.values()):8.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"passes": passes, "profile": prof, "tokens": args.tokens,

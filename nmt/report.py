@@ -469,7 +469,52 @@ def write_figures(panels: dict, data: Comparison, out_dir) -> list:
     if any(len(sets) > 1 for sets in shift_order(data.rows).values()):
         write_shift(data.rows, out_dir)
         written += [out_dir / "shift.csv", out_dir / "shift.png"]
+    if len({p["alpha"] for p in alpha_points(data.rows)}) >= 3:
+        write_alpha_curve(data.rows, out_dir)
+        written += [out_dir / "alpha_curve.csv", out_dir / "alpha_curve.png"]
     return written
+
+
+ALPHA_PANELS = (("bleu_beam", "BLEU (beam)"), ("bleu_greedy", "BLEU (greedy)"), ("chrf", "chrF"), ("test_nll", "NLL"),
+                ("entropy", "entropy"), ("ece_forced", "ECE (forced)"), ("ece_forced_noeos", "ECE (forced, no EOS)"),
+                ("smece_forced", "smooth ECE"), ("ece_inference", "ECE (inference)"), ("temperature", "fitted T"))
+
+
+def alpha_points(rows: list) -> list:
+    """The rows of the α curve: hard targets and uniform smoothing (variant "hard" or "uniform") of the first pair,
+    on its first test set, one point each (alpha, temperature kind, seed and ALPHA_PANELS' metrics)."""
+    if not rows:
+        return []
+    pair, test_set = rows[0].pair, rows[0].test_set
+    return [{"model": r.model, "alpha": r.alpha, "t_kind": r.t_kind, "seed": r.seed, "test_set": r.test_set,
+             **{key: getattr(r, key) for key, _ in ALPHA_PANELS}}
+            for r in rows if r.pair == pair and r.test_set == test_set and r.variant in ("hard", "uniform")]
+
+
+def write_alpha_curve(rows: list, out_dir) -> None:
+    """alpha_curve.csv (one line per row of `alpha_points`) and alpha_curve.png: each metric of ALPHA_PANELS
+    against α, T = 1 solid and fitted T dashed (the fitted T itself: its own panel), mean ± std over seeds."""
+    points = alpha_points(rows)
+    write_text_atomic(Path(out_dir) / "alpha_curve.csv", _csv(points, list(points[0])))
+    plt = _plt()
+    fig, axes = plt.subplots(2, 5, figsize=(17, 6.4))
+    for ax, (key, title) in zip(axes.flat, ALPHA_PANELS):
+        for kind, ls, label in (("1", "-", "T = 1"), ("fitted", "--", "fitted T")):
+            ps = [p for p in points if p["t_kind"] == kind and p[key] is not None]
+            if not ps or (key == "temperature" and kind == "1"):
+                continue
+            b = _bands(ps, "alpha", key)
+            xs, m, sd = list(b), [b[x][0] for x in b], [b[x][1] for x in b]
+            ax.plot(xs, m, ls, marker="o", ms=3, color="C0" if kind == "1" else "C1", label=label)
+            ax.fill_between(xs, [a - d for a, d in zip(m, sd)], [a + d for a, d in zip(m, sd)],
+                            color="C0" if kind == "1" else "C1", alpha=0.15)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("α (uniform label smoothing)", fontsize=8)
+    next((ax for ax in axes.flat if ax.get_lines()), axes.flat[0]).legend(fontsize=8)
+    fig.suptitle(f"How much smoothing, on {points[0]['test_set']}: mean ± std over seeds", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, Path(out_dir) / "alpha_curve.png")
+    plt.close(fig)
 
 
 SHIFT_PANELS = (("ece_forced", "ECE (teacher-forced)"), ("ece_inference", "ECE (inference)"),
@@ -483,11 +528,11 @@ def shift_order(rows: list) -> dict:
     for pair in dict.fromkeys(r.pair for r in rows):
         ones = [r for r in rows if r.pair == pair and r.t_kind == "1"]
         ref = next((r.model for r in ones if r.alpha == 0), ones[0].model)
-        bleu = {}
+        bleu = {r.test_set: [] for r in ones}  # every test set, in the rows' order (a set with no BLEU: last)
         for r in ones:
-            if r.model == ref:
-                bleu.setdefault(r.test_set, []).append(r.bleu_beam)
-        order[pair] = sorted(bleu, key=lambda name: -statistics.fmean(bleu[name]))
+            if r.model == ref and r.bleu_beam is not None:
+                bleu[r.test_set].append(r.bleu_beam)
+        order[pair] = sorted(bleu, key=lambda name: -statistics.fmean(bleu[name]) if bleu[name] else math.inf)
     return order
 
 

@@ -1016,3 +1016,29 @@ def test_the_shift_figure_orders_test_sets_by_hard_bleu_and_divides_the_oracle_t
     assert len(lines) == 24 and {ln["rank"] for ln in lines if ln["test_set"] == "c"} == {"2"}
     one = [dataclasses.replace(r, test_set="a") for r in rows if r.test_set == "a"]
     assert write_figures({}, Comparison({"beam": 4}, {}, one, [], [], [], []), tmp_path / "one") == []
+
+
+def test_the_alpha_curve_takes_hard_targets_and_uniform_smoothing_on_the_first_test_set():
+    """Four α (0, 0.05, 0.1, 0.2) of uniform smoothing, a unigram prior at α 0.1 (not on the curve), a second
+    test set (not on it either), two seeds, T = 1 and fitted: 4 x 2 x 2 = 16 points, their α as the rows say;
+    three α draw the figure, two do not."""
+    import tempfile
+
+    from nmt.report import alpha_points, write_figures
+    from nmt.results import Comparison, Row
+    models = {"hard": ("hard", 0.0), "ls005": ("uniform", 0.05), "ls": ("uniform", 0.1), "ls02": ("uniform", 0.2),
+              "unigram": ("unigram", 0.1)}
+    rows = [Row(model=m, label=m, variant=v, alpha=a, seed=s, t_kind=k, test_set=t, ece_forced=a + s / 100,
+                temperature=1.0 if k == "1" else 1.1)
+            for t in ("t1", "t2") for m, (v, a) in models.items() for s in (1, 2) for k in ("1", "fitted")]
+    points = alpha_points(rows)
+    assert len(points) == 16 and {p["test_set"] for p in points} == {"t1"}
+    assert sorted({p["alpha"] for p in points}) == [0.0, 0.05, 0.1, 0.2]
+    assert "unigram" not in {p["model"] for p in points}
+    assert next(p for p in points if (p["model"], p["seed"]) == ("ls02", 2))["ece_forced"] == pytest.approx(0.22)
+    with tempfile.TemporaryDirectory() as d:
+        written = write_figures({}, Comparison({"beam": 4}, {}, rows, [], [], [], []), d)
+        assert [w.name for w in written][-2:] == ["alpha_curve.csv", "alpha_curve.png"]
+        assert len(list(csv.DictReader((Path(d) / "alpha_curve.csv").open()))) == 16
+        two = [r for r in rows if r.model in ("hard", "ls") and r.test_set == "t1"]
+        assert write_figures({}, Comparison({"beam": 4}, {}, two, [], [], [], []), d) == []

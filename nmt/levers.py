@@ -166,7 +166,8 @@ def decide(lever: str, shape: dict, runs, given: str = None) -> LeverChoice:
     now (`runs()` -> {option: callable}, timed by `time_options`) and cached."""
     given = given or _given.get(lever, "auto")
     if given != "auto":
-        return LeverChoice(lever, given, {}, "given")
+        _memo["given", lever] = LeverChoice(lever, given, {}, "given")
+        return _memo["given", lever]
     key = cache_key(lever, shape)
     if key in _memo:
         return _memo[key]
@@ -174,7 +175,8 @@ def decide(lever: str, shape: dict, runs, given: str = None) -> LeverChoice:
     found = read_cached(path, key, lever)
     if found is None:
         t0 = time.perf_counter()
-        seconds = time_options(runs())
+        with torch.random.fork_rng(devices=[]):  # the models built to be timed leave the global RNG as it was
+            seconds = time_options(runs())
         found = LeverChoice(lever, choose(lever, seconds), seconds, "measured")
         log.info("%s: %s (%s) measured in %.1f s", lever, found.choice,
                  ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in seconds.items()), time.perf_counter() - t0)

@@ -109,17 +109,29 @@ def cache_key(lever: str, shape: dict) -> str:
                           ).hexdigest()
 
 
+def _entries(path: Path) -> dict | None:
+    """levers.json as {key: entry}: {} where there is none, None where it is over MAX_CACHE_BYTES, not JSON or
+    not an object."""
+    try:
+        if not path.is_file():
+            return {}
+        if path.stat().st_size > MAX_CACHE_BYTES:
+            return None
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return entries if isinstance(entries, dict) else None
+
+
 def read_cached(path: Path, key: str, lever: str) -> LeverChoice | None:
     """The entry for `key` in levers.json, validated; None (and a warning) for anything malformed: a file over
     MAX_CACHE_BYTES, not a JSON object, an unknown option, times not finite and positive, or a choice the times
     do not support."""
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_CACHE_BYTES:
-            return None
-        entry = json.loads(path.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
+    entries = _entries(path)
+    if entries is None:
         log.warning("%s: not a levers cache; measuring again", path)
         return None
+    entry = entries.get(key)
     if entry is None:
         return None
     seconds = entry.get("seconds") if isinstance(entry, dict) else None
@@ -136,13 +148,7 @@ def read_cached(path: Path, key: str, lever: str) -> LeverChoice | None:
 def write_cached(path: Path, key: str, choice: LeverChoice) -> None:
     """Add the entry (the newest MAX_ENTRIES kept); a cache that cannot be written is only a warning."""
     from nmt.files import write_json_atomic
-    try:
-        old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and \
-            path.stat().st_size <= MAX_CACHE_BYTES else {}
-        old = old if isinstance(old, dict) else {}
-    except (OSError, ValueError):
-        old = {}
-    entries = {k: v for k, v in old.items() if k != key}
+    entries = {k: v for k, v in (_entries(path) or {}).items() if k != key}  # a malformed file is replaced
     entries[key] = {"choice": choice.choice, "seconds": choice.seconds}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,25 +223,30 @@ def search_kernels(model) -> LeverChoice:
     return decide("search_kernels", model_shape(model.cfg), runs)
 
 
+def trainer(mcfg, bf16: bool):
+    """A fresh model of `mcfg` and its optimizer (AdamW, fused); returns step(batch): one update on batch (src,
+    tgt), each (B, T + 1), under bf16 autocast or not, with a float32 cross-entropy."""
+    from nmt.model import Transformer
+    model = Transformer(mcfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step(batch):
+        src, tgt = batch
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(src, tgt[:, :-1])  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def training_amp(mcfg, given: str) -> LeverChoice:
-    """`amp` for training this model shape on the CPU: a few updates (AdamW, fused) on 32 random sentence pairs
-    of 16 pieces, float32 against bf16 autocast, each on its own fresh model."""
+    """`amp` for training this model shape on the CPU: a few updates (`trainer`) on 32 random sentence pairs of
+    16 pieces, float32 against bf16 autocast, each on its own fresh model."""
     def runs():
-        from nmt.model import Transformer
         g = torch.Generator().manual_seed(0)
-        src, tgt = torch.randint(4, mcfg.vocab_size, (2, 32, 16), generator=g)  # (2, B, T): no special pieces
-
-        def update(bf16: bool):
-            model = Transformer(mcfg).train()
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-            def step():
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    logits = model(src, tgt[:, :-1])  # (B, T-1, V)
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-            return step
-        return {"fp32": update(False), "bf16": update(True)}
+        batch = torch.randint(4, mcfg.vocab_size, (2, 32, 16), generator=g)  # (2, B, T): no special pieces
+        steps = {name: trainer(mcfg, bf16) for name, bf16 in (("fp32", False), ("bf16", True))}
+        return {name: (lambda step=step: step(batch)) for name, step in steps.items()}
     return decide("amp", model_shape(mcfg), runs, given={"auto": "auto", "bf16": "bf16", "none": "fp32"}[given])

@@ -68,10 +68,10 @@ def autocast_for(amp: str, device, mcfg=None):
     CUDA: bf16 where the GPU supports it, else fp16 with a gradient scaler ("auto"), or what was asked.
     CPU: bf16 autocast where the CPU has bf16 units: "bf16" is refused without them (UsageError), and "auto"
     takes it only where a few training updates of this model shape (`mcfg`) measured faster in bf16 than in
-    float32 (`nmt.levers.training_amp`; the products alone are no guide: 2.5x faster in bf16 on an AMX CPU
-    whose updates ran 0.88x); `mcfg` is the model's config, which that measurement needs. The loss and the
-    optimizer state stay in float32 either way. The record (precision, and the lever's choice with its timings)
-    goes into the run's config: bf16 changes the numbers."""
+    float32 (`nmt.levers.training_amp`; the products alone are no guide: 3.7x faster in bf16 on an AMX CPU
+    whose updates ran 0.97x, docs/benchmarks.md); `mcfg` is the model's config, which that measurement needs.
+    The loss and the optimizer state stay in float32 either way. The record (precision, and the lever's choice
+    with its timings) goes into the run's config: bf16 changes the numbers."""
     import contextlib
 
     if amp == "none":

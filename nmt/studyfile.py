@@ -547,7 +547,7 @@ def _evaluate(ck: _Checker, e, names) -> EvaluateSpec:
     return EvaluateSpec(beam, tuple(sets), tuple(grid), ck.choice(e.get("sweep_seeds", "all"), "evaluate.sweep_seeds",
                                                                   ("all", "first")), greedy, baseline,
                         tuple(protocols), tuple(beams), e.get("n_bins", d.n_bins), e.get("batch_size", d.batch_size),
-                        *_sampling(ck, e, d))
+                        *_sampling(ck, e, d), *_shift(ck, e))
 
 
 def _sampling(ck: _Checker, e: dict, d: EvaluateSpec) -> tuple:
@@ -562,10 +562,14 @@ def _sampling(ck: _Checker, e: dict, d: EvaluateSpec) -> tuple:
         DecodeConfig(**values)
     except UsageError as err:
         ck.fail(f"evaluate.{err.field}", err.detail)
+    return tuple(decoders), values["samples"], values["epsilon"], values["seed"]
+
+
+def _shift(ck: _Checker, e: dict) -> tuple:
+    """(sweep_test_sets, oracle_temperature) of [evaluate]: where the sweeps run, and the per-test-set T."""
     oracle = e.get("oracle_temperature", False)
     ck.typed(oracle, "evaluate.oracle_temperature", bool, "true or false")
-    return (tuple(decoders), values["samples"], values["epsilon"], values["seed"],
-            ck.choice(e.get("sweep_test_sets", "all"), "evaluate.sweep_test_sets", ("all", "first")), oracle)
+    return ck.choice(e.get("sweep_test_sets", "all"), "evaluate.sweep_test_sets", ("all", "first")), oracle
 
 
 def _data(ck: _Checker, d, base: Path) -> tuple:

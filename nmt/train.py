@@ -280,7 +280,7 @@ def build(tcfg: TrainConfig, mcfg: ModelConfig, resuming: bool, rank: int, world
     if resuming and ckpt_io.read_run_config(run_dir)[2].get("tokenizer_sha256") != tok_hash:
         raise DataError(f"{run_dir / 'spm.model'} differs from the tokenizer this run was trained with")
     mcfg = dataclasses.replace(mcfg, vocab_size=vocab)
-    autocast, scaler, precision = autocast_for(tcfg.amp, device, mcfg)  # measures on a generator of its own
+    autocast, scaler, precision = autocast_for(tcfg.amp, device, mcfg)  # auto measures; global RNG untouched
     objective = make_objective(tcfg, train_ds, vocab, device, tok_hash)
     if rank == 0:
         prior = objective.prior

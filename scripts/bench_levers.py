@@ -6,6 +6,7 @@ calibration cost, in a fresh cache directory (so nothing is read back).
 """
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -32,7 +33,6 @@ def main() -> int:
     model = Transformer(cfg).eval()
     out = {"preset": args.preset, "threads": args.threads, "machine": levers.machine(), "bf16_flags": cpu_bf16_flags()}
     with tempfile.TemporaryDirectory() as d:
-        import os
         os.environ["NMT_CACHE_DIR"] = d
         for name, decide in (("search_kernels", lambda: levers.search_kernels(model)),
                              ("amp", lambda: levers.training_amp(cfg, "auto"))):

@@ -17,24 +17,8 @@ from pathlib import Path
 import torch
 
 from nmt.config import PRESETS, ModelConfig
-from nmt.model import Transformer
+from nmt.levers import trainer
 from nmt.runtime import setup_cpu
-
-
-def trainer(cfg, bf16: bool):
-    torch.manual_seed(0)
-    model = Transformer(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-
-    def step(batch):
-        src, tgt = batch  # (B, T + 1) each
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(src, tgt[:, :-1])  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), tgt[:, 1:].flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
 
 
 def first_use(cfg, tokens: int) -> list:

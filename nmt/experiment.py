@@ -62,6 +62,7 @@ from nmt.evaluate import (
 )
 from nmt.evidence import Evidence, inference_of
 from nmt.files import DirLock, write_json_atomic, write_text_atomic
+from nmt.publicsets import PUBLIC_SETS
 from nmt.results import Comparison, ModelEvaluation, Row, aggregate, reliability_json
 from nmt.runs import run_id
 from nmt.search import hypothesis_limits
@@ -96,15 +97,21 @@ def corpus_config(tcfg, runs_root=None):
 
 def test_data(study: Study, tcfg) -> list:
     """[(name, source lines, reference lines)] of the study's test sets for a model's corpus; "all": every
-    {split}.{src,tgt}.gz pair of the data directory beyond train and val (the absent ones are skipped)."""
+    {split}.{src,tgt}.gz pair of the data directory beyond train and val (the absent ones are skipped with a
+    warning; a public set of another pair, `nmt.publicsets`, quietly)."""
     if study.data.test:
         return [(name, read_text(src), read_text(ref)) for name, src, ref in study.data.test]
     tcfg = corpus_config(tcfg)
     names = list(study.evaluate.test_sets)
     if names == ["all"]:
         names = test_sets_of(tcfg)
+    pair = f"{tcfg.src_lang}-{tcfg.tgt_lang}"
+    elsewhere = {s.name: s.pair for s in PUBLIC_SETS if s.pair != pair}  # a study's sets for its other pairs
     out = []
     for name in names:
+        if name in elsewhere:
+            log.debug("test set %s: for %s, not %s", name, elsewhere[name], pair)
+            continue
         src_path, ref_path = split_files(tcfg, name)
         if not (src_path.is_file() and ref_path.is_file()):
             log.warning("test set %s: %s or %s not found, skipped", name, src_path, ref_path)

@@ -344,6 +344,22 @@ def test_a_failing_submitit_job_ends_the_study_with_the_trainings_own_error(toy_
     assert res.returncode == 2 and "failed" in last and "train.de.gz" in last, res.stderr[-2000:]
 
 
+def test_a_pair_evaluates_its_own_test_sets_and_warns_only_of_its_missing_ones(tmp_path, toy_multi30k, caplog):
+    """A study lists every pair's test sets; en-de passes over another pair's public set (nmt.publicsets)
+    quietly, and warns of a set of its own whose files are missing."""
+    import logging
+
+    from nmt.config import TrainConfig
+    from nmt.experiment import test_data
+    s = load_study(toy_study(tmp_path / "s.toml", toy_multi30k,
+                             extra='test_sets = ["test_2016_flickr", "wmt22_cs", "tatoeba_fr", "test_2099_flickr"]'))
+    caplog.set_level(logging.DEBUG, logger="nmt.experiment")
+    got = test_data(s, TrainConfig(data_dir=str(toy_multi30k), src_lang="en", tgt_lang="de"))
+    assert [name for name, _, _ in got] == ["test_2016_flickr"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "test_2099_flickr" in warned[0], warned
+
+
 def test_a_third_alpha_is_a_study_file_and_no_code(tmp_path, toy_multi30k):
     """The README's example: one more model of three seeds is a few lines of TOML."""
     f = tmp_path / "alpha.toml"

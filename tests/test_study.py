@@ -375,14 +375,14 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
     """results/main holds the study behind the README: comparison.md is made from comparison.json alone, the
     README's table and claims are what `python -m nmt.study --from-results results/main --headline` prints,
     every claim follows from its per-seed differences, and the study was made from a clean tree; the same for
-    pairs, variants and distill, whose verdicts docs/representations.md carries."""
+    pairs, variants, distill (whose verdicts docs/representations.md carries), decoders and shift."""
     from nmt.experiment import rebuild
     main_results = ROOT / "results" / "main"
     assert rebuild(main_results) == (main_results / "comparison.md").read_text()
     assert rebuild(main_results, headline=True) in (ROOT / "README.md").read_text()
     distill = ROOT / "results" / "distill"
     for d in (main_results, ROOT / "results" / "pairs", ROOT / "results" / "variants", distill,
-              ROOT / "results" / "decoders"):
+              ROOT / "results" / "decoders", ROOT / "results" / "shift"):
         assert rebuild(d) == (d / "comparison.md").read_text(), d
         data = json.loads((d / "comparison.json").read_text())
         assert data["meta"]["provenance"]["git_dirty"] is False and not data["meta"].get("missing_runs"), d
@@ -404,6 +404,28 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
     assert all(line in docs for line in rebuild(distill, headline=True).splitlines() if line.startswith("- "))
     assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
                                str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0
+
+
+def test_the_shift_study_has_every_row_and_the_checksum_of_every_test_file():
+    """results/shift: one row per (model, seed, T, test set) of its study file, each pair on the test sets its
+    data has (en-cs: no 2017 sets), and the provenance's SHA-256 of both files of every test set it used."""
+    from nmt.studyfile import load_study
+    d = ROOT / "results" / "shift"
+    data = json.loads((d / "comparison.json").read_text())
+    study = load_study(ROOT / "studies" / "shift.toml")
+    sets = {"en-de": {"test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr", "wmt22_de"},
+            "en-fr": {"test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr", "tatoeba_fr"},
+            "en-cs": {"test_2016_flickr", "test_2018_flickr", "wmt22_cs"}}
+    want = {(m.name, seed, kind, ts) for m in study.models for seed in m.seeds for kind in ("1", "fitted")
+            for ts in sets[m.pair]}
+    got = [(r["model"], r["seed"], r["t_kind"], r["test_set"]) for r in data["rows"]]
+    assert sorted(got) == sorted(want) and len(got) == 196
+    checksums = data["meta"]["provenance"]["corpus_sha256"]
+    for pair, names in sets.items():
+        for name in names:
+            for lang in pair.split("-"):
+                assert re.fullmatch(r"[0-9a-f]{64}", checksums[f"{name}.{lang}.gz"]), (name, lang)
+    assert (d / "shift.png").is_file() and (d / "shift.csv").is_file()
 
 
 def test_every_figure_redraws_from_the_results_files_alone(toy_results, tmp_path, capsys):

@@ -543,7 +543,7 @@ def shift_points(rows: list) -> list:
     order = shift_order(rows)
     val_t = {(r.model, r.seed, r.test_set): r.temperature for r in rows if r.t_kind == "fitted"}
     return [{"pair": r.pair, "test_set": r.test_set, "rank": order[r.pair].index(r.test_set) + 1, "model": r.model,
-             "label": r.label + (" + T" if r.t_kind == "fitted" else ""), "t_kind": r.t_kind, "seed": r.seed,
+             "label": r.label, "t_kind": r.t_kind, "seed": r.seed,  # a fitted row's label ends in " + T"
              "temperature": r.temperature, "bleu_beam": r.bleu_beam, "ece_forced": r.ece_forced,
              "ece_inference": r.ece_inference, "oracle_temperature": r.oracle_temperature,
              "drift": (r.oracle_temperature / val_t[r.model, r.seed, r.test_set]

@@ -1039,7 +1039,7 @@ def test_the_shift_figure_orders_test_sets_by_hard_bleu_and_divides_the_oracle_t
     from nmt.report import shift_order, shift_points, write_figures
     from nmt.results import Comparison, Row
     bleu = {("hard", "a"): 30, ("hard", "b"): 20, ("hard", "c"): 25, ("ls", "a"): 10, ("ls", "b"): 40, ("ls", "c"): 5}
-    rows = [Row(model=m, label=m, alpha=0.1 if m == "ls" else 0.0, seed=s, t_kind=k,
+    rows = [Row(model=m, label=m + (" + T" if k == "fitted" else ""), alpha=0.1 if m == "ls" else 0.0, seed=s, t_kind=k,
                 temperature=1.0 if k == "1" else 1.1, test_set=t, bleu_beam=b + s - 1.5, ece_forced=0.01 * s,
                 ece_inference=0.02, oracle_temperature=1.32)
             for (m, t), b in bleu.items() for s in (1, 2) for k in ("1", "fitted")]
@@ -1047,6 +1047,7 @@ def test_the_shift_figure_orders_test_sets_by_hard_bleu_and_divides_the_oracle_t
     p = next(p for p in shift_points(rows)
              if (p["model"], p["seed"], p["test_set"], p["t_kind"]) == ("hard", 1, "b", "1"))
     assert p["rank"] == 3 and p["drift"] == pytest.approx(1.2) and p["label"] == "hard"
+    assert {p["label"] for p in shift_points(rows) if p["model"] == "hard"} == {"hard", "hard + T"}  # once
     data = Comparison({"beam": 4}, {}, rows, [], [], [], [])
     written = write_figures({}, data, tmp_path)
     assert written == [tmp_path / "shift.csv", tmp_path / "shift.png"] and (tmp_path / "shift.png").stat().st_size

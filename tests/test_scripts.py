@@ -123,3 +123,30 @@ def test_distill_tables_by_hand_and_in_the_docs(tmp_path, capsys):
     (tmp_path / "comparison.json").write_text(json.dumps(bad))
     assert mod.main([str(tmp_path)]) == 2
     assert f"error: {tmp_path / 'comparison.json'}: not a distillation study's" in capsys.readouterr().err
+
+
+def test_choose_on_val_with_the_rows_of_an_earlier_choice(tiny_run, tmp_path, capsys):
+    """--with-rows: an earlier choice's rows join the table as they were (marked "from" the file) and the rule
+    runs over all; a damaged row (a BLEU over 100, a name used twice, a file that is not a choice) is refused
+    before anything is decoded (exit 2, the file and the row named)."""
+    tool = _script("choose_on_val")
+    earlier = tmp_path / "earlier.json"
+    row = {"name": "old", "run": "elsewhere/old_seed1", "minutes": 19.0, "val_nll_t1": 0.1, "val_nll_fitted": 0.1,
+           "temperature": 1.0, "val_bleu": 99.0}
+    earlier.write_text(json.dumps({"rows": [row]}))
+    out = tmp_path / "choice.json"
+    args = ["--by", "bleu", str(tiny_run), "--names", "tiny", "--work", str(tmp_path), "--json", str(out)]
+    assert tool.main(args + ["--with-rows", str(earlier)]) == 0
+    got = json.loads(out.read_text())
+    assert got["chosen"] == "old"  # the lowest NLL and the highest BLEU: the tiny run is far behind on both
+    assert [r["name"] for r in got["rows"]] == ["tiny", "old"] and got["rows"][1]["from"] == str(earlier)
+    assert "from" not in got["rows"][0]
+    tool.val_bleu = lambda *a: (_ for _ in ()).throw(AssertionError("decoded before the rows were checked"))
+    for bad, said in (({"val_bleu": 101.0}, "row 1 (old): val_bleu = 101.0"),
+                      ({"name": "tiny"}, "expected each once"), ({"minutes": "19"}, "minutes = '19'")):
+        earlier.write_text(json.dumps({"rows": [{**row, **bad}]}))
+        assert tool.main(args[:-2] + ["--with-rows", str(earlier)]) == 2
+        assert said in capsys.readouterr().err
+    earlier.write_text("[1, 2]")
+    assert tool.main(args[:-2] + ["--with-rows", str(earlier)]) == 2
+    assert "a --json file of this script" in capsys.readouterr().err

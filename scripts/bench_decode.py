@@ -38,6 +38,17 @@ The decoders that use the whole distribution, against a beam of the same width (
 Compare their sentences/s with `nmt-packed`'s (the same linear maps); their target tokens count one
 translation per sentence, as a beam's.
 
+`torch.compile` of the decoder step (inductor, torch's CPU backend; the unpacked model, so compare with
+`nmt-unpacked`), its first pass over all batches untimed and reported apart (`first_pass_seconds`: the
+compilation):
+- `nmt-compiled`: `Transformer.decode_step` compiled as it is: the self-attention reads the t + 1 cached
+  positions, so its shapes change every step;
+- `nmt-static`: eager, but every step's self-attention reads the cache's whole capacity (`CapacityCache`:
+  positions not yet written are masked by the ancestry's -inf and hold zeros), so the shapes change only when
+  the cache grows (every `CACHE_CHUNK` positions) or the batch does;
+- `nmt-compiled-static`: the two together (static cache shapes, compiled).
+`unique_graphs` counts the graphs torch.compile built (a recompile is one more).
+
 Two more lines bound what nmt's search could reach:
 - `matmuls` runs only its matrix products: the encoder, then per step the decoder layers' linear maps and
   the output projection, at the rows the search has (one per sentence at the first step, then `--beam`),
@@ -66,7 +77,7 @@ from nmt.checkpoint import load_model  # noqa: E402
 from nmt.config import ModelConfig, TrainConfig  # noqa: E402
 from nmt.data import pad_ids, read_text_pairs
 from nmt.mbr import mbr  # noqa: E402
-from nmt.model import Transformer, attention_bias, step_attention  # noqa: E402
+from nmt.model import StepCache, Transformer, attention_bias, step_attention  # noqa: E402
 from nmt.runtime import setup_cpu  # noqa: E402
 from nmt.search import beam_search, sample  # noqa: E402
 from nmt.tokenizer import (
@@ -75,7 +86,9 @@ from nmt.tokenizer import (
 )
 
 SYSTEMS = ("nmt", "nmt-packed", "nmt-unpacked", "nmt-sample", "nmt-mbr", "nmt-parallel", "nmt-processes", "generate",
-           "ctranslate2", "matmuls", "kernels", "ct2-export", "ct2-export-parallel", "ct2-export-int8")
+           "ctranslate2", "matmuls", "kernels", "ct2-export", "ct2-export-parallel", "ct2-export-int8",
+           "nmt-compiled", "nmt-static", "nmt-compiled-static")
+COMPILED = ("nmt-compiled", "nmt-static", "nmt-compiled-static")
 DEFAULT_SYSTEMS = "nmt,generate,ctranslate2,matmuls,kernels"
 
 
@@ -152,6 +165,32 @@ def main():
         Path(args.json).write_text(json.dumps({"results": best, "args": vars(args)}, indent=2))
 
 
+class CapacityCache(StepCache):
+    """nmt-static's cache: `StepCache` whose self-attention reads every position of its capacity, not the t + 1
+    filled ones, so that a step's shapes stay the same from one step to the next (the masked entries get weight
+    exp(-inf) = 0)."""
+
+    def attend(self, layer: int, q, k, v, dropout_p: float = 0.0):
+        K, t = q.size(2), self.t
+        self.keys[layer][:, :, t, :K] = k
+        self.values[layer][:, :, t, :K] = v
+        # (b, H, capacity, slots, D/H) -> (b, H, capacity * slots, D/H); (b, K, capacity, slots) -> (b, 1, K, ...)
+        keys, values = self.keys[layer].flatten(2, 3), self.values[layer].flatten(2, 3)
+        mask = self.ancestry.flatten(2, 3)[:, None]
+        if layer == len(self.keys) - 1:
+            self.t = t + 1
+        return step_attention(q, keys, values, mask, dropout_p=dropout_p)
+
+
+def compiled_searcher(model, name: str):
+    """The model that nmt-compiled, nmt-static and nmt-compiled-static search with (see the module docstring)."""
+    if name != "nmt-compiled":
+        model.new_cache = lambda: CapacityCache(len(model.decoder))
+    if name != "nmt-static":
+        model.decode_step = torch.compile(model.decode_step)
+    return model
+
+
 def measure(args, name: str) -> dict:
     """Set up what system `name` needs, run it once over all batches, and time that run."""
     parallel = name.endswith("-parallel") or name == "nmt-processes"
@@ -176,8 +215,10 @@ def measure(args, name: str) -> dict:
         from nmt.levers import search_kernels
         packed = search_kernels(model).choice == "packed"
     else:
-        packed = name != "nmt-unpacked" and not bf16
+        packed = name not in ("nmt-unpacked", *COMPILED) and not bf16
     searcher = model.for_cpu_search() if packed else model
+    if name in COMPILED:
+        searcher = compiled_searcher(model, name)
 
     def run_nmt(batches):
         n = 0
@@ -301,16 +342,21 @@ def measure(args, name: str) -> dict:
 
     runners = {"nmt": run_nmt, "nmt-packed": run_nmt, "nmt-unpacked": run_nmt, "nmt-sample": run_sample,
                "nmt-mbr": lambda b: run_sample(b, choose=True), "nmt-parallel": lambda b: run_parallel(run_nmt, b),
-               "nmt-processes": lambda b: run_processes(run_nmt, b),
+               "nmt-processes": lambda b: run_processes(run_nmt, b), **{c: run_nmt for c in COMPILED},
                "generate": run_generate, "ctranslate2": run_ctranslate2, "ct2-export": run_ctranslate2,
                "ct2-export-parallel": run_ctranslate2, "ct2-export-int8": run_ctranslate2, "matmuls": run_floor,
                "kernels": lambda batches: run_floor(batches, kernels=True)}
-    runners[name](batches[-1:])  # warm-up, untimed: one-off set-up of the libraries and the allocator
+    t0 = time.perf_counter()  # warm-up, untimed: one-off set-up of the libraries and the allocator; compiled:
+    runners[name](batches if name in COMPILED else batches[-1:])  # every shape of the timed pass compiled
+    first = {"first_pass_seconds": time.perf_counter() - t0} if name in COMPILED else {}
+    if name in COMPILED:
+        from torch._dynamo.utils import counters
+        first["unique_graphs"] = counters["stats"]["unique_graphs"]
     t0 = time.perf_counter()
     tokens = runners[name](batches)
     secs = time.perf_counter() - t0
     return {"system": name, "seconds": secs, "sentences": len(ids), "sentences_per_s": len(ids) / secs,
-            "target_tokens": tokens, "tokens_per_s": tokens / secs,
+            "target_tokens": tokens, "tokens_per_s": tokens / secs, **first,
             "model": f"d_model {cfg.d_model}, {cfg.encoder_layers}+{cfg.decoder_layers} layers, "
                      f"vocabulary {cfg.vocab_size}"}
 

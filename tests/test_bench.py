@@ -41,3 +41,32 @@ def test_gpu_check_refuses_without_a_gpu_and_writes_nothing(tmp_path):
     assert res.returncode == 3, res.stderr
     assert "no CUDA GPU visible" in res.stderr and "nothing was measured" in res.stderr
     assert not (tmp_path / "bench").exists()
+
+
+def test_the_static_shape_cache_of_the_compile_benchmark_searches_exactly_as_the_step_cache():
+    """nmt-static's `CapacityCache` attends over the cache's whole capacity, the unwritten positions masked: the
+    same translations as `StepCache` (a random model, beam 4, sentences of different lengths, every hypothesis
+    past the cache's first capacity), and probabilities equal to float32 rounding (the softmax sums over more,
+    zero-weight, entries)."""
+    import importlib.util
+
+    import torch
+
+    from nmt.config import ModelConfig
+    from nmt.data import pad_ids
+    from nmt.model import CACHE_CHUNK, Transformer
+    from nmt.search import beam_search
+    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=40, d_model=32, n_heads=4, encoder_layers=2, decoder_layers=2,
+                                    d_ff=64, dropout=0.0)).eval()
+    src = pad_ids([[5, 6, 7, 8, 9, 2], [10, 11, 2], [12, 13, 14, 2]])
+    plain = beam_search(model, src, beam=4, max_len_a=0, max_len_b=44, min_len=34)
+    model.new_cache = lambda: bench.CapacityCache(len(model.decoder))
+    static = beam_search(model, src, beam=4, max_len_a=0, max_len_b=44, min_len=34)
+    assert [h.tokens for h in static] == [h.tokens for h in plain]
+    assert min(len(h.tokens) for h in plain) > CACHE_CHUNK  # the cache grew once: a new capacity
+    for a, b in zip(static, plain):
+        assert a.token_probs == pytest.approx(b.token_probs, rel=1e-5)

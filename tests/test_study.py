@@ -80,6 +80,8 @@ def test_the_committed_study_files_are_valid():
     (lambda t: t.replace('[margins]\nbleu_beam = 0.5', '[margins]\nbleu_beam = -1'), r"margins\.bleu_beam: -1"),
     (lambda t: t.replace('direction = "less"', 'direction = "less"\npool = "blocks"'),
      r"claims\[0\]\.pool: only a pooled claim"),
+    (lambda t: t.replace('alpha = 0.1', 'alpha = 0.3\nsmoothing = "zipf"'), r"models\[1\]\.smoothing: 'zipf'"),
+    (lambda t: t.replace('alpha = 0.1', 'confidence_penalty = -0.1'), r"models\[1\]\.confidence_penalty: -0\.1"),
 ])
 def test_a_bad_study_file_names_the_key_and_trains_nothing(edit, message, tmp_path, toy_multi30k, capsys):
     f = toy_study(tmp_path / "s.toml", toy_multi30k)

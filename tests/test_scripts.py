@@ -1,5 +1,5 @@
 """The small scripts that choose and check runs and make docs tables: scripts/check_replay.py, scripts/choose_on_val.py,
-scripts/distill_tables.py."""
+scripts/distill_tables.py, scripts/profile_search.py."""
 import importlib.util
 import json
 import shutil
@@ -150,3 +150,14 @@ def test_choose_on_val_with_the_rows_of_an_earlier_choice(tiny_run, tmp_path, ca
     earlier.write_text("[1, 2]")
     assert tool.main(args[:-2] + ["--with-rows", str(earlier)]) == 2
     assert "a --json file of this script" in capsys.readouterr().err
+
+
+def test_profile_search_shares_add_up_on_the_tiny_run(tiny_run, toy_multi30k, tmp_path, capsys):
+    """scripts/profile_search.py: every operator's self time, the products among them, written as JSON."""
+    tool = _script("profile_search")
+    out = tmp_path / "profile.json"
+    assert tool.main(["--checkpoint", str(tiny_run), "--data-dir", str(toy_multi30k), "--batches", "1",
+                      "--batch-size", "4", "--length", "3", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["total_ms"] == sum(got["ms"].values()) and 0 < got["products_ms"] < got["total_ms"]
+    assert got["search_kernels"] in ("packed", "plain") and "the products" in capsys.readouterr().out

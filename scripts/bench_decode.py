@@ -181,6 +181,16 @@ class CapacityCache(StepCache):
             self.t = t + 1
         return step_attention(q, keys, values, mask, dropout_p=dropout_p)
 
+    def reorder(self, sent, parent) -> "CapacityCache":
+        """`StepCache.reorder`, staying a CapacityCache; the positions not yet written are zeroed when sentences
+        leave (`select_filled` leaves them unset, and attend reads them: weight 0 times garbage could be NaN)."""
+        new = super().reorder(sent, parent)
+        new.__class__ = CapacityCache
+        if sent is not None:
+            for buf in new.keys + new.values:
+                buf[:, :, new.t:] = 0
+        return new
+
 
 def compiled_searcher(model, name: str):
     """The model that nmt-compiled, nmt-static and nmt-compiled-static search with (see the module docstring)."""

@@ -15,7 +15,7 @@ from nmt.claims import same
 from nmt.config import parse_grid
 from nmt.data import read_text
 from nmt.errors import DataError, StudyError, UsageError
-from nmt.stats import recompute, recompute_all
+from nmt.stats import TREND_TEST, recompute, recompute_all
 from nmt.study import main as study
 from nmt.studyfile import load_study
 
@@ -377,19 +377,25 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
     """results/main holds the study behind the README: comparison.md is made from comparison.json alone, the
     README's table and claims are what `python -m nmt.study --from-results results/main --headline` prints,
     every claim follows from its per-seed differences, and the study was made from a clean tree; the same for
-    pairs, variants, distill (whose verdicts docs/representations.md carries), decoders and shift."""
+    pairs, variants, distill (whose verdicts docs/representations.md carries), decoders, shift and alpha (the one
+    study that may be partial: then its README says so and its unmeasured claims have no verdict)."""
     from nmt.experiment import rebuild
     main_results = ROOT / "results" / "main"
     assert rebuild(main_results) == (main_results / "comparison.md").read_text()
     assert rebuild(main_results, headline=True) in (ROOT / "README.md").read_text()
     distill = ROOT / "results" / "distill"
     for d in (main_results, ROOT / "results" / "pairs", ROOT / "results" / "variants", distill,
-              ROOT / "results" / "decoders", ROOT / "results" / "shift"):
+              ROOT / "results" / "decoders", ROOT / "results" / "shift", ROOT / "results" / "alpha"):
         assert rebuild(d) == (d / "comparison.md").read_text(), d
         data = json.loads((d / "comparison.json").read_text())
-        assert data["meta"]["provenance"]["git_dirty"] is False and not data["meta"].get("missing_runs"), d
+        partial = bool(data["meta"].get("missing_runs"))
+        assert data["meta"]["provenance"]["git_dirty"] is False, d
+        assert not partial or (d.name == "alpha" and "(partial)" in (d / "README.md").read_text()), d
         again = recompute_all(data["claims"])  # from the stored differences alone, Holm within each family
         for c, a in zip(data["claims"], again):
+            if partial and not c["seeds"]:
+                assert c["verdict_holm"] == a.verdict_holm == "not measured (no runs)", c["claim"]
+                continue
             assert d != distill or c["n"] == 3, c["claim"]  # teacher seed s to student seed s, seeds 1-3
             assert (a.ci, a.p, a.verdict, a.p_holm, a.verdict_holm) == (
                 c["ci"], c["p"], c["verdict"], c["p_holm"], c["verdict_holm"]), c["claim"]
@@ -398,7 +404,7 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
             assert c["family"] in ("primary", "secondary") and c["test"] and c["p_holm"] is not None
             assert c["direction"] == "equivalent" or c["mde"] is not None  # every ordering states its power
             assert not isinstance(c["a"], list) or c["test"] in ("blocked t", "blocked TOST", "t over block means",
-                                                                 "TOST over block means")
+                                                                 "TOST over block means", TREND_TEST)
             if c["metric"].startswith("bleu") and c["direction"] != "equivalent":  # its TOST companion
                 assert any(o["direction"] == "equivalent" and (o["metric"], o["a"], o["b"], o["test_set"]) ==
                            (c["metric"], c["a"], c["b"], c["test_set"]) for o in data["claims"]), c["claim"]
@@ -406,6 +412,29 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
     assert all(line in docs for line in rebuild(distill, headline=True).splitlines() if line.startswith("- "))
     assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
                                str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0
+
+
+def test_the_alpha_study_has_a_row_for_every_evaluated_run_and_its_curve():
+    """results/alpha: one row per (model, seed, T) on test_2016_flickr for every run of its study file that its
+    evaluation does not name missing (24 runs, 48 rows, once complete), and the α curve's CSV: one line per (α,
+    seed, T) of the hard-target and uniform-smoothing runs among them (5 × 3 × 2 once complete)."""
+    from nmt.runs import run_dir, run_id
+    d = ROOT / "results" / "alpha"
+    data = json.loads((d / "comparison.json").read_text())
+    study = load_study(ROOT / "studies" / "alpha.toml")
+    missing = {run_id(p) for p in data["meta"]["missing_runs"]}
+    runs = {(m.name, seed): run_id(run_dir(study, m, seed, "runs")) for m in study.models for seed in m.seeds}
+    assert len(runs) == 24 and missing <= set(runs.values())
+    have = {key for key, r in runs.items() if r not in missing}
+    want = {(name, seed, kind, "test_2016_flickr") for name, seed in have for kind in ("1", "fitted")}
+    got = [(r["model"], r["seed"], r["t_kind"], r["test_set"]) for r in data["rows"]]
+    assert sorted(got) == sorted(want)
+    alpha = {m.name: m.alpha for m in study.models}
+    curve = [(p["model"], float(p["alpha"]), int(p["seed"]), p["t_kind"])
+             for p in csv.DictReader((d / "alpha_curve.csv").open())]
+    assert sorted(curve) == sorted((name, alpha[name], seed, kind) for name, seed in have
+                                   if name in ("hard", "ls005", "ls", "ls02", "ls03") for kind in ("1", "fitted"))
+    assert (d / "alpha_curve.png").is_file()
 
 
 def test_the_shift_study_has_every_row_and_the_checksum_of_every_test_file():

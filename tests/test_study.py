@@ -437,6 +437,25 @@ def test_the_alpha_study_has_a_row_for_every_evaluated_run_and_its_curve():
     assert (d / "alpha_curve.png").is_file()
 
 
+def test_the_lowest_ece_of_the_alpha_curve_regenerates_from_the_committed_rows(tmp_path):
+    """results/alpha/lowest_ece.json is what its script writes from comparison.json, and its lowest α at each
+    temperature kind is the α whose mean forced ECE over seeds (comparison.json's aggregates) is the lowest."""
+    out = tmp_path / "lowest.json"
+    subprocess.run([sys.executable, "results/alpha/lowest_ece.py", "results/alpha", "--json", str(out)], cwd=ROOT,
+                   check=True, capture_output=True)
+    committed = json.loads((ROOT / "results" / "alpha" / "lowest_ece.json").read_text())
+    assert json.loads(out.read_text()) == committed
+    aggregates = json.loads((ROOT / "results" / "alpha" / "comparison.json").read_text())["aggregate"]
+    for found in committed["by_t"]:
+        models = [e["model"] for e in found["by_alpha"]]
+        means = {a["model"]: a["mean"]["ece_forced"] for a in aggregates
+                 if a["t_kind"] == found["t_kind"] and a["model"] in models}
+        assert found["lowest"]["model"] == min(means, key=means.get)
+        for e in found["by_alpha"]:
+            assert e["mean"] == pytest.approx(means[e["model"]], abs=1e-12)
+            assert e["ci"][0] < e["mean"] < e["ci"][1] and e["n"] == 3
+
+
 def test_the_shift_study_has_every_row_and_the_checksum_of_every_test_file():
     """results/shift: one row per (model, seed, T, test set) of its study file, each pair on the test sets its
     data has (en-cs: no 2017 sets), and the provenance's SHA-256 of both files of every test set it used."""

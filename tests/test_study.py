@@ -410,6 +410,11 @@ def test_committed_results_rebuild_the_committed_tables_and_the_readme():
                            (c["metric"], c["a"], c["b"], c["test_set"]) for o in data["claims"]), c["claim"]
     docs = (ROOT / "docs" / "representations.md").read_text()
     assert all(line in docs for line in rebuild(distill, headline=True).splitlines() if line.startswith("- "))
+    alpha = (ROOT / "results" / "alpha" / "comparison.md").read_text()  # its primary claims, in docs/results.md
+    primary = alpha.split("### Primary claims", 1)[1].split("### ", 1)[0].splitlines()
+    docs = (ROOT / "docs" / "results.md").read_text()
+    assert sum(line.startswith("- ") for line in primary) == 10
+    assert all(line in docs for line in primary if line.startswith("- "))
     assert not subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
                                str(next((main_results / "runs").rglob("log.jsonl")))]).returncode == 0
 

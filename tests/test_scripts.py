@@ -1,14 +1,14 @@
 """The small scripts that choose and check runs and make docs tables: scripts/check_replay.py, scripts/choose_on_val.py,
-scripts/distill_tables.py, scripts/profile_search.py."""
+scripts/distill_tables.py, scripts/profile_search.py, results/variants/eos_check.py."""
 import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 
-def _script(name):
-    """A script of scripts/ as a module, to call its main() in-process."""
-    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+def _script(name, folder="scripts"):
+    """A script of scripts/ (or of another folder of the checkout) as a module, to call its main() in-process."""
+    path = Path(__file__).resolve().parent.parent / folder / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -161,3 +161,20 @@ def test_profile_search_shares_add_up_on_the_tiny_run(tiny_run, toy_multi30k, tm
     got = json.loads(out.read_text())
     assert got["total_ms"] == sum(got["ms"].values()) and 0 < got["products_ms"] < got["total_ms"]
     assert got["search_kernels"] in ("packed", "plain") and "the products" in capsys.readouterr().out
+
+
+def test_eos_check_counts_every_position_where_the_reference_goes_on(tiny_run, toy_corpus, tmp_path, capsys):
+    """results/variants/eos_check.py on the tiny run: its positions are the validation references' pieces
+    without their EOS (counted here with the run's own SentencePiece model), p(EOS) is a probability, and EOS
+    can rank first no more often than among the two, nor among the two more often than among the four."""
+    import sentencepiece as spm
+
+    tool = _script("eos_check", "results/variants")
+    out = tmp_path / "eos.json"
+    assert tool.main([str(tiny_run), "--json", str(out), "--threads", "1"]) == 0
+    (row,) = json.loads(out.read_text())["runs"]
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_run / "spm.model"))
+    refs = [line for line in (toy_corpus / "val.de").read_text().splitlines() if line.strip()]
+    assert row["positions"] == sum(len(ids) for ids in sp.encode(refs)) > 0
+    assert 0 < row["mean_p_eos"] < 1 and 0 <= row["eos_top1"] <= row["eos_top2"] <= row["eos_top4"] <= 1
+    assert row["run"] == "tiny" and row["prior_eos"] is None and "tiny" in capsys.readouterr().out

@@ -16,7 +16,7 @@ import torch
 from nmt import checkpoint as ckpt_io
 from nmt.config import train_config_from
 from nmt.evaluate import validation_batches
-from nmt.model import EOS, PAD
+from nmt.tokenizer import EOS, PAD
 
 
 def eos_stats(run: str) -> dict:

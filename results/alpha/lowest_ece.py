@@ -60,7 +60,7 @@ def report(args) -> int:
     data = load_comparison(args.results)
     found = [lowest(data, kind, f"{args.results}/comparison.json") for kind in ("1", "fitted")]
     for f in found:
-        print(f"T = {'1' if f['t_kind'] == '1' else 'fitted'}: lowest {METRIC} at α = {f['lowest']['alpha']:g}")
+        print(f"T = {f['t_kind']}: lowest {METRIC} at α = {f['lowest']['alpha']:g}")
         for e in f["by_alpha"]:
             d = e["lowest_minus_this"]
             print(f"  α = {e['alpha']:<5g} {line(e)}" + ("" if d is None else f"; lowest − this {line(d)}"))
